@@ -1,0 +1,934 @@
+//! The `Staff` aggregate: a clinic's staff member (who is also a user), their
+//! role, profile, working hours and time off.
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Services;
+use crate::error::{DomainError, ErrorKind};
+use crate::ids::{ClinicId, DepartmentId, StaffId};
+use crate::values::{Email, NonEmptyText, PersonName, Role, TimeRange, WorkingHours};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum StaffCommand {
+    Hire {
+        staff_id: StaffId,
+        clinic_id: ClinicId,
+        name: PersonName,
+        email: Email,
+        role: Role,
+        department_id: Option<DepartmentId>,
+        specialty: Option<NonEmptyText>,
+        licence_number: Option<NonEmptyText>,
+    },
+    ChangeRole {
+        role: Role,
+    },
+    /// Changes the given fields; `None` leaves a field as it is.
+    UpdateProfile {
+        name: Option<PersonName>,
+        email: Option<Email>,
+        department_id: Option<DepartmentId>,
+        specialty: Option<NonEmptyText>,
+        licence_number: Option<NonEmptyText>,
+    },
+    SetWorkingHours {
+        hours: WorkingHours,
+    },
+    AddTimeOff {
+        range: TimeRange,
+        reason: Option<NonEmptyText>,
+    },
+    Deactivate {
+        reason: Option<NonEmptyText>,
+    },
+    Reactivate,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum StaffEvent {
+    StaffHired {
+        staff_id: StaffId,
+        clinic_id: ClinicId,
+        name: PersonName,
+        email: Email,
+        role: Role,
+        department_id: Option<DepartmentId>,
+        specialty: Option<NonEmptyText>,
+        licence_number: Option<NonEmptyText>,
+    },
+    StaffRoleChanged {
+        from: Role,
+        to: Role,
+    },
+    /// Carries only the fields that changed.
+    StaffProfileUpdated {
+        name: Option<PersonName>,
+        email: Option<Email>,
+        department_id: Option<DepartmentId>,
+        specialty: Option<NonEmptyText>,
+        licence_number: Option<NonEmptyText>,
+    },
+    WorkingHoursSet {
+        hours: WorkingHours,
+    },
+    TimeOffAdded {
+        range: TimeRange,
+        reason: Option<NonEmptyText>,
+    },
+    StaffDeactivated {
+        reason: Option<NonEmptyText>,
+    },
+    StaffReactivated,
+}
+
+impl DomainEvent for StaffEvent {
+    fn event_type(&self) -> String {
+        match self {
+            StaffEvent::StaffHired { .. } => "StaffHired",
+            StaffEvent::StaffRoleChanged { .. } => "StaffRoleChanged",
+            StaffEvent::StaffProfileUpdated { .. } => "StaffProfileUpdated",
+            StaffEvent::WorkingHoursSet { .. } => "WorkingHoursSet",
+            StaffEvent::TimeOffAdded { .. } => "TimeOffAdded",
+            StaffEvent::StaffDeactivated { .. } => "StaffDeactivated",
+            StaffEvent::StaffReactivated => "StaffReactivated",
+        }
+        .to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        "1.0".to_owned()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StaffError {
+    #[error("staff member not found")]
+    NotFound,
+    #[error("staff member is already hired")]
+    AlreadyHired,
+    #[error("a doctor must have a licence number")]
+    LicenceRequired,
+    #[error("staff member already has the role {0}")]
+    RoleUnchanged(Role),
+    #[error("nothing to update")]
+    NothingToUpdate,
+    #[error("time off must end in the future")]
+    TimeOffInPast,
+    #[error("time off overlaps existing time off from {} to {}", .0.start(), .0.end())]
+    TimeOffOverlaps(TimeRange),
+    #[error("staff member is deactivated")]
+    Deactivated,
+    #[error("staff member is already deactivated")]
+    AlreadyDeactivated,
+    #[error("staff member is already active")]
+    AlreadyActive,
+}
+
+impl StaffError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StaffError::NotFound => ErrorKind::NotFound,
+            StaffError::AlreadyHired
+            | StaffError::RoleUnchanged(_)
+            | StaffError::TimeOffOverlaps(_)
+            | StaffError::Deactivated
+            | StaffError::AlreadyDeactivated
+            | StaffError::AlreadyActive => ErrorKind::Conflict,
+            StaffError::LicenceRequired
+            | StaffError::NothingToUpdate
+            | StaffError::TimeOffInPast => ErrorKind::Invalid,
+        }
+    }
+
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            StaffError::LicenceRequired => Some("licence_number"),
+            StaffError::RoleUnchanged(_) => Some("role"),
+            StaffError::TimeOffInPast | StaffError::TimeOffOverlaps(_) => Some("time_off"),
+            _ => None,
+        }
+    }
+}
+
+impl DomainError for StaffError {
+    fn kind(&self) -> ErrorKind {
+        StaffError::kind(self)
+    }
+
+    fn field(&self) -> Option<&'static str> {
+        StaffError::field(self)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StaffStatus {
+    #[default]
+    NotHired,
+    Active,
+    Deactivated,
+}
+
+/// A recorded absence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeOff {
+    pub range: TimeRange,
+    pub reason: Option<NonEmptyText>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Staff {
+    id: Option<StaffId>,
+    clinic_id: Option<ClinicId>,
+    name: Option<PersonName>,
+    email: Option<Email>,
+    role: Option<Role>,
+    department_id: Option<DepartmentId>,
+    specialty: Option<NonEmptyText>,
+    licence_number: Option<NonEmptyText>,
+    working_hours: WorkingHours,
+    time_off: Vec<TimeOff>,
+    status: StaffStatus,
+}
+
+impl Staff {
+    pub fn id(&self) -> Option<StaffId> {
+        self.id
+    }
+
+    pub fn clinic_id(&self) -> Option<ClinicId> {
+        self.clinic_id
+    }
+
+    pub fn name(&self) -> Option<&PersonName> {
+        self.name.as_ref()
+    }
+
+    pub fn email(&self) -> Option<&Email> {
+        self.email.as_ref()
+    }
+
+    pub fn role(&self) -> Option<Role> {
+        self.role
+    }
+
+    pub fn department_id(&self) -> Option<DepartmentId> {
+        self.department_id
+    }
+
+    pub fn specialty(&self) -> Option<&NonEmptyText> {
+        self.specialty.as_ref()
+    }
+
+    pub fn licence_number(&self) -> Option<&NonEmptyText> {
+        self.licence_number.as_ref()
+    }
+
+    pub fn working_hours(&self) -> &WorkingHours {
+        &self.working_hours
+    }
+
+    pub fn time_off(&self) -> &[TimeOff] {
+        &self.time_off
+    }
+
+    pub fn status(&self) -> StaffStatus {
+        self.status
+    }
+
+    pub fn is_hired(&self) -> bool {
+        self.status != StaffStatus::NotHired
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.status == StaffStatus::Active
+    }
+
+    /// Whether any recorded time off overlaps `range`.
+    pub fn is_off_during(&self, range: &TimeRange) -> bool {
+        self.time_off.iter().any(|t| t.range.overlaps(range))
+    }
+
+    fn ensure_active(&self) -> Result<(), StaffError> {
+        match self.status {
+            StaffStatus::NotHired => Err(StaffError::NotFound),
+            StaffStatus::Deactivated => Err(StaffError::Deactivated),
+            StaffStatus::Active => Ok(()),
+        }
+    }
+
+    /// Decides which events a command produces, without changing state.
+    pub fn decide(
+        &self,
+        command: StaffCommand,
+        services: &Services,
+    ) -> Result<Vec<StaffEvent>, StaffError> {
+        use StaffCommand as C;
+        use StaffEvent as E;
+        match command {
+            C::Hire {
+                staff_id,
+                clinic_id,
+                name,
+                email,
+                role,
+                department_id,
+                specialty,
+                licence_number,
+            } => {
+                if self.is_hired() {
+                    return Err(StaffError::AlreadyHired);
+                }
+                if role == Role::Doctor && licence_number.is_none() {
+                    return Err(StaffError::LicenceRequired);
+                }
+                Ok(vec![E::StaffHired {
+                    staff_id,
+                    clinic_id,
+                    name,
+                    email,
+                    role,
+                    department_id,
+                    specialty,
+                    licence_number,
+                }])
+            }
+            C::Deactivate { reason } => match self.status {
+                StaffStatus::NotHired => Err(StaffError::NotFound),
+                StaffStatus::Deactivated => Err(StaffError::AlreadyDeactivated),
+                StaffStatus::Active => Ok(vec![E::StaffDeactivated { reason }]),
+            },
+            C::Reactivate => match self.status {
+                StaffStatus::NotHired => Err(StaffError::NotFound),
+                StaffStatus::Active => Err(StaffError::AlreadyActive),
+                StaffStatus::Deactivated => Ok(vec![E::StaffReactivated]),
+            },
+            C::ChangeRole { role } => {
+                self.ensure_active()?;
+                let from = self.role.ok_or(StaffError::NotFound)?;
+                if role == from {
+                    return Err(StaffError::RoleUnchanged(role));
+                }
+                if role == Role::Doctor && self.licence_number.is_none() {
+                    return Err(StaffError::LicenceRequired);
+                }
+                Ok(vec![E::StaffRoleChanged { from, to: role }])
+            }
+            C::UpdateProfile {
+                name,
+                email,
+                department_id,
+                specialty,
+                licence_number,
+            } => {
+                self.ensure_active()?;
+                let name = name.filter(|v| Some(v) != self.name.as_ref());
+                let email = email.filter(|v| Some(v) != self.email.as_ref());
+                let department_id = department_id.filter(|v| Some(*v) != self.department_id);
+                let specialty = specialty.filter(|v| Some(v) != self.specialty.as_ref());
+                let licence_number =
+                    licence_number.filter(|v| Some(v) != self.licence_number.as_ref());
+                if name.is_none()
+                    && email.is_none()
+                    && department_id.is_none()
+                    && specialty.is_none()
+                    && licence_number.is_none()
+                {
+                    return Err(StaffError::NothingToUpdate);
+                }
+                Ok(vec![E::StaffProfileUpdated {
+                    name,
+                    email,
+                    department_id,
+                    specialty,
+                    licence_number,
+                }])
+            }
+            C::SetWorkingHours { hours } => {
+                self.ensure_active()?;
+                Ok(vec![E::WorkingHoursSet { hours }])
+            }
+            C::AddTimeOff { range, reason } => {
+                self.ensure_active()?;
+                if range.end() <= services.now() {
+                    return Err(StaffError::TimeOffInPast);
+                }
+                if let Some(existing) = self.time_off.iter().find(|t| t.range.overlaps(&range)) {
+                    return Err(StaffError::TimeOffOverlaps(existing.range));
+                }
+                Ok(vec![E::TimeOffAdded { range, reason }])
+            }
+        }
+    }
+}
+
+impl Aggregate for Staff {
+    const TYPE: &'static str = "Staff";
+    type Command = StaffCommand;
+    type Event = StaffEvent;
+    type Error = StaffError;
+    type Services = Services;
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        for event in self.decide(command, services)? {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            StaffEvent::StaffHired {
+                staff_id,
+                clinic_id,
+                name,
+                email,
+                role,
+                department_id,
+                specialty,
+                licence_number,
+            } => {
+                self.id = Some(staff_id);
+                self.clinic_id = Some(clinic_id);
+                self.name = Some(name);
+                self.email = Some(email);
+                self.role = Some(role);
+                self.department_id = department_id;
+                self.specialty = specialty;
+                self.licence_number = licence_number;
+                self.status = StaffStatus::Active;
+            }
+            StaffEvent::StaffRoleChanged { to, .. } => self.role = Some(to),
+            StaffEvent::StaffProfileUpdated {
+                name,
+                email,
+                department_id,
+                specialty,
+                licence_number,
+            } => {
+                if name.is_some() {
+                    self.name = name;
+                }
+                if email.is_some() {
+                    self.email = email;
+                }
+                if department_id.is_some() {
+                    self.department_id = department_id;
+                }
+                if specialty.is_some() {
+                    self.specialty = specialty;
+                }
+                if licence_number.is_some() {
+                    self.licence_number = licence_number;
+                }
+            }
+            StaffEvent::WorkingHoursSet { hours } => self.working_hours = hours,
+            StaffEvent::TimeOffAdded { range, reason } => {
+                self.time_off.push(TimeOff { range, reason });
+                self.time_off.sort_by_key(|t| t.range.start());
+            }
+            StaffEvent::StaffDeactivated { .. } => self.status = StaffStatus::Deactivated,
+            StaffEvent::StaffReactivated => self.status = StaffStatus::Active,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{at, person, services, text};
+    use crate::values::LocalInterval;
+    use chrono::{NaiveTime, Weekday};
+    use cqrs_es::test::TestFramework;
+    use uuid::Uuid;
+
+    fn fx() -> TestFramework<Staff> {
+        TestFramework::with(services())
+    }
+
+    fn staff_id() -> StaffId {
+        StaffId::from_uuid(Uuid::from_u128(2))
+    }
+
+    fn clinic_id() -> ClinicId {
+        ClinicId::from_uuid(Uuid::from_u128(1))
+    }
+
+    fn email(s: &str) -> Email {
+        Email::parse(s).unwrap()
+    }
+
+    fn range(a: &str, b: &str) -> TimeRange {
+        TimeRange::new(at(a), at(b)).unwrap()
+    }
+
+    fn hired(role: Role, licence: Option<&str>) -> StaffEvent {
+        StaffEvent::StaffHired {
+            staff_id: staff_id(),
+            clinic_id: clinic_id(),
+            name: person("Gregory House"),
+            email: email("house@example.org"),
+            role,
+            department_id: None,
+            specialty: None,
+            licence_number: licence.map(text),
+        }
+    }
+
+    fn nurse() -> StaffEvent {
+        hired(Role::Nurse, None)
+    }
+
+    fn doctor() -> StaffEvent {
+        hired(Role::Doctor, Some("GMC-123"))
+    }
+
+    fn deactivated() -> StaffEvent {
+        StaffEvent::StaffDeactivated { reason: None }
+    }
+
+    fn hire(role: Role, licence: Option<&str>) -> StaffCommand {
+        StaffCommand::Hire {
+            staff_id: staff_id(),
+            clinic_id: clinic_id(),
+            name: person("Gregory House"),
+            email: email("house@example.org"),
+            role,
+            department_id: None,
+            specialty: None,
+            licence_number: licence.map(text),
+        }
+    }
+
+    fn no_profile_change() -> StaffCommand {
+        StaffCommand::UpdateProfile {
+            name: None,
+            email: None,
+            department_id: None,
+            specialty: None,
+            licence_number: None,
+        }
+    }
+
+    fn hours() -> WorkingHours {
+        let nine = NaiveTime::from_hms_opt(9, 0, 0).unwrap();
+        let five = NaiveTime::from_hms_opt(17, 0, 0).unwrap();
+        WorkingHours::new([(Weekday::Mon, vec![LocalInterval::new(nine, five).unwrap()])]).unwrap()
+    }
+
+    fn kind_and_field(r: Result<Vec<StaffEvent>, StaffError>) -> (ErrorKind, Option<&'static str>) {
+        let err = r.expect_err("expected an error");
+        (DomainError::kind(&err), DomainError::field(&err))
+    }
+
+    // --- hire ---
+
+    #[test]
+    fn hire_a_nurse() {
+        fx().given_no_previous_events()
+            .when(hire(Role::Nurse, None))
+            .then_expect_events(vec![nurse()]);
+    }
+
+    #[test]
+    fn hire_a_doctor_with_licence() {
+        fx().given_no_previous_events()
+            .when(hire(Role::Doctor, Some("GMC-123")))
+            .then_expect_events(vec![doctor()]);
+    }
+
+    #[test]
+    fn doctor_needs_a_licence_number() {
+        let r = fx()
+            .given_no_previous_events()
+            .when(hire(Role::Doctor, None))
+            .inspect_result();
+        assert_eq!(r, Err(StaffError::LicenceRequired));
+        assert_eq!(
+            kind_and_field(r),
+            (ErrorKind::Invalid, Some("licence_number"))
+        );
+    }
+
+    #[test]
+    fn hire_twice_is_a_conflict() {
+        let r = fx()
+            .given(vec![nurse()])
+            .when(hire(Role::Nurse, None))
+            .inspect_result();
+        assert_eq!(r, Err(StaffError::AlreadyHired));
+        assert_eq!(kind_and_field(r).0, ErrorKind::Conflict);
+    }
+
+    #[test]
+    fn commands_on_unhired_staff_are_not_found() {
+        let commands = vec![
+            StaffCommand::ChangeRole { role: Role::Nurse },
+            no_profile_change(),
+            StaffCommand::SetWorkingHours { hours: hours() },
+            StaffCommand::AddTimeOff {
+                range: range("2025-07-01T00:00:00Z", "2025-07-02T00:00:00Z"),
+                reason: None,
+            },
+            StaffCommand::Deactivate { reason: None },
+            StaffCommand::Reactivate,
+        ];
+        for command in commands {
+            let r = fx()
+                .given_no_previous_events()
+                .when(command)
+                .inspect_result();
+            assert_eq!(r, Err(StaffError::NotFound));
+            assert_eq!(kind_and_field(r).0, ErrorKind::NotFound);
+        }
+    }
+
+    // --- role ---
+
+    #[test]
+    fn change_role() {
+        fx().given(vec![nurse()])
+            .when(StaffCommand::ChangeRole {
+                role: Role::Receptionist,
+            })
+            .then_expect_events(vec![StaffEvent::StaffRoleChanged {
+                from: Role::Nurse,
+                to: Role::Receptionist,
+            }]);
+    }
+
+    #[test]
+    fn change_to_same_role_is_a_conflict() {
+        let r = fx()
+            .given(vec![nurse()])
+            .when(StaffCommand::ChangeRole { role: Role::Nurse })
+            .inspect_result();
+        assert_eq!(r, Err(StaffError::RoleUnchanged(Role::Nurse)));
+        assert_eq!(kind_and_field(r), (ErrorKind::Conflict, Some("role")));
+    }
+
+    #[test]
+    fn becoming_a_doctor_needs_a_licence() {
+        fx().given(vec![nurse()])
+            .when(StaffCommand::ChangeRole { role: Role::Doctor })
+            .then_expect_error(StaffError::LicenceRequired);
+    }
+
+    #[test]
+    fn becoming_a_doctor_after_adding_a_licence() {
+        fx().given(vec![
+            nurse(),
+            StaffEvent::StaffProfileUpdated {
+                name: None,
+                email: None,
+                department_id: None,
+                specialty: None,
+                licence_number: Some(text("GMC-9")),
+            },
+        ])
+        .when(StaffCommand::ChangeRole { role: Role::Doctor })
+        .then_expect_events(vec![StaffEvent::StaffRoleChanged {
+            from: Role::Nurse,
+            to: Role::Doctor,
+        }]);
+    }
+
+    // --- profile ---
+
+    #[test]
+    fn update_profile_emits_only_changes() {
+        let dept = DepartmentId::from_uuid(Uuid::from_u128(7));
+        fx().given(vec![doctor()])
+            .when(StaffCommand::UpdateProfile {
+                name: Some(person("Gregory House")),
+                email: Some(email("greg@example.org")),
+                department_id: Some(dept),
+                specialty: Some(text("Diagnostics")),
+                licence_number: Some(text("GMC-123")),
+            })
+            .then_expect_events(vec![StaffEvent::StaffProfileUpdated {
+                name: None,
+                email: Some(email("greg@example.org")),
+                department_id: Some(dept),
+                specialty: Some(text("Diagnostics")),
+                licence_number: None,
+            }]);
+    }
+
+    #[test]
+    fn update_profile_with_nothing_is_invalid() {
+        let r = fx()
+            .given(vec![nurse()])
+            .when(no_profile_change())
+            .inspect_result();
+        assert_eq!(r, Err(StaffError::NothingToUpdate));
+        assert_eq!(kind_and_field(r), (ErrorKind::Invalid, None));
+    }
+
+    // --- working hours ---
+
+    #[test]
+    fn set_working_hours() {
+        fx().given(vec![doctor()])
+            .when(StaffCommand::SetWorkingHours { hours: hours() })
+            .then_expect_events(vec![StaffEvent::WorkingHoursSet { hours: hours() }]);
+    }
+
+    // --- time off ---
+
+    #[test]
+    fn add_time_off() {
+        let r = range("2025-07-01T00:00:00Z", "2025-07-08T00:00:00Z");
+        fx().given(vec![doctor()])
+            .when(StaffCommand::AddTimeOff {
+                range: r,
+                reason: Some(text("holiday")),
+            })
+            .then_expect_events(vec![StaffEvent::TimeOffAdded {
+                range: r,
+                reason: Some(text("holiday")),
+            }]);
+    }
+
+    #[test]
+    fn time_off_already_under_way_is_fine() {
+        // now = 2025-06-02T08:00Z
+        let r = range("2025-06-02T00:00:00Z", "2025-06-03T00:00:00Z");
+        fx().given(vec![doctor()])
+            .when(StaffCommand::AddTimeOff {
+                range: r,
+                reason: None,
+            })
+            .then_expect_events(vec![StaffEvent::TimeOffAdded {
+                range: r,
+                reason: None,
+            }]);
+    }
+
+    #[test]
+    fn time_off_in_the_past_is_invalid() {
+        let r = fx()
+            .given(vec![doctor()])
+            .when(StaffCommand::AddTimeOff {
+                range: range("2025-06-01T00:00:00Z", "2025-06-02T08:00:00Z"),
+                reason: None,
+            })
+            .inspect_result();
+        assert_eq!(r, Err(StaffError::TimeOffInPast));
+        assert_eq!(kind_and_field(r), (ErrorKind::Invalid, Some("time_off")));
+    }
+
+    #[test]
+    fn overlapping_time_off_is_a_conflict() {
+        let existing = range("2025-07-01T00:00:00Z", "2025-07-08T00:00:00Z");
+        let r = fx()
+            .given(vec![
+                doctor(),
+                StaffEvent::TimeOffAdded {
+                    range: existing,
+                    reason: None,
+                },
+            ])
+            .when(StaffCommand::AddTimeOff {
+                range: range("2025-07-07T00:00:00Z", "2025-07-10T00:00:00Z"),
+                reason: None,
+            })
+            .inspect_result();
+        assert_eq!(r, Err(StaffError::TimeOffOverlaps(existing)));
+        assert_eq!(kind_and_field(r), (ErrorKind::Conflict, Some("time_off")));
+    }
+
+    #[test]
+    fn adjacent_time_off_is_fine() {
+        let existing = range("2025-07-01T00:00:00Z", "2025-07-08T00:00:00Z");
+        let next = range("2025-07-08T00:00:00Z", "2025-07-09T00:00:00Z");
+        fx().given(vec![
+            doctor(),
+            StaffEvent::TimeOffAdded {
+                range: existing,
+                reason: None,
+            },
+        ])
+        .when(StaffCommand::AddTimeOff {
+            range: next,
+            reason: None,
+        })
+        .then_expect_events(vec![StaffEvent::TimeOffAdded {
+            range: next,
+            reason: None,
+        }]);
+    }
+
+    // --- deactivation ---
+
+    #[test]
+    fn deactivate() {
+        fx().given(vec![nurse()])
+            .when(StaffCommand::Deactivate {
+                reason: Some(text("left")),
+            })
+            .then_expect_events(vec![StaffEvent::StaffDeactivated {
+                reason: Some(text("left")),
+            }]);
+    }
+
+    #[test]
+    fn deactivate_twice_is_a_conflict() {
+        let r = fx()
+            .given(vec![nurse(), deactivated()])
+            .when(StaffCommand::Deactivate { reason: None })
+            .inspect_result();
+        assert_eq!(r, Err(StaffError::AlreadyDeactivated));
+        assert_eq!(kind_and_field(r).0, ErrorKind::Conflict);
+    }
+
+    #[test]
+    fn reactivate() {
+        fx().given(vec![nurse(), deactivated()])
+            .when(StaffCommand::Reactivate)
+            .then_expect_events(vec![StaffEvent::StaffReactivated]);
+    }
+
+    #[test]
+    fn reactivate_active_is_a_conflict() {
+        let r = fx()
+            .given(vec![nurse()])
+            .when(StaffCommand::Reactivate)
+            .inspect_result();
+        assert_eq!(r, Err(StaffError::AlreadyActive));
+        assert_eq!(kind_and_field(r).0, ErrorKind::Conflict);
+    }
+
+    #[test]
+    fn deactivated_staff_reject_other_commands() {
+        let commands = vec![
+            StaffCommand::ChangeRole {
+                role: Role::Auditor,
+            },
+            StaffCommand::UpdateProfile {
+                name: Some(person("X")),
+                email: None,
+                department_id: None,
+                specialty: None,
+                licence_number: None,
+            },
+            StaffCommand::SetWorkingHours { hours: hours() },
+            StaffCommand::AddTimeOff {
+                range: range("2025-07-01T00:00:00Z", "2025-07-02T00:00:00Z"),
+                reason: None,
+            },
+        ];
+        for command in commands {
+            let r = fx()
+                .given(vec![nurse(), deactivated()])
+                .when(command)
+                .inspect_result();
+            assert_eq!(r, Err(StaffError::Deactivated));
+            assert_eq!(kind_and_field(r).0, ErrorKind::Conflict);
+        }
+    }
+
+    // --- state and serialisation ---
+
+    #[test]
+    fn apply_builds_readable_state() {
+        let mut staff = Staff::default();
+        assert!(!staff.is_hired() && !staff.is_active());
+        let off = range("2025-07-01T00:00:00Z", "2025-07-08T00:00:00Z");
+        let earlier = range("2025-06-10T00:00:00Z", "2025-06-11T00:00:00Z");
+        for e in [
+            nurse(),
+            StaffEvent::StaffProfileUpdated {
+                name: None,
+                email: Some(email("h@example.org")),
+                department_id: None,
+                specialty: None,
+                licence_number: Some(text("L-1")),
+            },
+            StaffEvent::StaffRoleChanged {
+                from: Role::Nurse,
+                to: Role::Doctor,
+            },
+            StaffEvent::WorkingHoursSet { hours: hours() },
+            StaffEvent::TimeOffAdded {
+                range: off,
+                reason: None,
+            },
+            StaffEvent::TimeOffAdded {
+                range: earlier,
+                reason: None,
+            },
+        ] {
+            staff.apply(e);
+        }
+        assert!(staff.is_hired() && staff.is_active());
+        assert_eq!(staff.id(), Some(staff_id()));
+        assert_eq!(staff.clinic_id(), Some(clinic_id()));
+        assert_eq!(staff.role(), Some(Role::Doctor));
+        assert_eq!(staff.email().map(Email::as_str), Some("h@example.org"));
+        assert_eq!(staff.name().map(PersonName::as_str), Some("Gregory House"));
+        assert_eq!(
+            staff.licence_number().map(NonEmptyText::as_str),
+            Some("L-1")
+        );
+        assert_eq!(staff.working_hours(), &hours());
+        assert_eq!(staff.time_off().len(), 2);
+        assert_eq!(staff.time_off()[0].range, earlier);
+        assert!(staff.is_off_during(&range("2025-07-07T12:00:00Z", "2025-07-07T13:00:00Z")));
+        assert!(!staff.is_off_during(&range("2025-07-08T12:00:00Z", "2025-07-08T13:00:00Z")));
+        staff.apply(deactivated());
+        assert_eq!(staff.status(), StaffStatus::Deactivated);
+        let snapshot = serde_json::to_value(&staff).unwrap();
+        assert_eq!(serde_json::from_value::<Staff>(snapshot).unwrap(), staff);
+    }
+
+    #[test]
+    fn events_have_stable_types_and_round_trip() {
+        let events = vec![
+            doctor(),
+            StaffEvent::StaffRoleChanged {
+                from: Role::Doctor,
+                to: Role::ClinicAdmin,
+            },
+            StaffEvent::StaffProfileUpdated {
+                name: Some(person("A")),
+                email: None,
+                department_id: None,
+                specialty: None,
+                licence_number: None,
+            },
+            StaffEvent::WorkingHoursSet { hours: hours() },
+            StaffEvent::TimeOffAdded {
+                range: range("2025-07-01T00:00:00Z", "2025-07-02T00:00:00Z"),
+                reason: Some(text("x")),
+            },
+            deactivated(),
+            StaffEvent::StaffReactivated,
+        ];
+        let types: Vec<String> = events.iter().map(DomainEvent::event_type).collect();
+        assert_eq!(
+            types,
+            [
+                "StaffHired",
+                "StaffRoleChanged",
+                "StaffProfileUpdated",
+                "WorkingHoursSet",
+                "TimeOffAdded",
+                "StaffDeactivated",
+                "StaffReactivated"
+            ]
+        );
+        for e in events {
+            assert_eq!(e.event_version(), "1.0");
+            let json = serde_json::to_value(&e).unwrap();
+            assert_eq!(serde_json::from_value::<StaffEvent>(json).unwrap(), e);
+        }
+    }
+}
