@@ -1,0 +1,229 @@
+//! Configuration: the command line and its environment variables (clap), turned into one typed
+//! [`Settings`] tree. Every variable is listed in the README.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args, Parser, Subcommand};
+use sqlx::postgres::PgConnectOptions;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "clinic",
+    version,
+    about = "Multi-tenant clinic management backend"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: CliCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CliCommand {
+    /// Serve the HTTP API (applies pending migrations first unless CLINIC_MIGRATE_ON_START=0).
+    Serve(ServeArgs),
+    /// Apply the database migrations and exit.
+    Migrate(DatabaseArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL. When unset, a server on 127.0.0.1:5432 is used if one answers (database
+    /// `clinic`, created if missing), else a private cluster is started under CLINIC_PG_DIR.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Always start the private cluster, even when DATABASE_URL is set or a server answers.
+    #[arg(long, env = "CLINIC_EMBEDDED_PG", action = ArgAction::Set, value_parser = BoolishValueParser::new(), default_value = "false", default_missing_value = "true", num_args = 0..=1)]
+    pub embedded_pg: bool,
+    /// Data directory of the private cluster.
+    #[arg(long, env = "CLINIC_PG_DIR", default_value = ".clinic/pg")]
+    pub pg_dir: PathBuf,
+    /// Size of the connection pool.
+    #[arg(long, env = "CLINIC_DB_MAX_CONNECTIONS", default_value_t = 10)]
+    pub db_max_connections: u32,
+    /// The local server probed when DATABASE_URL is unset.
+    #[arg(long, env = "CLINIC_LOCAL_PG", default_value = "127.0.0.1:5432")]
+    pub local_pg: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Address to listen on.
+    #[arg(long, env = "CLINIC_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+    /// Apply pending migrations before serving.
+    #[arg(long, env = "CLINIC_MIGRATE_ON_START", action = ArgAction::Set, value_parser = BoolishValueParser::new(), default_value = "true", default_missing_value = "true", num_args = 0..=1)]
+    pub migrate_on_start: bool,
+    /// Requests running longer than this many seconds are answered 408.
+    #[arg(long, env = "CLINIC_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+}
+
+/// A configuration error. Its message is one line and names the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {message}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub message: String,
+}
+
+/// Where the database comes from.
+#[derive(Clone, Debug)]
+pub enum DatabaseSource {
+    /// `DATABASE_URL`.
+    Url(Box<PgConnectOptions>),
+    /// No URL: a local server if one answers on 127.0.0.1:5432, else the private cluster.
+    Auto,
+    /// `CLINIC_EMBEDDED_PG=1`: the private cluster.
+    Embedded,
+}
+
+#[derive(Clone, Debug)]
+pub struct DatabaseSettings {
+    pub source: DatabaseSource,
+    /// `HOST:PORT` of the local server tried when there is no URL.
+    pub local_server: SocketAddr,
+    pub pg_dir: PathBuf,
+    pub max_connections: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct HttpSettings {
+    pub bind: SocketAddr,
+    pub request_timeout: Duration,
+    /// Largest request body accepted, in bytes.
+    pub body_limit: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub http: HttpSettings,
+    pub migrate_on_start: bool,
+}
+
+impl DatabaseSettings {
+    pub fn from_args(args: &DatabaseArgs) -> Result<Self, ConfigError> {
+        let source = if args.embedded_pg {
+            DatabaseSource::Embedded
+        } else {
+            match args.database_url.as_deref().map(str::trim) {
+                None | Some("") => DatabaseSource::Auto,
+                Some(url) => DatabaseSource::Url(Box::new(parse_database_url(url)?)),
+            }
+        };
+        if args.db_max_connections == 0 {
+            return Err(ConfigError {
+                variable: "CLINIC_DB_MAX_CONNECTIONS",
+                message: "must be at least 1".into(),
+            });
+        }
+        let local_server = SocketAddr::from_str(args.local_pg.trim()).map_err(|_| ConfigError {
+            variable: "CLINIC_LOCAL_PG",
+            message: format!("`{}` is not IP:PORT", args.local_pg),
+        })?;
+        Ok(DatabaseSettings {
+            source,
+            local_server,
+            pg_dir: args.pg_dir.clone(),
+            max_connections: args.db_max_connections,
+        })
+    }
+}
+
+impl Settings {
+    pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let bind = SocketAddr::from_str(args.bind.trim()).map_err(|_| ConfigError {
+            variable: "CLINIC_BIND",
+            message: format!(
+                "`{}` is not an address to listen on (expected IP:PORT, e.g. 127.0.0.1:8080)",
+                args.bind
+            ),
+        })?;
+        if args.request_timeout_secs == 0 {
+            return Err(ConfigError {
+                variable: "CLINIC_REQUEST_TIMEOUT_SECS",
+                message: "must be at least 1".into(),
+            });
+        }
+        Ok(Settings {
+            database: DatabaseSettings::from_args(&args.database)?,
+            http: HttpSettings {
+                bind,
+                request_timeout: Duration::from_secs(args.request_timeout_secs),
+                body_limit: 64 * 1024,
+            },
+            migrate_on_start: args.migrate_on_start,
+        })
+    }
+}
+
+/// Parses a `postgres://` URL. The error never echoes the URL, which may hold a password.
+pub fn parse_database_url(url: &str) -> Result<PgConnectOptions, ConfigError> {
+    let bad = |why: String| {
+        ConfigError {
+        variable: "DATABASE_URL",
+        message: format!("not a valid PostgreSQL URL ({why}); expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE"),
+    }
+    };
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(bad("it must start with postgres:// or postgresql://".into()));
+    }
+    PgConnectOptions::from_str(url).map_err(|e| bad(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> ServeArgs {
+        let mut argv = vec!["clinic", "serve"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            CliCommand::Serve(s) => s,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_bad_bind_address_names_the_variable() {
+        let err = Settings::from_args(&serve(&["--bind", "nonsense"])).unwrap_err();
+        assert_eq!(err.variable, "CLINIC_BIND");
+        assert!(err.to_string().starts_with("CLINIC_BIND: "));
+    }
+
+    #[test]
+    fn a_bad_database_url_names_the_variable_and_hides_the_url() {
+        let err =
+            Settings::from_args(&serve(&["--database-url", "mysql://u:secret@h/db"])).unwrap_err();
+        assert_eq!(err.variable, "DATABASE_URL");
+        assert!(!err.to_string().contains("secret"));
+        let err = parse_database_url("postgres://u:secret@h:notaport/db").unwrap_err();
+        assert!(!err.to_string().contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn embedded_flag_wins_over_a_url() {
+        let s = Settings::from_args(&serve(&[
+            "--database-url",
+            "postgres://x@127.0.0.1/db",
+            "--embedded-pg",
+            "1",
+        ]))
+        .unwrap();
+        assert!(matches!(s.database.source, DatabaseSource::Embedded));
+    }
+
+    #[test]
+    fn defaults_are_sane() {
+        let s = Settings::from_args(&serve(&[])).unwrap();
+        assert_eq!(s.http.bind.to_string(), "127.0.0.1:8080");
+        assert!(s.migrate_on_start);
+        assert_eq!(s.http.body_limit, 65536);
+    }
+}

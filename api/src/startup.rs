@@ -1,0 +1,199 @@
+//! Building and running the application: database, pool, router, listener.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request, StatusCode};
+use axum::response::IntoResponse;
+use axum::Router;
+use commands::EventStore;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::cors::CorsLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::config::{ConfigError, Settings};
+use crate::db::{self, Database, DbError};
+use crate::problem::ApiError;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Shared, cloneable state of every handler.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub store: EventStore,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Clinic API",
+        description = "Multi-tenant clinic management backend. Errors are RFC 9457 `application/problem+json` bodies.",
+    ),
+    tags((name = "operations", description = "Health and readiness")),
+)]
+struct ApiDoc;
+
+/// A startup failure; its message is one line naming what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error("CLINIC_BIND: cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the HTTP server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// The router with its OpenAPI document, without state or middleware.
+pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(crate::health::router())
+        .split_for_parts()
+}
+
+/// The OpenAPI document served at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().1
+}
+
+/// The full application: routes, docs, middleware and state.
+pub fn app(state: AppState, settings: &Settings) -> Router {
+    let (router, api) = api_router();
+    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    router
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()).into_response() })
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(settings.http.body_limit))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                        let request_id = req
+                            .headers()
+                            .get(REQUEST_ID_HEADER)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("");
+                        tracing::info_span!(
+                            "request",
+                            method = %req.method(),
+                            path = %req.uri().path(),
+                            request_id = %request_id,
+                            clinic_id = tracing::field::Empty,
+                        )
+                    }),
+                )
+                .layer(PropagateRequestIdLayer::new(request_id))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    settings.http.request_timeout,
+                ))
+                .layer(CorsLayer::permissive()),
+        )
+}
+
+/// A built application, listening but not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    database: Database,
+    state: AppState,
+}
+
+impl Application {
+    /// Binds the listener, resolves the database (starting a private cluster if needed),
+    /// migrates it if configured to, and builds the router. Bind to port 0 for a free port.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let addr = settings.http.bind;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        let database = db::resolve(&settings.database).await?;
+        tracing::info!(database = %database.describe(), "database resolved");
+        if settings.migrate_on_start {
+            db::migrate(&database.owner_options).await?;
+            tracing::info!("migrations applied");
+        }
+        let pool = db::app_pool(&database.owner_options, settings.database.max_connections).await?;
+        let store = EventStore::new(pool.clone(), domain::clock::Services::system());
+        let state = AppState { pool, store };
+        let router = app(state.clone(), &settings);
+        Ok(Application {
+            listener,
+            router,
+            database,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then drains, closes the pool and stops the private
+    /// cluster, if any.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
+        if let Some(addr) = self.local_addr() {
+            tracing::info!(address = %addr, "listening on http://{addr}");
+        }
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(StartupError::Serve);
+        self.state.pool.close().await;
+        if let Some(cluster) = self.database.cluster {
+            let _ = tokio::task::spawn_blocking(move || drop(cluster)).await;
+        }
+        served
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,71 @@
+//! Errors of the write side. Domain rejections, concurrency conflicts and registry clashes are
+//! typed so the API can map each to its HTTP answer; anything else is an opaque store failure.
+
+use std::error::Error as StdError;
+
+use cqrs_es::AggregateError;
+
+/// SQLSTATE raised by the `events` trigger when a clinic code is already registered.
+pub const SQLSTATE_CLINIC_CODE_TAKEN: &str = "CK001";
+/// SQLSTATE raised by the `events` trigger when an MRN is already used in the clinic.
+pub const SQLSTATE_MRN_TAKEN: &str = "CK002";
+
+/// A failure of the store itself: the database, (de)serialisation, a broken invariant of the
+/// stored data. Never the client's fault.
+#[derive(Debug, thiserror::Error)]
+#[error("event store failure: {0}")]
+pub struct StoreError(#[source] pub Box<dyn StdError + Send + Sync + 'static>);
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        StoreError(Box::new(err))
+    }
+}
+
+/// Why a command did not commit. Nothing was written in any of these cases.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError<E: StdError> {
+    /// The domain refused the command (a business rule, an illegal transition, bad input, or
+    /// an aggregate that does not exist in this clinic).
+    #[error(transparent)]
+    Domain(E),
+    /// Another command appended to the same stream between our load and our append.
+    #[error("the record was changed by a concurrent command; retry")]
+    Concurrency,
+    /// The caller expected another version (`If-Match`).
+    #[error("expected version {expected}, but the record is at version {actual}")]
+    VersionMismatch { expected: u64, actual: u64 },
+    /// The clinic code is registered to another clinic.
+    #[error("the clinic code is already registered")]
+    ClinicCodeTaken,
+    /// The MRN is already used in this clinic.
+    #[error("the MRN is already assigned in this clinic")]
+    MrnTaken,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl<E: StdError + Send + Sync + 'static> CommandError<E> {
+    pub(crate) fn from_aggregate(err: AggregateError<E>) -> Self {
+        match err {
+            AggregateError::UserError(e) => CommandError::Domain(e),
+            AggregateError::AggregateConflict => CommandError::Concurrency,
+            AggregateError::DatabaseConnectionError(e)
+            | AggregateError::DeserializationError(e) => CommandError::Store(StoreError(e)),
+            AggregateError::UnexpectedError(e) => {
+                match e.downcast_ref::<sqlx::Error>().and_then(sqlstate) {
+                    Some(SQLSTATE_CLINIC_CODE_TAKEN) => CommandError::ClinicCodeTaken,
+                    Some(SQLSTATE_MRN_TAKEN) => CommandError::MrnTaken,
+                    _ => CommandError::Store(StoreError(e)),
+                }
+            }
+        }
+    }
+}
+
+fn sqlstate(err: &sqlx::Error) -> Option<&'static str> {
+    let code = err.as_database_error()?.code()?;
+    [SQLSTATE_CLINIC_CODE_TAKEN, SQLSTATE_MRN_TAKEN]
+        .into_iter()
+        .find(|known| *known == code.as_ref())
+}

@@ -1,0 +1,294 @@
+//! The real `clinic` binary: the private-cluster path and configuration errors.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::TestDb;
+
+const BIN: &str = env!("CARGO_BIN_EXE_clinic");
+
+/// A `clinic` command with no database configuration inherited from the test environment.
+fn clinic(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("DATABASE_URL")
+        .env_remove("CLINIC_EMBEDDED_PG")
+        .env_remove("CLINIC_PG_DIR")
+        .env_remove("CLINIC_BIND")
+        .env_remove("CLINIC_LOCAL_PG")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn run(mut cmd: Command) -> Output {
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run clinic")
+}
+
+/// The last non-empty line of stderr, which must be the one error line.
+fn last_error_line(output: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "clinic panicked:\n{stderr}");
+    stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn temp_dir(label: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{label}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Starts `clinic serve`, waits for its "listening on" line and returns the child and base URL.
+fn start_serving(mut cmd: Command) -> (Child, String) {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn clinic serve");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap().to_owned();
+                    // Keep draining stderr so the child never blocks on a full pipe.
+                    std::thread::spawn(move || while rx.recv().is_ok() {});
+                    return (child, format!("http://{addr}"));
+                }
+                seen.push(line);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("clinic serve exited with {status}:\n{}", seen.join("\n"));
+                }
+            }
+            Err(_) => {
+                let _ = child.wait();
+                break;
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("clinic serve did not start listening:\n{}", seen.join("\n"));
+}
+
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("clinic serve did not stop on SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn cluster_running(data_dir: &Path) -> bool {
+    data_dir.join("postmaster.pid").exists()
+}
+
+async fn get_status(url: &str) -> u16 {
+    reqwest::get(url)
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+fn assert_private_cluster_serves_and_stops(mut cmd: Command, data_dir: &Path) {
+    let (mut child, base) = start_serving({
+        cmd.env("CLINIC_PG_DIR", data_dir)
+            .env("CLINIC_BIND", "127.0.0.1:0");
+        cmd
+    });
+    assert!(
+        cluster_running(data_dir),
+        "no cluster in {}",
+        data_dir.display()
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    assert_eq!(rt.block_on(get_status(&format!("{base}/readyz"))), 200);
+    assert_eq!(rt.block_on(get_status(&format!("{base}/healthz"))), 200);
+    let status = terminate(&mut child);
+    assert!(status.success(), "clinic serve exited with {status}");
+    assert!(
+        !cluster_running(data_dir),
+        "the private cluster was left running"
+    );
+}
+
+#[test]
+fn serve_with_embedded_pg_forced_starts_its_own_cluster_and_stops_it() {
+    let dir = temp_dir("serve-embedded");
+    let data_dir = dir.join("pg");
+    let mut cmd = clinic(&["serve"]);
+    // Forced even though a URL is given (and even if a server answers on 5432).
+    cmd.env("CLINIC_EMBEDDED_PG", "1")
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/nothing");
+    assert_private_cluster_serves_and_stops(cmd, &data_dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn serve_without_url_or_local_server_falls_back_to_a_private_cluster() {
+    let dir = temp_dir("serve-fallback");
+    let data_dir = dir.join("pg");
+    // Nothing listens on the probed address, so `serve` must start its own cluster.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap().to_string();
+    drop(dead);
+    let mut cmd = clinic(&["serve"]);
+    cmd.env("CLINIC_LOCAL_PG", &dead_addr);
+    assert_private_cluster_serves_and_stops(cmd, &data_dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_unparsable_database_url_is_one_line_naming_the_variable() {
+    let mut cmd = clinic(&["serve"]);
+    cmd.env("DATABASE_URL", "mysql://user:hunter2@db/clinic")
+        .env("CLINIC_BIND", "127.0.0.1:0");
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(1));
+    let line = last_error_line(&out);
+    assert!(line.starts_with("clinic: error: DATABASE_URL: "), "{line}");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("hunter2"));
+}
+
+#[test]
+fn a_bad_bind_address_is_one_line_naming_the_variable() {
+    let mut cmd = clinic(&["serve"]);
+    cmd.env("CLINIC_BIND", "not-an-address");
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(last_error_line(&out).starts_with("clinic: error: CLINIC_BIND: "));
+}
+
+#[tokio::test]
+async fn a_bind_address_in_use_is_one_line_naming_the_variable() {
+    let db = TestDb::new().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut cmd = clinic(&["serve"]);
+    cmd.env("CLINIC_BIND", &addr)
+        .env("DATABASE_URL", database_url(&db));
+    let out = tokio::task::spawn_blocking(move || run(cmd)).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let line = last_error_line(&out);
+    assert!(
+        line.starts_with(&format!(
+            "clinic: error: CLINIC_BIND: cannot listen on {addr}"
+        )),
+        "{line}"
+    );
+    drop(taken);
+}
+
+#[test]
+fn a_database_that_refuses_the_connection_is_one_line_naming_the_variable() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let mut cmd = clinic(&["serve"]);
+    cmd.env(
+        "DATABASE_URL",
+        format!("postgres://postgres:s3cret@127.0.0.1:{port}/clinic"),
+    )
+    .env("CLINIC_BIND", "127.0.0.1:0");
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(1));
+    let line = last_error_line(&out);
+    assert!(
+        line.starts_with("clinic: error: DATABASE_URL: cannot connect to"),
+        "{line}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("s3cret"));
+}
+
+#[tokio::test]
+async fn a_database_that_does_not_exist_is_one_line_naming_the_variable() {
+    let db = TestDb::new().await;
+    let url = database_url(&db).replace(&db.name, "no_such_database_here");
+    let mut cmd = clinic(&["serve"]);
+    cmd.env("DATABASE_URL", url)
+        .env("CLINIC_BIND", "127.0.0.1:0");
+    let out = tokio::task::spawn_blocking(move || run(cmd)).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let line = last_error_line(&out);
+    assert!(line.starts_with("clinic: error: DATABASE_URL: "), "{line}");
+    assert!(line.contains("no_such_database_here"), "{line}");
+}
+
+#[tokio::test]
+async fn migrate_applies_every_migration_to_an_empty_database() {
+    let db = TestDb::new().await;
+    let mut owner = db.owner_connection().await;
+    // Start from an empty database rather than the migrated template.
+    sqlx::query("DROP SCHEMA public CASCADE")
+        .execute(&mut owner)
+        .await
+        .unwrap();
+    sqlx::query("CREATE SCHEMA public")
+        .execute(&mut owner)
+        .await
+        .unwrap();
+    let mut cmd = clinic(&["migrate"]);
+    cmd.env("DATABASE_URL", database_url(&db));
+    let out = tokio::task::spawn_blocking(move || run(cmd)).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+    assert_eq!(applied as usize, api::db::MIGRATOR.iter().count());
+    // Running it again is a no-op.
+    let mut again = clinic(&["migrate"]);
+    again.env("DATABASE_URL", database_url(&db));
+    let out = tokio::task::spawn_blocking(move || run(again))
+        .await
+        .unwrap();
+    assert!(out.status.success());
+}
+
+fn database_url(db: &TestDb) -> String {
+    format!(
+        "postgres://{}@{}:{}/{}",
+        db.owner.get_username(),
+        db.owner.get_host(),
+        db.owner.get_port(),
+        db.name
+    )
+}

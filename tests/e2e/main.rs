@@ -1,0 +1,8 @@
+//! End-to-end tests: one binary, one set of helpers. Every test gets its own database, cloned
+//! from a migrated template, on a real PostgreSQL (DATABASE_URL, else 127.0.0.1:5432, else a
+//! private cluster started for this run).
+
+mod cli;
+mod event_store;
+mod health;
+mod helpers;
