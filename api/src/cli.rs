@@ -1,15 +1,48 @@
 //! The `clinic` subcommands.
 
-use crate::config::{CliCommand, DatabaseSettings, Settings};
-use crate::db;
-use crate::startup::{shutdown_signal, Application, StartupError};
+use std::sync::Arc;
 
-pub async fn run(command: CliCommand) -> Result<(), StartupError> {
+use commands::accounts::{self, PlatformAdminOutcome};
+use commands::{Actor, EventStore};
+use domain::values::{ClinicCode, Email, NonEmptyText, PersonName, Plan, TimeZone};
+
+use crate::config::{
+    AuthSettings, CliCommand, CreateSuperadminArgs, DatabaseSettings, Settings, SetupClinicArgs,
+};
+use crate::db::{self, Database};
+use crate::problem::ApiError;
+use crate::routes::clinics::{create_clinic_with_admin, CreateClinic, NewAdmin};
+use crate::startup::{jwt_keys, shutdown_signal, AppState, Application, StartupError};
+
+/// A CLI failure: one line that says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    #[error("{flag}: {message}")]
+    Invalid { flag: &'static str, message: String },
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<crate::config::ConfigError> for CliError {
+    fn from(e: crate::config::ConfigError) -> Self {
+        CliError::Startup(e.into())
+    }
+}
+
+impl From<db::DbError> for CliError {
+    fn from(e: db::DbError) -> Self {
+        CliError::Startup(e.into())
+    }
+}
+
+pub async fn run(command: CliCommand) -> Result<(), CliError> {
     match command {
         CliCommand::Serve(args) => {
             let settings = Settings::from_args(&args)?;
             let app = Application::build(settings).await?;
-            app.run_until(shutdown_signal()).await
+            Ok(app.run_until(shutdown_signal()).await?)
         }
         CliCommand::Migrate(args) => {
             let settings = DatabaseSettings::from_args(&args)?;
@@ -17,5 +50,141 @@ pub async fn run(command: CliCommand) -> Result<(), StartupError> {
             tracing::info!(database = %database.describe(), "migrations applied");
             Ok(())
         }
+        CliCommand::CreateSuperadmin(args) => create_superadmin(args).await,
+        CliCommand::SetupClinic(args) => setup_clinic(args).await,
     }
+}
+
+/// Opens (and migrates) the database and builds the state the handlers use.
+async fn open_state(args: &crate::config::DatabaseArgs) -> Result<(Database, AppState), CliError> {
+    let settings = DatabaseSettings::from_args(args)?;
+    let database = db::open_and_migrate(&settings).await?;
+    let pool = db::app_pool(&database.owner_options, 2).await?;
+    let state = AppState {
+        store: EventStore::new(pool.clone(), domain::clock::Services::system()),
+        pool,
+        jwt: Arc::new(jwt_keys(&AuthSettings {
+            jwt_secret: Some(vec![0; 32]),
+            access_ttl: std::time::Duration::from_secs(60),
+        })),
+    };
+    Ok((database, state))
+}
+
+fn invalid(flag: &'static str, message: impl ToString) -> CliError {
+    CliError::Invalid {
+        flag,
+        message: message.to_string(),
+    }
+}
+
+async fn create_superadmin(args: CreateSuperadminArgs) -> Result<(), CliError> {
+    let email = Email::parse(&args.email).map_err(|e| invalid("--email", e))?;
+    commands::credentials::check_policy(&args.password).map_err(|m| invalid("--password", m))?;
+    let (_database, state) = open_state(&args.database).await?;
+    let hash = commands::credentials::hash(args.password)
+        .await
+        .map_err(|e| CliError::Refused(e.to_string()))?;
+    let outcome = accounts::ensure_platform_admin(&state.pool, &email, &hash)
+        .await
+        .map_err(|e| match e {
+            accounts::PlatformAdminError::EmailIsStaff(_) => invalid("--email", e),
+            other => CliError::Refused(other.to_string()),
+        })?;
+    match outcome {
+        PlatformAdminOutcome::Created(id) => println!("created platform admin {email} ({id})"),
+        PlatformAdminOutcome::PasswordUpdated(id) => {
+            println!(
+                "platform admin {email} ({id}) already existed; its password is now the one given"
+            )
+        }
+    }
+    state.pool.close().await;
+    Ok(())
+}
+
+async fn setup_clinic(args: SetupClinicArgs) -> Result<(), CliError> {
+    let name = NonEmptyText::parse(&args.name).map_err(|e| invalid("--name", e))?;
+    let code = ClinicCode::parse(&args.code).map_err(|e| invalid("--code", e))?;
+    let time_zone = TimeZone::parse(&args.timezone).map_err(|e| invalid("--timezone", e))?;
+    let plan: Plan = args.plan.parse().map_err(|e| invalid("--plan", e))?;
+    let admin_email = Email::parse(&args.admin_email).map_err(|e| invalid("--admin-email", e))?;
+    let admin_name = PersonName::parse(&args.admin_name).map_err(|e| invalid("--admin-name", e))?;
+    commands::credentials::check_policy(&args.admin_password)
+        .map_err(|m| invalid("--admin-password", m))?;
+    let (_database, state) = open_state(&args.database).await?;
+    let refused = |e: ApiError| CliError::Refused(e.problem().detail);
+
+    let existing = commands::registry::clinic_by_code(&state.pool, &code)
+        .await
+        .map_err(|e| CliError::Refused(e.to_string()))?;
+    let account = accounts::find_by_email(&state.pool, admin_email.as_str())
+        .await
+        .map_err(|e| CliError::Refused(e.to_string()))?;
+    match (existing, account) {
+        (Some(clinic_id), Some(account)) if account.clinic_id == Some(clinic_id.as_uuid()) => {
+            println!("clinic {code} ({clinic_id}) is already set up with admin {admin_email}; nothing to do");
+        }
+        (_, Some(account)) => {
+            return Err(invalid(
+                "--admin-email",
+                format!(
+                    "{admin_email} already belongs to another account ({}); choose another e-mail",
+                    account.role
+                ),
+            ));
+        }
+        (Some(clinic_id), None) => {
+            // A clinic without this admin (e.g. a setup that stopped half way): add the admin.
+            let hash = commands::credentials::hash(args.admin_password)
+                .await
+                .map_err(|e| CliError::Refused(e.to_string()))?;
+            let staff_id = domain::ids::StaffId::new();
+            let meta = commands::CommandMeta::new(clinic_id, Actor::system(), "cli:setup-clinic");
+            accounts::hire_with_credentials(
+                &state.store,
+                &meta,
+                staff_id,
+                domain::staff::StaffCommand::Hire {
+                    staff_id,
+                    clinic_id,
+                    name: admin_name,
+                    email: admin_email.clone(),
+                    role: domain::values::Role::ClinicAdmin,
+                    department_id: None,
+                    specialty: None,
+                    licence_number: None,
+                },
+                Some(hash),
+            )
+            .await
+            .map_err(|e| refused(ApiError::from_command(e)))?;
+            println!(
+                "clinic {code} ({clinic_id}) already existed; added clinic admin {admin_email}"
+            );
+        }
+        (None, None) => {
+            let (clinic_id, _) = create_clinic_with_admin(
+                &state,
+                Actor::system(),
+                "cli:setup-clinic",
+                CreateClinic {
+                    name,
+                    code: code.clone(),
+                    time_zone,
+                    plan,
+                    admin: NewAdmin {
+                        name: admin_name,
+                        email: admin_email.clone(),
+                        password: args.admin_password,
+                    },
+                },
+            )
+            .await
+            .map_err(refused)?;
+            println!("created clinic {code} ({clinic_id}) with clinic admin {admin_email}");
+        }
+    }
+    state.pool.close().await;
+    Ok(())
 }

@@ -27,6 +27,46 @@ pub enum CliCommand {
     Serve(ServeArgs),
     /// Apply the database migrations and exit.
     Migrate(DatabaseArgs),
+    /// Create (or reset the password of) a platform admin. Idempotent.
+    CreateSuperadmin(CreateSuperadminArgs),
+    /// Register a clinic with its first clinic admin. Idempotent: a clinic that exists with
+    /// that code is left as it is, and a missing admin is added.
+    SetupClinic(SetupClinicArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CreateSuperadminArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[arg(long)]
+    pub email: String,
+    /// Prefer the environment variable: a flag is visible to other users in `ps`.
+    #[arg(long, env = "CLINIC_SUPERADMIN_PASSWORD", hide_env_values = true)]
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SetupClinicArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[arg(long)]
+    pub name: String,
+    /// Unique clinic code: 2–32 lowercase letters, digits and `-`.
+    #[arg(long)]
+    pub code: String,
+    /// IANA time zone, e.g. Europe/Berlin.
+    #[arg(long)]
+    pub timezone: String,
+    /// free, standard or enterprise.
+    #[arg(long, default_value = "standard")]
+    pub plan: String,
+    #[arg(long)]
+    pub admin_email: String,
+    #[arg(long, default_value = "Clinic Admin")]
+    pub admin_name: String,
+    /// Prefer the environment variable: a flag is visible to other users in `ps`.
+    #[arg(long, env = "CLINIC_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: String,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -62,6 +102,10 @@ pub struct ServeArgs {
     /// Requests running longer than this many seconds are answered 408.
     #[arg(long, env = "CLINIC_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
+    /// HS256 secret for access tokens (at least 32 bytes). Unset: a random one per process
+    /// (tokens then die with the process, and several processes cannot share them).
+    #[arg(long, env = "CLINIC_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
 }
 
 /// A configuration error. Its message is one line and names the variable.
@@ -100,10 +144,34 @@ pub struct HttpSettings {
     pub body_limit: usize,
 }
 
+/// Token settings. The secret is never printed (`Debug` hides it).
+#[derive(Clone)]
+pub struct AuthSettings {
+    /// `None`: generate a random secret at start (and warn).
+    pub jwt_secret: Option<Vec<u8>>,
+    pub access_ttl: Duration,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("access_ttl", &self.access_ttl)
+            .finish()
+    }
+}
+
+/// The shortest accepted `CLINIC_JWT_SECRET`, in bytes (HS256 wants a 256-bit key).
+pub const MIN_JWT_SECRET_LEN: usize = 32;
+
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub database: DatabaseSettings,
     pub http: HttpSettings,
+    pub auth: AuthSettings,
     pub migrate_on_start: bool,
 }
 
@@ -151,8 +219,22 @@ impl Settings {
                 message: "must be at least 1".into(),
             });
         }
+        let jwt_secret = match args.jwt_secret.as_deref() {
+            None | Some("") => None,
+            Some(secret) if secret.len() < MIN_JWT_SECRET_LEN => {
+                return Err(ConfigError {
+                    variable: "CLINIC_JWT_SECRET",
+                    message: format!("must be at least {MIN_JWT_SECRET_LEN} bytes long"),
+                })
+            }
+            Some(secret) => Some(secret.as_bytes().to_vec()),
+        };
         Ok(Settings {
             database: DatabaseSettings::from_args(&args.database)?,
+            auth: AuthSettings {
+                jwt_secret,
+                access_ttl: Duration::from_secs(15 * 60),
+            },
             http: HttpSettings {
                 bind,
                 request_timeout: Duration::from_secs(args.request_timeout_secs),
@@ -217,6 +299,15 @@ mod tests {
         ]))
         .unwrap();
         assert!(matches!(s.database.source, DatabaseSource::Embedded));
+    }
+
+    #[test]
+    fn a_short_jwt_secret_names_the_variable() {
+        let err = Settings::from_args(&serve(&["--jwt-secret", "short"])).unwrap_err();
+        assert_eq!(err.variable, "CLINIC_JWT_SECRET");
+        assert!(!err.to_string().contains("short"));
+        let ok = Settings::from_args(&serve(&["--jwt-secret", &"k".repeat(32)])).unwrap();
+        assert!(!format!("{:?}", ok.auth).contains("kkkk"));
     }
 
     #[test]

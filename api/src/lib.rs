@@ -1,10 +1,13 @@
 //! The HTTP API and the `clinic` binary's building blocks.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod embedded_pg;
 pub mod health;
+pub mod http;
 pub mod problem;
+pub mod routes;
 pub mod startup;
 pub mod telemetry;

@@ -1,7 +1,12 @@
 //! RFC 9457 problem details: the only way an error leaves the API.
+//!
+//! [`ApiError`] is the one error type of the HTTP layer and has the only `IntoResponse`.
+//! Internal causes are logged with their chain and answered with an opaque 500.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use commands::CommandError;
+use domain::error::{DomainError, ErrorKind};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -11,9 +16,19 @@ pub const PROBLEM_BASE: &str = "https://clinic.example/problems/";
 /// One invalid input field.
 #[derive(Clone, Debug, Serialize, ToSchema, PartialEq, Eq)]
 pub struct FieldError {
-    /// JSON pointer-ish path of the field, e.g. `email` or `address.city`.
+    /// Path of the field in the request body, e.g. `email` or `address.city`; for a query
+    /// parameter or header, its name.
     pub field: String,
     pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
 }
 
 /// An `application/problem+json` body.
@@ -25,21 +40,61 @@ pub struct Problem {
     pub title: String,
     pub status: u16,
     pub detail: String,
-    /// The request id (also in the `x-request-id` header), for support.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub instance: Option<String>,
     /// Invalid fields, for validation problems.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub errors: Vec<FieldError>,
 }
 
-/// Every error the HTTP layer can answer with. Internal causes are logged, never sent.
+/// Every error the HTTP layer can answer with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// 400: the body is not JSON at all, or a header is malformed.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// 401: no token, or a token that does not verify.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// 403: the caller's role may not do this.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// 403: the caller's clinic is suspended.
+    #[error("clinic suspended")]
+    ClinicSuspended,
+    /// 404: missing, or another clinic's.
     #[error("not found: {0}")]
     NotFound(String),
+    /// 409: a domain conflict (illegal transition, already done, taken).
+    #[error("conflict: {detail}")]
+    Conflict {
+        slug: &'static str,
+        detail: String,
+        field: Option<String>,
+    },
+    /// 412: `If-Match` names another version.
+    #[error("precondition failed: expected version {expected}, current {actual}")]
+    PreconditionFailed { expected: u64, actual: u64 },
+    /// 413.
+    #[error("payload too large")]
+    PayloadTooLarge,
+    /// 415.
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    /// 422: invalid fields.
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    /// 422: a request that is well-formed but cannot be processed (other than field errors).
+    #[error("unprocessable: {detail}")]
+    Unprocessable { slug: &'static str, detail: String },
+    /// 429.
+    #[error("too many requests")]
+    TooManyRequests {
+        retry_after_secs: u64,
+        detail: String,
+    },
+    /// 503.
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// 500: logged with its cause chain, never described to the client.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
 }
@@ -49,44 +104,196 @@ impl ApiError {
         ApiError::Internal(Box::new(err))
     }
 
-    fn parts(&self) -> (StatusCode, &'static str, &'static str, String) {
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::Validation(vec![FieldError::new(field, message)])
+    }
+
+    pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::NotFound(detail) => (
-                StatusCode::NOT_FOUND,
-                "not-found",
-                "Not found",
-                detail.clone(),
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) | ApiError::ClinicSuspended => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Validation(_) | ApiError::Unprocessable { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The problem body.
+    pub fn problem(&self) -> Problem {
+        let (slug, title, detail, errors): (&str, &str, String, Vec<FieldError>) = match self {
+            ApiError::BadRequest(d) => ("bad-request", "Bad request", d.clone(), vec![]),
+            ApiError::Unauthorized(d) => ("unauthorized", "Unauthorized", d.clone(), vec![]),
+            ApiError::Forbidden(d) => ("forbidden", "Forbidden", d.clone(), vec![]),
+            ApiError::ClinicSuspended => (
+                "clinic-suspended",
+                "Clinic suspended",
+                "The clinic is suspended; its users cannot log in or issue commands.".into(),
+                vec![],
             ),
-            ApiError::Unavailable(detail) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "Service unavailable",
+            ApiError::NotFound(d) => ("not-found", "Not found", d.clone(), vec![]),
+            ApiError::Conflict {
+                slug,
+                detail,
+                field,
+            } => (
+                slug,
+                "Conflict",
                 detail.clone(),
+                field
+                    .iter()
+                    .map(|f| FieldError::new(f.clone(), detail.clone()))
+                    .collect(),
             ),
+            ApiError::PreconditionFailed { expected, actual } => (
+                "version-mismatch",
+                "Precondition failed",
+                format!("If-Match names version {expected}, but the record is at version {actual}"),
+                vec![],
+            ),
+            ApiError::PayloadTooLarge => (
+                "payload-too-large",
+                "Payload too large",
+                "The request body is larger than the 64 KiB limit.".into(),
+                vec![],
+            ),
+            ApiError::UnsupportedMediaType => (
+                "unsupported-media-type",
+                "Unsupported media type",
+                "Send the body as application/json.".into(),
+                vec![],
+            ),
+            ApiError::Validation(errors) => (
+                "validation",
+                "Invalid request",
+                errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                errors.clone(),
+            ),
+            ApiError::Unprocessable { slug, detail } => {
+                (slug, "Unprocessable request", detail.clone(), vec![])
+            }
+            ApiError::TooManyRequests { detail, .. } => (
+                "too-many-requests",
+                "Too many requests",
+                detail.clone(),
+                vec![],
+            ),
+            ApiError::Unavailable(d) => ("unavailable", "Service unavailable", d.clone(), vec![]),
             ApiError::Internal(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 "Internal error",
                 "The server failed to handle the request; it has been logged.".into(),
+                vec![],
             ),
+        };
+        Problem {
+            type_uri: format!("{PROBLEM_BASE}{slug}"),
+            title: title.into(),
+            status: self.status().as_u16(),
+            detail,
+            errors,
         }
+    }
+
+    /// Maps a command failure. Domain errors map by kind: not found → 404, conflict → 409,
+    /// invalid → 422 naming the field.
+    pub fn from_command<E>(err: CommandError<E>) -> Self
+    where
+        E: DomainError + Send + Sync + 'static,
+    {
+        match err {
+            CommandError::Domain(e) => Self::from_domain(&e),
+            CommandError::Concurrency => ApiError::Conflict {
+                slug: "concurrent-update",
+                detail: "The record was changed by a concurrent request; retry.".into(),
+                field: None,
+            },
+            CommandError::VersionMismatch { expected, actual } => {
+                ApiError::PreconditionFailed { expected, actual }
+            }
+            CommandError::ClinicCodeTaken => ApiError::Conflict {
+                slug: "clinic-code-taken",
+                detail: "The clinic code is already registered.".into(),
+                field: Some("code".into()),
+            },
+            CommandError::MrnTaken => ApiError::Conflict {
+                slug: "mrn-taken",
+                detail: "The MRN is already assigned in this clinic; retry.".into(),
+                field: None,
+            },
+            CommandError::EmailTaken => ApiError::Conflict {
+                slug: "email-taken",
+                detail: "The e-mail address already belongs to an account.".into(),
+                field: Some("email".into()),
+            },
+            CommandError::Store(e) => ApiError::internal(e),
+        }
+    }
+
+    pub fn from_domain<E: DomainError + ?Sized>(e: &E) -> Self {
+        match e.kind() {
+            ErrorKind::NotFound => ApiError::NotFound(e.to_string()),
+            ErrorKind::Conflict => ApiError::Conflict {
+                slug: "conflict",
+                detail: e.to_string(),
+                field: None,
+            },
+            ErrorKind::Invalid => ApiError::field(api_field(e.field()), e.to_string()),
+        }
+    }
+}
+
+/// The request-body field a domain field name stands for: the domain speaks of a staff
+/// member's `time_off` and an appointment's `slot`; the API bodies carry their `start`/`end`.
+fn api_field(domain_field: Option<&'static str>) -> &'static str {
+    match domain_field {
+        None => "body",
+        Some("time_off") => "end",
+        Some("slot") => "start",
+        Some(other) => other,
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Internal(cause) = &self {
-            tracing::error!(error = %error_chain(cause.as_ref()), "request failed");
+        match &self {
+            ApiError::Internal(cause) => {
+                tracing::error!(error = %error_chain(cause.as_ref()), "request failed")
+            }
+            other => {
+                tracing::info!(status = other.status().as_u16(), error = %other, "request refused")
+            }
         }
-        let (status, slug, title, detail) = self.parts();
-        problem_response(Problem {
-            type_uri: format!("{PROBLEM_BASE}{slug}"),
-            title: title.into(),
-            status: status.as_u16(),
-            detail,
-            instance: None,
-            errors: Vec::new(),
-        })
+        let mut response = problem_response(self.problem());
+        match &self {
+            ApiError::Unauthorized(_) => {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"clinic\""),
+                );
+            }
+            ApiError::TooManyRequests {
+                retry_after_secs, ..
+            } => {
+                if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+                    response.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+            }
+            _ => {}
+        }
+        response
     }
 }
 

@@ -14,12 +14,18 @@ use tower::ServiceBuilder;
 use tower_http::cors::CorsLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tracing::Level;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::config::{ConfigError, Settings};
+use std::sync::Arc;
+
+use rand::RngCore;
+
+use crate::auth::JwtKeys;
+use crate::config::{AuthSettings, ConfigError, Settings};
 use crate::db::{self, Database, DbError};
 use crate::problem::ApiError;
 
@@ -30,6 +36,7 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 pub struct AppState {
     pub pool: PgPool,
     pub store: EventStore,
+    pub jwt: Arc<JwtKeys>,
 }
 
 #[derive(OpenApi)]
@@ -38,9 +45,37 @@ pub struct AppState {
         title = "Clinic API",
         description = "Multi-tenant clinic management backend. Errors are RFC 9457 `application/problem+json` bodies.",
     ),
-    tags((name = "operations", description = "Health and readiness")),
+    tags(
+        (name = "operations", description = "Health and readiness"),
+        (name = "auth", description = "Log in, refresh, log out, who am I"),
+        (name = "clinics", description = "Clinics of the platform (platform admin)"),
+        (name = "clinic", description = "The caller's own clinic and its departments (clinic admin)"),
+        (name = "staff", description = "Staff members and their accounts (clinic admin)"),
+        (name = "patients", description = "Patients"),
+        (name = "appointments", description = "Appointments"),
+    ),
+    modifiers(&BearerAuth),
 )]
 struct ApiDoc;
+
+/// Declares the `bearer` security scheme the protected operations name.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// A startup failure; its message is one line naming what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +98,7 @@ pub enum StartupError {
 pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(crate::health::router())
+        .merge(crate::routes::router())
         .split_for_parts()
 }
 
@@ -78,26 +114,38 @@ pub fn app(state: AppState, settings: &Settings) -> Router {
     router
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()).into_response() })
+        .method_not_allowed_fallback(|| async {
+            let mut problem = ApiError::NotFound(String::new()).problem();
+            problem.type_uri = format!("{}method-not-allowed", crate::problem::PROBLEM_BASE);
+            problem.title = "Method not allowed".into();
+            problem.status = 405;
+            problem.detail = "This path does not accept this method.".into();
+            crate::problem::problem_response(problem)
+        })
         .with_state(state)
         .layer(DefaultBodyLimit::max(settings.http.body_limit))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
                 .layer(
-                    TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-                        let request_id = req
-                            .headers()
-                            .get(REQUEST_ID_HEADER)
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("");
-                        tracing::info_span!(
-                            "request",
-                            method = %req.method(),
-                            path = %req.uri().path(),
-                            request_id = %request_id,
-                            clinic_id = tracing::field::Empty,
-                        )
-                    }),
+                    TraceLayer::new_for_http()
+                        .make_span_with(|req: &Request<_>| {
+                            let request_id = req
+                                .headers()
+                                .get(REQUEST_ID_HEADER)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("");
+                            tracing::info_span!(
+                                "request",
+                                method = %req.method(),
+                                path = %req.uri().path(),
+                                request_id = %request_id,
+                                clinic_id = tracing::field::Empty,
+                                actor_id = tracing::field::Empty,
+                            )
+                        })
+                        .on_response(DefaultOnResponse::new().level(Level::INFO))
+                        .on_failure(DefaultOnFailure::new().level(Level::ERROR)),
                 )
                 .layer(PropagateRequestIdLayer::new(request_id))
                 .layer(TimeoutLayer::with_status_code(
@@ -106,6 +154,22 @@ pub fn app(state: AppState, settings: &Settings) -> Router {
                 ))
                 .layer(CorsLayer::permissive()),
         )
+}
+
+/// The token keys: the configured secret, or a random one (with a warning).
+pub fn jwt_keys(auth: &AuthSettings) -> JwtKeys {
+    match &auth.jwt_secret {
+        Some(secret) => JwtKeys::new(secret, auth.access_ttl),
+        None => {
+            tracing::warn!(
+                "CLINIC_JWT_SECRET is unset: using a random secret; tokens will not survive a restart \
+                 and other API processes will not accept them"
+            );
+            let mut secret = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut secret);
+            JwtKeys::new(&secret, auth.access_ttl)
+        }
+    }
 }
 
 /// A built application, listening but not yet serving.
@@ -132,7 +196,12 @@ impl Application {
         }
         let pool = db::app_pool(&database.owner_options, settings.database.max_connections).await?;
         let store = EventStore::new(pool.clone(), domain::clock::Services::system());
-        let state = AppState { pool, store };
+        let state = AppState {
+            pool,
+            store,
+            jwt: Arc::new(jwt_keys(&settings.auth)),
+        };
+        tokio::task::spawn_blocking(commands::credentials::warm_up);
         let router = app(state.clone(), &settings);
         Ok(Application {
             listener,

@@ -9,6 +9,8 @@ use cqrs_es::AggregateError;
 pub const SQLSTATE_CLINIC_CODE_TAKEN: &str = "CK001";
 /// SQLSTATE raised by the `events` trigger when an MRN is already used in the clinic.
 pub const SQLSTATE_MRN_TAKEN: &str = "CK002";
+/// SQLSTATE raised by the `events` trigger when a staff e-mail already belongs to an account.
+pub const SQLSTATE_EMAIL_TAKEN: &str = "CK003";
 
 /// A failure of the store itself: the database, (de)serialisation, a broken invariant of the
 /// stored data. Never the client's fault.
@@ -41,6 +43,9 @@ pub enum CommandError<E: StdError> {
     /// The MRN is already used in this clinic.
     #[error("the MRN is already assigned in this clinic")]
     MrnTaken,
+    /// The e-mail already belongs to an account (staff e-mails are log-ins).
+    #[error("the e-mail address already belongs to an account")]
+    EmailTaken,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -56,6 +61,7 @@ impl<E: StdError + Send + Sync + 'static> CommandError<E> {
                 match e.downcast_ref::<sqlx::Error>().and_then(sqlstate) {
                     Some(SQLSTATE_CLINIC_CODE_TAKEN) => CommandError::ClinicCodeTaken,
                     Some(SQLSTATE_MRN_TAKEN) => CommandError::MrnTaken,
+                    Some(SQLSTATE_EMAIL_TAKEN) => CommandError::EmailTaken,
                     _ => CommandError::Store(StoreError(e)),
                 }
             }
@@ -65,7 +71,11 @@ impl<E: StdError + Send + Sync + 'static> CommandError<E> {
 
 fn sqlstate(err: &sqlx::Error) -> Option<&'static str> {
     let code = err.as_database_error()?.code()?;
-    [SQLSTATE_CLINIC_CODE_TAKEN, SQLSTATE_MRN_TAKEN]
-        .into_iter()
-        .find(|known| *known == code.as_ref())
+    [
+        SQLSTATE_CLINIC_CODE_TAKEN,
+        SQLSTATE_MRN_TAKEN,
+        SQLSTATE_EMAIL_TAKEN,
+    ]
+    .into_iter()
+    .find(|known| *known == code.as_ref())
 }

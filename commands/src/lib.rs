@@ -5,6 +5,8 @@
 //! optimistic concurrency on the stream's sequence) with the request's metadata, and answers
 //! with the committed events' positions in the global log.
 
+pub mod accounts;
+pub mod credentials;
 pub mod error;
 pub mod metadata;
 pub mod registry;

@@ -292,3 +292,302 @@ fn database_url(db: &TestDb) -> String {
         db.name
     )
 }
+
+fn last_stdout_line(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn run_async(cmd: Command) -> Output {
+    tokio::task::spawn_blocking(move || run(cmd)).await.unwrap()
+}
+
+#[tokio::test]
+async fn create_superadmin_is_idempotent_and_the_admin_can_log_in() {
+    let db = TestDb::new().await;
+    let url = database_url(&db);
+    let superadmin = |password: &str| {
+        let mut cmd = clinic(&["create-superadmin", "--email", "Root@Platform.example"]);
+        cmd.env("DATABASE_URL", &url)
+            .env("CLINIC_SUPERADMIN_PASSWORD", password);
+        cmd
+    };
+    let first = run_async(superadmin("first password 123")).await;
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(last_stdout_line(&first).starts_with("created platform admin"));
+    let again = run_async(superadmin("second password 456")).await;
+    assert!(again.status.success());
+    assert!(last_stdout_line(&again).contains("already existed"));
+
+    let mut conn = db.owner_connection().await;
+    let admins: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM accounts WHERE role = 'platform_admin'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(admins, 1);
+    drop(conn);
+    let app = crate::helpers::spawn_app_on(db).await;
+    assert_eq!(
+        app.login_answer("root@platform.example", "first password 123")
+            .await
+            .status,
+        401
+    );
+    let ok = app
+        .login_answer("root@platform.example", "second password 456")
+        .await;
+    assert_eq!(ok.status, 200, "{ok:?}");
+}
+
+#[tokio::test]
+async fn create_superadmin_explains_bad_input() {
+    let db = TestDb::new().await;
+    let mut cmd = clinic(&[
+        "create-superadmin",
+        "--email",
+        "not-an-email",
+        "--password",
+        "long enough password",
+    ]);
+    cmd.env("DATABASE_URL", database_url(&db));
+    let out = run_async(cmd).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        last_error_line(&out).starts_with("clinic: error: --email: "),
+        "{}",
+        last_error_line(&out)
+    );
+    let mut cmd = clinic(&[
+        "create-superadmin",
+        "--email",
+        "a@b.example",
+        "--password",
+        "short",
+    ]);
+    cmd.env("DATABASE_URL", database_url(&db));
+    let out = run_async(cmd).await;
+    assert_eq!(out.status.code(), Some(1));
+    let line = last_error_line(&out);
+    assert!(
+        line.starts_with("clinic: error: --password: must be at least 12"),
+        "{line}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("short\""));
+}
+
+#[tokio::test]
+async fn setup_clinic_is_idempotent_and_its_admin_can_log_in() {
+    let db = TestDb::new().await;
+    let url = database_url(&db);
+    let setup_in = |code: &str, email: &str, zone: &str| {
+        let mut cmd = clinic(&[
+            "setup-clinic",
+            "--name",
+            "North Clinic",
+            "--code",
+            code,
+            "--timezone",
+            zone,
+            "--plan",
+            "standard",
+            "--admin-email",
+            email,
+        ]);
+        cmd.env("DATABASE_URL", &url)
+            .env("CLINIC_ADMIN_PASSWORD", "north admin password");
+        cmd
+    };
+    let setup = |code: &str, email: &str| setup_in(code, email, "Europe/Berlin");
+    let first = run_async(setup("north", "admin@north.example")).await;
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(
+        last_stdout_line(&first).starts_with("created clinic north"),
+        "{}",
+        last_stdout_line(&first)
+    );
+    let again = run_async(setup("north", "admin@north.example")).await;
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(last_stdout_line(&again).contains("nothing to do"));
+
+    // The same e-mail for another clinic is refused with the flag named.
+    let clash = run_async(setup("south", "admin@north.example")).await;
+    assert_eq!(clash.status.code(), Some(1));
+    assert!(last_error_line(&clash).starts_with("clinic: error: --admin-email: "));
+
+    // A bad time zone names its flag, and nothing is written.
+    let bad = run_async(setup_in("west", "admin@west.example", "Mars/Olympus")).await;
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        last_error_line(&bad).starts_with("clinic: error: --timezone: "),
+        "{}",
+        last_error_line(&bad)
+    );
+
+    let mut conn = db.owner_connection().await;
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(events, 2, "one ClinicRegistered and one StaffHired");
+    drop(conn);
+    let app = crate::helpers::spawn_app_on(db).await;
+    let ok = app
+        .login_answer("admin@north.example", "north admin password")
+        .await;
+    assert_eq!(ok.status, 200, "{ok:?}");
+}
+
+/// Every log line a request causes carries its request id and clinic id, and patient data
+/// never reaches the log.
+#[tokio::test]
+async fn request_logs_carry_request_and_clinic_ids_but_no_patient_data() {
+    let db = TestDb::new().await;
+    let url = database_url(&db);
+    let mut setup = clinic(&[
+        "setup-clinic",
+        "--name",
+        "Log Clinic",
+        "--code",
+        "logs",
+        "--timezone",
+        "UTC",
+        "--plan",
+        "free",
+        "--admin-email",
+        "admin@logs.example",
+    ]);
+    setup
+        .env("DATABASE_URL", &url)
+        .env("CLINIC_ADMIN_PASSWORD", "log admin password");
+    assert!(run_async(setup).await.status.success());
+
+    let mut serve = clinic(&["serve"]);
+    serve
+        .env("DATABASE_URL", &url)
+        .env("CLINIC_BIND", "127.0.0.1:0")
+        .env("CLINIC_LOG_FORMAT", "json")
+        .env(
+            "CLINIC_JWT_SECRET",
+            "a-test-secret-that-is-long-enough-for-hs256",
+        )
+        .env("RUST_LOG", "debug,sqlx=warn,hyper=info,h2=info");
+    let mut child = serve
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn clinic serve");
+    let stderr = child.stderr.take().unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = lines.clone();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let base = loop {
+        let found = lines.lock().unwrap().iter().find_map(|l| {
+            l.split("listening on http://").nth(1).map(|rest| {
+                rest.split(|c: char| c == '"' || c.is_whitespace())
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+        });
+        if let Some(addr) = found {
+            break format!("http://{addr}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve did not start: {:?}",
+            lines.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    let client = reqwest::Client::new();
+    let login: serde_json::Value = client
+        .post(format!("{base}/v1/auth/login"))
+        .json(&serde_json::json!({"email": "admin@logs.example", "password": "log admin password"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["access_token"].as_str().unwrap().to_owned();
+    let patient = client
+        .post(format!("{base}/v1/patients"))
+        .bearer_auth(&token)
+        .header("x-request-id", "req-log-check-1")
+        .json(&serde_json::json!({
+            "name": {"given": "Zenobia", "family": "Quillfeather"},
+            "birth_date": "1970-01-01", "sex": "female", "phone": "+44 20 7946 0018",
+            "email": "zenobia@patients.example", "allergies": ["latex"]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patient.status(), 201);
+    let clinic_id: String = {
+        let mut conn = db.owner_connection().await;
+        sqlx::query_scalar("SELECT clinic_id::text FROM clinic_codes WHERE code = 'logs'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+    };
+    terminate(&mut child);
+    reader.join().unwrap();
+
+    let lines = lines.lock().unwrap();
+    let request_lines: Vec<serde_json::Value> = lines
+        .iter()
+        .filter(|l| l.contains("req-log-check-1"))
+        .map(|l| serde_json::from_str(l).expect("every log line is JSON"))
+        .collect();
+    assert!(
+        request_lines.len() >= 2,
+        "expected the command and response lines: {request_lines:?}"
+    );
+    let with_clinic = request_lines
+        .iter()
+        .filter(|l| l["span"]["clinic_id"] == clinic_id.as_str())
+        .count();
+    assert!(
+        with_clinic >= 2,
+        "lines without the clinic id: {request_lines:?}"
+    );
+    for line in lines.iter() {
+        for secret in [
+            "Zenobia",
+            "Quillfeather",
+            "7946",
+            "zenobia@",
+            "latex",
+            "log admin password",
+            "argon2",
+        ] {
+            assert!(
+                !line.contains(secret),
+                "patient data or a secret in the log: {line}"
+            );
+        }
+    }
+}

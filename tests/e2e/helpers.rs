@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use api::config::{DatabaseSettings, DatabaseSource, HttpSettings, Settings};
+use api::auth::JwtKeys;
+use api::config::{AuthSettings, DatabaseSettings, DatabaseSource, HttpSettings, Settings};
 use api::embedded_pg::{EmbeddedCluster, StartOptions};
 use commands::EventStore;
 use sqlx::postgres::PgConnectOptions;
@@ -241,6 +242,13 @@ impl Drop for TestApp {
     }
 }
 
+/// The JWT secret of every test app, so tests can forge tokens (expired, wrong audience).
+pub const TEST_JWT_SECRET: &[u8] = b"test-secret-test-secret-test-secret!";
+
+pub fn test_jwt() -> JwtKeys {
+    JwtKeys::new(TEST_JWT_SECRET, std::time::Duration::from_secs(15 * 60))
+}
+
 pub fn test_settings(db: &TestDb) -> Settings {
     Settings {
         database: DatabaseSettings {
@@ -254,12 +262,20 @@ pub fn test_settings(db: &TestDb) -> Settings {
             request_timeout: std::time::Duration::from_secs(30),
             body_limit: 64 * 1024,
         },
+        auth: AuthSettings {
+            jwt_secret: Some(TEST_JWT_SECRET.to_vec()),
+            access_ttl: std::time::Duration::from_secs(15 * 60),
+        },
         migrate_on_start: false,
     }
 }
 
 pub async fn spawn_app() -> TestApp {
-    let db = TestDb::new().await;
+    spawn_app_on(TestDb::new().await).await
+}
+
+/// An app over an existing test database (e.g. one the CLI has written to).
+pub async fn spawn_app_on(db: TestDb) -> TestApp {
     let app = api::startup::Application::build(test_settings(&db))
         .await
         .expect("build the application");
@@ -273,5 +289,291 @@ pub async fn spawn_app() -> TestApp {
         client: reqwest::Client::new(),
         db,
         shutdown: Some(tx),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP helpers for the API.
+
+/// The password of every account the helpers create.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A parsed answer: status, headers and JSON body (Null when empty or not JSON).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: serde_json::Value,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `id` of a command answer.
+    pub fn id(&self) -> uuid::Uuid {
+        self.body["id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no id in {self:?}"))
+    }
+
+    /// Asserts a problem+json answer with this status and returns the body.
+    #[track_caller]
+    pub fn problem(&self, status: u16) -> &serde_json::Value {
+        assert_eq!(self.status, status, "{self:?}");
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "{self:?}"
+        );
+        assert_eq!(self.body["status"], status, "{self:?}");
+        &self.body
+    }
+
+    /// Asserts a 422 whose `errors` name `field`.
+    #[track_caller]
+    pub fn names_field(&self, field: &str) {
+        let body = self.problem(422);
+        let named = body["errors"]
+            .as_array()
+            .map(|errors| errors.iter().any(|e| e["field"] == field))
+            .unwrap_or(false);
+        assert!(named, "expected field `{field}` in {body}");
+    }
+}
+
+impl TestApp {
+    /// Sends `method path` with an optional bearer token and JSON body.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> Answer {
+        self.send_with(method, path, token, body, &[]).await
+    }
+
+    pub async fn send_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&serde_json::Value>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let res = req.send().await.expect("request");
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let bytes = res.bytes().await.expect("body");
+        let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: serde_json::Value) -> Answer {
+        self.send(reqwest::Method::POST, path, Some(token), Some(&body))
+            .await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: serde_json::Value) -> Answer {
+        self.send(reqwest::Method::PATCH, path, Some(token), Some(&body))
+            .await
+    }
+
+    pub async fn put(&self, path: &str, token: &str, body: serde_json::Value) -> Answer {
+        self.send(reqwest::Method::PUT, path, Some(token), Some(&body))
+            .await
+    }
+
+    /// Logs in and returns the whole token answer.
+    pub async fn login_answer(&self, email: &str, password: &str) -> Answer {
+        self.send(
+            reqwest::Method::POST,
+            "/v1/auth/login",
+            None,
+            Some(&serde_json::json!({"email": email, "password": password})),
+        )
+        .await
+    }
+
+    /// Logs in with [`PASSWORD`] and returns the access token.
+    pub async fn login(&self, email: &str) -> String {
+        let answer = self.login_answer(email, PASSWORD).await;
+        assert_eq!(answer.status, 200, "login {email}: {answer:?}");
+        answer.body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates a platform admin directly (as `clinic create-superadmin` does) and logs in.
+    pub async fn platform_admin(&self) -> String {
+        let email = format!("root-{}@platform.example", uuid::Uuid::new_v4().simple());
+        let pool = self.db.app_pool().await;
+        let hash = commands::credentials::hash(PASSWORD.into()).await.unwrap();
+        commands::accounts::ensure_platform_admin(
+            &pool,
+            &domain::values::Email::parse(&email).unwrap(),
+            &hash,
+        )
+        .await
+        .unwrap();
+        pool.close().await;
+        self.login(&email).await
+    }
+
+    /// Counts the events in the store (as the owner).
+    pub async fn event_count(&self) -> i64 {
+        let mut conn = self.db.owner_connection().await;
+        sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+    }
+}
+
+/// A clinic set up over HTTP: its admin, a doctor, a nurse, a receptionist and an auditor
+/// (with tokens), a patient and a booked appointment.
+#[derive(Debug, Clone)]
+pub struct ClinicFixture {
+    pub id: uuid::Uuid,
+    pub code: String,
+    pub admin: String,
+    pub doctor: String,
+    pub doctor_id: uuid::Uuid,
+    pub nurse: String,
+    pub receptionist: String,
+    pub auditor: String,
+    pub patient_id: uuid::Uuid,
+    pub appointment_id: uuid::Uuid,
+    pub emails: std::collections::HashMap<&'static str, String>,
+}
+
+impl ClinicFixture {
+    /// The token of a role by name (`clinic_admin`, `doctor`, `nurse`, `receptionist`,
+    /// `auditor`).
+    pub fn token(&self, role: &str) -> &str {
+        match role {
+            "clinic_admin" => &self.admin,
+            "doctor" => &self.doctor,
+            "nurse" => &self.nurse,
+            "receptionist" => &self.receptionist,
+            "auditor" => &self.auditor,
+            other => panic!("no token for {other}"),
+        }
+    }
+}
+
+/// A start time `days` from now, on the hour.
+pub fn future(days: i64, hour: u32) -> chrono::DateTime<chrono::Utc> {
+    use chrono::{Duration, Timelike, Utc};
+    (Utc::now() + Duration::days(days))
+        .with_hour(hour)
+        .and_then(|t| t.with_minute(0))
+        .and_then(|t| t.with_second(0))
+        .and_then(|t| t.with_nanosecond(0))
+        .unwrap()
+}
+
+pub fn patient_body(given: &str) -> serde_json::Value {
+    serde_json::json!({
+        "name": {"given": given, "family": "Example"},
+        "birth_date": "1984-02-29",
+        "sex": "female",
+        "phone": "+49 30 1234567",
+        "allergies": ["penicillin"]
+    })
+}
+
+impl TestApp {
+    /// Creates a clinic through `POST /v1/clinics` and staffs it through `POST /v1/staff`.
+    pub async fn clinic(&self, platform: &str, code: &str) -> ClinicFixture {
+        let admin_email = format!("admin@{code}.example");
+        let created = self
+            .post(
+                "/v1/clinics",
+                platform,
+                serde_json::json!({
+                    "name": format!("Clinic {code}"),
+                    "code": code,
+                    "time_zone": "Europe/Berlin",
+                    "plan": "standard",
+                    "admin": {"name": "Admin Person", "email": admin_email, "password": PASSWORD}
+                }),
+            )
+            .await;
+        assert_eq!(created.status, 201, "{created:?}");
+        let id = created.id();
+        let admin = self.login(&admin_email).await;
+        let mut emails = std::collections::HashMap::new();
+        emails.insert("clinic_admin", admin_email);
+        let mut tokens = std::collections::HashMap::new();
+        let mut doctor_id = uuid::Uuid::nil();
+        for role in ["doctor", "nurse", "receptionist", "auditor"] {
+            let email = format!("{role}@{code}.example");
+            let mut body = serde_json::json!({
+                "name": format!("{role} person"),
+                "email": email,
+                "role": role,
+                "password": PASSWORD
+            });
+            if role == "doctor" {
+                body["licence_number"] = serde_json::json!("LIC-1");
+                body["specialty"] = serde_json::json!("general practice");
+            }
+            let hired = self.post("/v1/staff", &admin, body).await;
+            assert_eq!(hired.status, 201, "{hired:?}");
+            if role == "doctor" {
+                doctor_id = hired.id();
+            }
+            tokens.insert(role, self.login(&email).await);
+            emails.insert(role, email);
+        }
+        let patient = self
+            .post("/v1/patients", &tokens["receptionist"], patient_body("Ada"))
+            .await;
+        assert_eq!(patient.status, 201, "{patient:?}");
+        let patient_id = patient.id();
+        let start = future(3, 9);
+        let booked = self
+            .post(
+                "/v1/appointments",
+                &tokens["receptionist"],
+                serde_json::json!({
+                    "patient_id": patient_id,
+                    "doctor_id": doctor_id,
+                    "start": start,
+                    "end": start + chrono::Duration::minutes(30),
+                    "reason": "check-up"
+                }),
+            )
+            .await;
+        assert_eq!(booked.status, 201, "{booked:?}");
+        ClinicFixture {
+            id,
+            code: code.to_owned(),
+            admin,
+            doctor: tokens["doctor"].clone(),
+            doctor_id,
+            nurse: tokens["nurse"].clone(),
+            receptionist: tokens["receptionist"].clone(),
+            auditor: tokens["auditor"].clone(),
+            patient_id,
+            appointment_id: booked.id(),
+            emails,
+        }
     }
 }

@@ -2,7 +2,10 @@
 //! from a migrated template, on a real PostgreSQL (DATABASE_URL, else 127.0.0.1:5432, else a
 //! private cluster started for this run).
 
+mod auth;
 mod cli;
+mod endpoints;
 mod event_store;
+mod flow;
 mod health;
 mod helpers;

@@ -4,6 +4,7 @@ use super::{clean_text, string_value, NonEmptyText, PersonName, Phone, ValueErro
 
 /// A patient's name. Both parts are already-validated [`PersonName`]s.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PatientName {
     pub given: PersonName,
     pub family: PersonName,
@@ -138,6 +139,7 @@ impl From<Address> for AddressRepr {
 
 /// Whom to call in an emergency. Every part is an already-validated value.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EmergencyContact {
     pub name: PersonName,
     pub phone: Phone,
@@ -156,6 +158,7 @@ impl EmergencyContact {
 
 /// A patient's insurance.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Insurance {
     pub provider: NonEmptyText,
     pub policy_number: NonEmptyText,

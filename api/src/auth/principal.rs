@@ -1,0 +1,145 @@
+//! The authenticated caller, as an extractor: `Authorization: Bearer <JWT>` is verified, then
+//! the account is checked live (still active, clinic not suspended, current role), so a
+//! deactivation, suspension or role change takes effect at once rather than when the access
+//! token expires.
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use commands::{Actor, ActorRole, CommandMeta};
+use domain::ids::{ClinicId, StaffId};
+use uuid::Uuid;
+
+use crate::problem::ApiError;
+use crate::startup::{AppState, REQUEST_ID_HEADER};
+
+#[derive(Clone, Debug)]
+pub struct Principal {
+    pub account_id: Uuid,
+    /// `None` for the platform admin.
+    pub clinic_id: Option<ClinicId>,
+    pub role: ActorRole,
+    /// The request's id (`x-request-id`), carried into event metadata.
+    pub request_id: String,
+}
+
+impl Principal {
+    /// 403 unless the caller has one of `allowed`.
+    pub fn require(&self, allowed: &[ActorRole]) -> Result<(), ApiError> {
+        if allowed.contains(&self.role) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "the {} role may not do this",
+                self.role
+            )))
+        }
+    }
+
+    /// The caller's clinic; 403 for the platform admin, who has none.
+    pub fn clinic(&self) -> Result<ClinicId, ApiError> {
+        self.clinic_id.ok_or_else(|| {
+            ApiError::Forbidden(
+                "this endpoint is for clinic staff; the platform admin has no clinic".into(),
+            )
+        })
+    }
+
+    pub fn actor(&self) -> Actor {
+        Actor {
+            id: self.account_id,
+            role: self.role,
+        }
+    }
+
+    /// Metadata for a command in the caller's own clinic.
+    pub fn meta(&self) -> Result<CommandMeta, ApiError> {
+        Ok(self.meta_for(self.clinic()?))
+    }
+
+    /// Metadata for a command in `clinic` (the platform admin acting on a clinic).
+    pub fn meta_for(&self, clinic: ClinicId) -> CommandMeta {
+        CommandMeta::new(clinic, self.actor(), self.request_id.clone())
+    }
+
+    /// The caller as a staff member (staff account ids are staff ids).
+    pub fn staff_id(&self) -> Option<StaffId> {
+        self.clinic_id.map(|_| StaffId::from_uuid(self.account_id))
+    }
+}
+
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    let value = parts
+        .headers
+        .get(AUTHORIZATION)
+        .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or_else(|| ApiError::Unauthorized("expected `Authorization: Bearer <token>`".into()))?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(ApiError::Unauthorized(
+            "expected `Authorization: Bearer <token>`".into(),
+        ));
+    }
+    Ok(token.trim())
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts)?;
+        let claims = state.jwt.verify(token).map_err(|e| {
+            tracing::info!(reason = %e, "access token refused");
+            ApiError::Unauthorized("the access token is invalid or expired".into())
+        })?;
+        let row: Option<(bool, String, Option<Uuid>, Option<bool>)> = sqlx::query_as(
+            "SELECT a.active, a.role, a.clinic_id, c.suspended \
+             FROM accounts a LEFT JOIN clinic_codes c ON c.clinic_id = a.clinic_id \
+             WHERE a.id = $1",
+        )
+        .bind(claims.sub)
+        .fetch_optional(&state.pool)
+        .await
+        .map_err(ApiError::internal)?;
+        let Some((active, role, clinic, suspended)) = row else {
+            return Err(ApiError::Unauthorized(
+                "the account no longer exists".into(),
+            ));
+        };
+        if !active {
+            return Err(ApiError::Unauthorized("the account is deactivated".into()));
+        }
+        if clinic != claims.clinic {
+            return Err(ApiError::Unauthorized(
+                "the access token is invalid or expired".into(),
+            ));
+        }
+        if suspended == Some(true) {
+            return Err(ApiError::ClinicSuspended);
+        }
+        let role: ActorRole =
+            serde_json::from_value(serde_json::Value::String(role)).map_err(ApiError::internal)?;
+        let request_id = parts
+            .headers
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        if let Some(clinic) = clinic {
+            tracing::Span::current().record("clinic_id", tracing::field::display(clinic));
+        }
+        tracing::Span::current().record("actor_id", tracing::field::display(claims.sub));
+        Ok(Principal {
+            account_id: claims.sub,
+            clinic_id: clinic.map(ClinicId::from_uuid),
+            role,
+            request_id,
+        })
+    }
+}

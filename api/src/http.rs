@@ -1,0 +1,426 @@
+//! Request and response plumbing shared by the command endpoints: JSON bodies parsed after
+//! authorisation (415/413/400/422 with the field named), `If-Match`, `Idempotency-Key`, and
+//! the command answers.
+
+use std::future::Future;
+
+use axum::body::Body;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::{CONTENT_TYPE, ETAG, IF_MATCH, LOCATION};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use commands::{Committed, Expect};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::auth::Principal;
+use crate::problem::{ApiError, FieldError};
+use crate::startup::AppState;
+
+/// A JSON request body, read but not yet parsed: handlers authorise first, then parse, so a
+/// caller without the right role learns nothing about validation.
+#[derive(Debug, Clone)]
+pub struct JsonBody(pub Bytes);
+
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::BadRequest(rejection.body_text())
+            }
+        })?;
+        match content_type {
+            Some(ct) if is_json(&ct) => Ok(JsonBody(bytes)),
+            // A command without a body may omit the content type.
+            None if bytes.is_empty() => Ok(JsonBody(bytes)),
+            _ => Err(ApiError::UnsupportedMediaType),
+        }
+    }
+}
+
+impl JsonBody {
+    /// Parses the body into `T`. Malformed JSON is a 400; JSON of the wrong shape is a 422
+    /// naming the field. An empty body parses as `{}`.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        let bytes: &[u8] = if self.0.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &self.0
+        };
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|err| {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            match inner.classify() {
+                serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                    ApiError::BadRequest(format!("the body is not valid JSON: {inner}"))
+                }
+                _ => ApiError::Validation(vec![field_error(&path, &inner.to_string())]),
+            }
+        })?;
+        de.end()
+            .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+        Ok(value)
+    }
+}
+
+/// Turns a serde error at `path` into a field error. Unknown and missing fields are reported
+/// under their own name: serde_path_to_error already ends the path of an unknown field with
+/// its key, while a missing field's path is its parent (`.` at the top).
+fn field_error(path: &str, message: &str) -> FieldError {
+    let message = message
+        .split(" at line ")
+        .next()
+        .unwrap_or(message)
+        .to_owned();
+    let named = ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix))
+        .and_then(|rest| rest.split('`').next());
+    let path = if path == "." { "" } else { path };
+    let field = match named {
+        Some(name) if path == name || path.ends_with(&format!(".{name}")) => path.to_owned(),
+        Some(name) if path.is_empty() => name.to_owned(),
+        Some(name) => format!("{path}.{name}"),
+        None if path.is_empty() => "body".to_owned(),
+        None => path.to_owned(),
+    };
+    let message = if message.starts_with("unknown field `") {
+        "this field may not be set here".to_owned()
+    } else {
+        message
+    };
+    FieldError::new(field, message)
+}
+
+/// The `{id}` of a path, as a UUID. A malformed id is a 422 naming `id` (as problem+json,
+/// unlike axum's plain-text `Path` rejection).
+#[derive(Debug, Clone, Copy)]
+pub struct IdPath(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<Uuid>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(id)| IdPath(id))
+            .map_err(|_| ApiError::field("id", "must be a UUID"))
+    }
+}
+
+/// The command context of a request: `If-Match`, `Idempotency-Key`, method and path.
+#[derive(Debug, Clone)]
+pub struct CommandRequest {
+    pub expect: Expect,
+    pub idempotency_key: Option<String>,
+    method: Method,
+    path: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CommandRequest {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let expect = match parts.headers.get(IF_MATCH) {
+            None => Expect::Any,
+            Some(v) => parse_if_match(v.to_str().unwrap_or(""))?,
+        };
+        let idempotency_key = match parts.headers.get("idempotency-key") {
+            None => None,
+            Some(v) => {
+                let key = v.to_str().unwrap_or("").trim().to_owned();
+                if key.is_empty() || key.len() > 255 {
+                    return Err(ApiError::field(
+                        "Idempotency-Key",
+                        "must be 1 to 255 visible ASCII characters",
+                    ));
+                }
+                Some(key)
+            }
+        };
+        Ok(CommandRequest {
+            expect,
+            idempotency_key,
+            method: parts.method.clone(),
+            path: parts.uri.path().to_owned(),
+        })
+    }
+}
+
+/// `"3"`, `W/"3"` or `3` → version 3; `*` → any.
+pub fn parse_if_match(raw: &str) -> Result<Expect, ApiError> {
+    let raw = raw.trim();
+    if raw == "*" {
+        return Ok(Expect::Any);
+    }
+    let unquoted = raw.strip_prefix("W/").unwrap_or(raw).trim_matches('"');
+    unquoted.parse::<u64>().map(Expect::Version).map_err(|_| {
+        ApiError::BadRequest("If-Match must be a version as returned in ETag, e.g. \"3\"".into())
+    })
+}
+
+/// The answer to a command.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CommandAccepted {
+    /// The id of the record the command acted on.
+    pub id: Uuid,
+    /// The record's version after the command; send it back as `If-Match: "<version>"`.
+    pub version: u64,
+    /// The global position of the last committed event: pass it as `X-Min-Position` to read
+    /// your own write.
+    pub position: Option<i64>,
+}
+
+/// A command's HTTP answer: 201 with `Location` for a create, 200 otherwise; `ETag` carries the
+/// version.
+#[derive(Debug, Clone)]
+pub struct CommandResponse {
+    pub status: StatusCode,
+    pub location: Option<String>,
+    pub body: CommandAccepted,
+}
+
+impl CommandResponse {
+    pub fn created(id: Uuid, location: String, committed: &Committed) -> Self {
+        CommandResponse {
+            status: StatusCode::CREATED,
+            location: Some(location),
+            body: CommandAccepted {
+                id,
+                version: committed.version,
+                position: committed.last_position(),
+            },
+        }
+    }
+
+    pub fn updated(id: Uuid, committed: &Committed) -> Self {
+        CommandResponse {
+            status: StatusCode::OK,
+            location: None,
+            body: CommandAccepted {
+                id,
+                version: committed.version,
+                position: committed.last_position(),
+            },
+        }
+    }
+}
+
+fn respond(
+    status: StatusCode,
+    location: Option<&str>,
+    body: Vec<u8>,
+    version: Option<u64>,
+    replayed: bool,
+) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(location) = location.and_then(|l| HeaderValue::from_str(l).ok()) {
+        headers.insert(LOCATION, location);
+    }
+    if let Some(v) = version.and_then(|v| HeaderValue::from_str(&format!("\"{v}\"")).ok()) {
+        headers.insert(ETAG, v);
+    }
+    if replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+impl IntoResponse for CommandResponse {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.body).unwrap_or_default();
+        respond(
+            self.status,
+            self.location.as_deref(),
+            body,
+            Some(self.body.version),
+            false,
+        )
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct StoredAnswer {
+    request_hash: Vec<u8>,
+    status_code: Option<i32>,
+    response_body: Option<Vec<u8>>,
+    location: Option<String>,
+}
+
+impl CommandRequest {
+    /// Runs `command` once per `Idempotency-Key`: a retry with the same key and body gets the
+    /// first answer again (with `Idempotent-Replayed: true`) and runs nothing; the same key
+    /// with another body is a 422; a retry while the first is still running is a 409. Only
+    /// successful answers are kept (24 hours); after a failure the key may be used again.
+    pub async fn run<F>(
+        &self,
+        state: &AppState,
+        principal: &Principal,
+        body: &JsonBody,
+        command: F,
+    ) -> Result<Response, ApiError>
+    where
+        F: Future<Output = Result<CommandResponse, ApiError>>,
+    {
+        let Some(key) = &self.idempotency_key else {
+            return command.await.map(IntoResponse::into_response);
+        };
+        let mut hasher = Sha256::new();
+        hasher.update(self.method.as_str().as_bytes());
+        hasher.update(b" ");
+        hasher.update(self.path.as_bytes());
+        hasher.update(b"\n");
+        hasher.update(&body.0);
+        let request_hash = hasher.finalize().to_vec();
+
+        // Forget answers older than a day, then claim the key.
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE account_id = $1 AND key = $2 \
+             AND created_at < now() - interval '24 hours'",
+        )
+        .bind(principal.account_id)
+        .bind(key)
+        .execute(&state.pool)
+        .await
+        .map_err(ApiError::internal)?;
+        let claimed = sqlx::query(
+            "INSERT INTO idempotency_keys (account_id, key, request_hash) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(principal.account_id)
+        .bind(key)
+        .bind(&request_hash)
+        .execute(&state.pool)
+        .await
+        .map_err(ApiError::internal)?
+        .rows_affected()
+            == 1;
+
+        if !claimed {
+            let row: Option<StoredAnswer> = sqlx::query_as(
+                "SELECT request_hash, status_code, response_body, location FROM idempotency_keys \
+                 WHERE account_id = $1 AND key = $2",
+            )
+            .bind(principal.account_id)
+            .bind(key)
+            .fetch_optional(&state.pool)
+            .await
+            .map_err(ApiError::internal)?;
+            return match row {
+                Some(stored) if stored.request_hash != request_hash => Err(ApiError::Unprocessable {
+                    slug: "idempotency-key-reused",
+                    detail: "This Idempotency-Key was used with another request; use a new key.".into(),
+                }),
+                Some(StoredAnswer {
+                    status_code: Some(status),
+                    response_body: Some(body),
+                    location,
+                    ..
+                }) => {
+                    let status = StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK);
+                    let version = serde_json::from_slice::<serde_json::Value>(&body)
+                        .ok()
+                        .and_then(|v| v["version"].as_u64());
+                    Ok(respond(status, location.as_deref(), body, version, true))
+                }
+                _ => Err(ApiError::Conflict {
+                    slug: "idempotency-in-progress",
+                    detail: "A request with this Idempotency-Key is still being processed; retry shortly.".into(),
+                    field: None,
+                }),
+            };
+        }
+
+        match command.await {
+            Ok(answer) => {
+                let body = serde_json::to_vec(&answer.body).map_err(ApiError::internal)?;
+                sqlx::query(
+                    "UPDATE idempotency_keys SET status_code = $3, response_body = $4, location = $5 \
+                     WHERE account_id = $1 AND key = $2",
+                )
+                .bind(principal.account_id)
+                .bind(key)
+                .bind(answer.status.as_u16() as i32)
+                .bind(&body)
+                .bind(answer.location.as_deref())
+                .execute(&state.pool)
+                .await
+                .map_err(ApiError::internal)?;
+                Ok(answer.into_response())
+            }
+            Err(err) => {
+                let _ =
+                    sqlx::query("DELETE FROM idempotency_keys WHERE account_id = $1 AND key = $2")
+                        .bind(principal.account_id)
+                        .bind(key)
+                        .execute(&state.pool)
+                        .await;
+                Err(err)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_and_missing_fields_are_named() {
+        let e = field_error(
+            ".",
+            "unknown field `clinic_id`, expected one of `name`, `email` at line 1 column 12",
+        );
+        assert_eq!(e.field, "clinic_id");
+        let e = field_error("address", "missing field `city` at line 1 column 40");
+        assert_eq!(e.field, "address.city");
+        let e = field_error("email", "invalid e-mail address");
+        assert_eq!(e.field, "email");
+    }
+
+    #[test]
+    fn if_match_accepts_quoted_weak_and_bare_versions() {
+        assert_eq!(parse_if_match("\"3\"").unwrap(), Expect::Version(3));
+        assert_eq!(parse_if_match("W/\"4\"").unwrap(), Expect::Version(4));
+        assert_eq!(parse_if_match("5").unwrap(), Expect::Version(5));
+        assert_eq!(parse_if_match("*").unwrap(), Expect::Any);
+        assert!(parse_if_match("\"abc\"").is_err());
+    }
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json("application/json"));
+        assert!(is_json("application/json; charset=utf-8"));
+        assert!(is_json("application/merge-patch+json"));
+        assert!(!is_json("text/plain"));
+    }
+}

@@ -1,0 +1,186 @@
+//! Accounts: staff log-ins (kept in step with staff events by a trigger on `events`) and
+//! platform admins (who are not clinic staff and have no events).
+
+use chrono::{DateTime, Duration, Utc};
+use domain::ids::StaffId;
+use domain::staff::{Staff, StaffCommand, StaffError};
+use domain::values::Email;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::error::{CommandError, StoreError};
+use crate::metadata::{ActorRole, CommandMeta};
+use crate::store::{Committed, EventStore, Expect};
+
+/// An account as the login needs it.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct Account {
+    pub id: Uuid,
+    pub email: String,
+    pub password_hash: Option<String>,
+    pub role: String,
+    pub clinic_id: Option<Uuid>,
+    pub active: bool,
+    /// Whether the account's clinic is suspended (false for the platform admin).
+    pub clinic_suspended: bool,
+}
+
+impl Account {
+    pub fn actor_role(&self) -> Result<ActorRole, StoreError> {
+        serde_json::from_value(serde_json::Value::String(self.role.clone()))
+            .map_err(|e| StoreError(Box::new(e)))
+    }
+}
+
+const ACCOUNT_COLUMNS: &str = "a.id, a.email, a.password_hash, a.role, a.clinic_id, a.active, \
+     coalesce(c.suspended, false) AS clinic_suspended \
+     FROM accounts a LEFT JOIN clinic_codes c ON c.clinic_id = a.clinic_id";
+
+pub async fn find_by_email(pool: &PgPool, email: &str) -> Result<Option<Account>, StoreError> {
+    Ok(sqlx::query_as::<_, Account>(&format!(
+        "SELECT {ACCOUNT_COLUMNS} WHERE lower(a.email) = lower($1)"
+    ))
+    .bind(email.trim())
+    .fetch_optional(pool)
+    .await?)
+}
+
+pub async fn find_by_id(pool: &PgPool, id: Uuid) -> Result<Option<Account>, StoreError> {
+    Ok(
+        sqlx::query_as::<_, Account>(&format!("SELECT {ACCOUNT_COLUMNS} WHERE a.id = $1"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?,
+    )
+}
+
+/// Hires a staff member and creates their account in the same transaction as the
+/// `StaffHired` event: the password hash is staged first and moved into `accounts` by the
+/// event trigger, which also refuses an e-mail that already has an account.
+pub async fn hire_with_credentials(
+    store: &EventStore,
+    meta: &CommandMeta,
+    staff_id: StaffId,
+    command: StaffCommand,
+    password_hash: Option<String>,
+) -> Result<Committed, CommandError<StaffError>> {
+    if let Some(hash) = &password_hash {
+        sqlx::query(
+            "INSERT INTO pending_credentials (staff_id, password_hash) VALUES ($1, $2) \
+             ON CONFLICT (staff_id) DO UPDATE SET password_hash = EXCLUDED.password_hash, created_at = now()",
+        )
+        .bind(staff_id.as_uuid())
+        .bind(hash)
+        .execute(store.pool())
+        .await
+        .map_err(StoreError::from)?;
+    }
+    let result = store
+        .execute::<Staff>(meta, staff_id.as_uuid(), command, Expect::Any)
+        .await;
+    if result.is_err() && password_hash.is_some() {
+        let _ = sqlx::query("DELETE FROM pending_credentials WHERE staff_id = $1")
+            .bind(staff_id.as_uuid())
+            .execute(store.pool())
+            .await;
+    }
+    result
+}
+
+/// What [`ensure_platform_admin`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PlatformAdminOutcome {
+    Created(Uuid),
+    PasswordUpdated(Uuid),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformAdminError {
+    #[error("{0} already belongs to a clinic staff account; choose another e-mail")]
+    EmailIsStaff(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Creates the platform admin `email` with `password_hash`, or, if it exists, sets its
+/// password and reactivates it. Idempotent.
+pub async fn ensure_platform_admin(
+    pool: &PgPool,
+    email: &Email,
+    password_hash: &str,
+) -> Result<PlatformAdminOutcome, PlatformAdminError> {
+    if let Some(existing) = find_by_email(pool, email.as_str()).await? {
+        if existing.role != "platform_admin" {
+            return Err(PlatformAdminError::EmailIsStaff(email.to_string()));
+        }
+        sqlx::query("UPDATE accounts SET password_hash = $2, active = true, updated_at = now() WHERE id = $1")
+            .bind(existing.id)
+            .bind(password_hash)
+            .execute(pool)
+            .await
+            .map_err(StoreError::from)?;
+        return Ok(PlatformAdminOutcome::PasswordUpdated(existing.id));
+    }
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO accounts (id, email, password_hash, role, clinic_id) VALUES ($1, $2, $3, 'platform_admin', NULL)",
+    )
+    .bind(id)
+    .bind(email.as_str())
+    .bind(password_hash)
+    .execute(pool)
+    .await
+    .map_err(StoreError::from)?;
+    Ok(PlatformAdminOutcome::Created(id))
+}
+
+/// Login throttling per e-mail: after [`MAX_FAILURES`] failed attempts within
+/// [`WINDOW_MINUTES`], further attempts are refused for [`LOCK_MINUTES`] without checking the
+/// password.
+pub const MAX_FAILURES: i32 = 5;
+pub const WINDOW_MINUTES: i64 = 15;
+pub const LOCK_MINUTES: i64 = 15;
+
+fn email_key(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+/// Counts a log-in attempt for `email` before its password is checked, atomically, so that a
+/// burst of simultaneous guesses cannot outrun the limit. Returns `Some(seconds)` to wait when
+/// the e-mail is locked out (the attempt must then be refused without checking the password).
+/// A successful log-in calls [`clear_failures`], so only failures accumulate.
+pub async fn begin_attempt(pool: &PgPool, email: &str) -> Result<Option<u64>, StoreError> {
+    let now = Utc::now();
+    let (locked_until,): (Option<DateTime<Utc>>,) = sqlx::query_as(
+        "INSERT INTO login_throttle AS t (email_key, failures, window_start) VALUES ($1, 1, $2) \
+         ON CONFLICT (email_key) DO UPDATE SET \
+           failures = CASE WHEN t.window_start < $3 AND (t.locked_until IS NULL OR t.locked_until <= $2) \
+                           THEN 1 ELSE t.failures + 1 END, \
+           window_start = CASE WHEN t.window_start < $3 AND (t.locked_until IS NULL OR t.locked_until <= $2) \
+                               THEN $2 ELSE t.window_start END, \
+           locked_until = CASE \
+               WHEN t.locked_until > $2 THEN t.locked_until \
+               WHEN t.window_start >= $3 AND t.failures + 1 > $4 THEN $5 \
+               ELSE NULL END \
+         RETURNING locked_until",
+    )
+    .bind(email_key(email))
+    .bind(now)
+    .bind(now - Duration::minutes(WINDOW_MINUTES))
+    .bind(MAX_FAILURES)
+    .bind(now + Duration::minutes(LOCK_MINUTES))
+    .fetch_one(pool)
+    .await?;
+    Ok(locked_until
+        .map(|until| (until - now).num_seconds())
+        .filter(|s| *s > 0)
+        .map(|s| s as u64))
+}
+
+pub async fn clear_failures(pool: &PgPool, email: &str) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM login_throttle WHERE email_key = $1")
+        .bind(email_key(email))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
