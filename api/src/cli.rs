@@ -50,6 +50,42 @@ pub async fn run(command: CliCommand) -> Result<(), CliError> {
             tracing::info!(database = %database.describe(), "migrations applied");
             Ok(())
         }
+        CliCommand::Work(args) => {
+            let settings = DatabaseSettings::from_args(&args.database)?;
+            let config = args.workers.config()?;
+            let database = db::open_and_migrate(&settings).await?;
+            let workers = crate::startup::Workers::start(&database, config).await?;
+            tracing::info!(database = %database.describe(), "projection workers running");
+            shutdown_signal().await;
+            workers.stop().await;
+            Ok(())
+        }
+        CliCommand::Rebuild(args) => {
+            let settings = DatabaseSettings::from_args(&args.database)?;
+            let database = db::open_and_migrate(&settings).await?;
+            let mut conn = sqlx::ConnectOptions::connect(&database.owner_options)
+                .await
+                .map_err(|e| CliError::Refused(format!("DATABASE_URL: {e}")))?;
+            let reports = projections::rebuild::rebuild(&mut conn, args.projection.as_deref())
+                .await
+                .map_err(|e| match e {
+                    projections::ProjectionError::UnknownProjection(_) => {
+                        invalid("--projection", e)
+                    }
+                    other => CliError::Refused(other.to_string()),
+                })?;
+            for r in reports {
+                println!(
+                    "rebuilt {}: {} events in {:.2} s ({:.0} events/s), at position {}",
+                    r.projection,
+                    r.events,
+                    r.duration.as_secs_f64(),
+                    r.events_per_second(),
+                    r.position
+                );
+            }
+            Ok(())
+        }
         CliCommand::CreateSuperadmin(args) => create_superadmin(args).await,
         CliCommand::SetupClinic(args) => setup_clinic(args).await,
     }

@@ -27,11 +27,64 @@ pub enum CliCommand {
     Serve(ServeArgs),
     /// Apply the database migrations and exit.
     Migrate(DatabaseArgs),
+    /// Run the projection workers only (no HTTP), until Ctrl-C / SIGTERM.
+    Work(WorkArgs),
+    /// Rebuild read models from position zero into fresh tables, then swap them in.
+    Rebuild(RebuildArgs),
     /// Create (or reset the password of) a platform admin. Idempotent.
     CreateSuperadmin(CreateSuperadminArgs),
     /// Register a clinic with its first clinic admin. Idempotent: a clinic that exists with
     /// that code is left as it is, and a missing admin is added.
     SetupClinic(SetupClinicArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub workers: WorkerArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RebuildArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Only this projection (clinics, staff, patients, appointments); default all.
+    #[arg(long)]
+    pub projection: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Events applied per projection transaction.
+    #[arg(long, env = "CLINIC_WORKER_BATCH", default_value_t = 500)]
+    pub worker_batch: i64,
+    /// Polling interval (ms) when no NOTIFY arrives.
+    #[arg(long, env = "CLINIC_WORKER_POLL_MS", default_value_t = 1000)]
+    pub worker_poll_ms: u64,
+}
+
+impl WorkerArgs {
+    pub fn config(&self) -> Result<projections::worker::WorkerConfig, ConfigError> {
+        if !(1..=10_000).contains(&self.worker_batch) {
+            return Err(ConfigError {
+                variable: "CLINIC_WORKER_BATCH",
+                message: "must be between 1 and 10000".into(),
+            });
+        }
+        if self.worker_poll_ms == 0 {
+            return Err(ConfigError {
+                variable: "CLINIC_WORKER_POLL_MS",
+                message: "must be at least 1".into(),
+            });
+        }
+        Ok(projections::worker::WorkerConfig {
+            batch_size: self.worker_batch,
+            poll_interval: Duration::from_millis(self.worker_poll_ms),
+            ..Default::default()
+        })
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -106,6 +159,11 @@ pub struct ServeArgs {
     /// (tokens then die with the process, and several processes cannot share them).
     #[arg(long, env = "CLINIC_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// Run the projection workers inside this process.
+    #[arg(long, env = "CLINIC_WORKERS", action = ArgAction::Set, value_parser = BoolishValueParser::new(), default_value = "true", default_missing_value = "true", num_args = 0..=1)]
+    pub workers: bool,
+    #[command(flatten)]
+    pub worker: WorkerArgs,
 }
 
 /// A configuration error. Its message is one line and names the variable.
@@ -173,6 +231,8 @@ pub struct Settings {
     pub http: HttpSettings,
     pub auth: AuthSettings,
     pub migrate_on_start: bool,
+    /// `None`: no in-process projection workers.
+    pub workers: Option<projections::worker::WorkerConfig>,
 }
 
 impl DatabaseSettings {
@@ -241,6 +301,11 @@ impl Settings {
                 body_limit: 64 * 1024,
             },
             migrate_on_start: args.migrate_on_start,
+            workers: if args.workers {
+                Some(args.worker.config()?)
+            } else {
+                None
+            },
         })
     }
 }

@@ -194,6 +194,25 @@ pub async fn app_pool(options: &PgConnectOptions, max_connections: u32) -> Resul
     Ok(pool)
 }
 
+/// A small pool as the projection workers' role (for LISTEN).
+pub async fn worker_pool(options: &PgConnectOptions) -> Result<PgPool, DbError> {
+    PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(5))
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                conn.execute("SET ROLE clinic_worker").await?;
+                Ok(())
+            })
+        })
+        .connect_with(options.clone())
+        .await
+        .map_err(|e| DbError::Connect {
+            target: describe(options),
+            reason: one_line(&e),
+        })
+}
+
 /// Why the service is not ready.
 #[derive(Debug, thiserror::Error)]
 pub enum NotReady {

@@ -94,6 +94,12 @@ pub enum ApiError {
     /// 503.
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// 503 with `Retry-After`: e.g. the read models have not caught up with `X-Min-Position`.
+    #[error("service unavailable, retry in {retry_after_secs} s: {detail}")]
+    RetryLater {
+        retry_after_secs: u64,
+        detail: String,
+    },
     /// 500: logged with its cause chain, never described to the client.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
@@ -122,7 +128,9 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::RetryLater { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -191,6 +199,9 @@ impl ApiError {
                 vec![],
             ),
             ApiError::Unavailable(d) => ("unavailable", "Service unavailable", d.clone(), vec![]),
+            ApiError::RetryLater { detail, .. } => {
+                ("unavailable", "Service unavailable", detail.clone(), vec![])
+            }
             ApiError::Internal(_) => (
                 "internal",
                 "Internal error",
@@ -285,6 +296,9 @@ impl IntoResponse for ApiError {
                 );
             }
             ApiError::TooManyRequests {
+                retry_after_secs, ..
+            }
+            | ApiError::RetryLater {
                 retry_after_secs, ..
             } => {
                 if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {

@@ -28,6 +28,7 @@ use crate::auth::JwtKeys;
 use crate::config::{AuthSettings, ConfigError, Settings};
 use crate::db::{self, Database, DbError};
 use crate::problem::ApiError;
+use projections::worker::WorkerConfig;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -53,6 +54,7 @@ pub struct AppState {
         (name = "staff", description = "Staff members and their accounts (clinic admin)"),
         (name = "patients", description = "Patients"),
         (name = "appointments", description = "Appointments"),
+        (name = "ops", description = "Projection progress and lag (platform admin)"),
     ),
     modifiers(&BearerAuth),
 )]
@@ -99,6 +101,7 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(crate::health::router())
         .merge(crate::routes::router())
+        .merge(crate::ops::router())
         .split_for_parts()
 }
 
@@ -178,6 +181,30 @@ pub struct Application {
     router: Router,
     database: Database,
     state: AppState,
+    workers: Option<Workers>,
+}
+
+/// Running projection workers.
+pub struct Workers {
+    stop: tokio::sync::watch::Sender<bool>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Workers {
+    /// Starts the projection workers against `database`.
+    pub async fn start(database: &Database, config: WorkerConfig) -> Result<Self, DbError> {
+        let pool = db::worker_pool(&database.owner_options).await?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let handle =
+            projections::worker::spawn(pool, database.owner_options.clone(), config, stopped);
+        Ok(Workers { stop, handle })
+    }
+
+    /// Stops the workers after their current batch.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.handle.await;
+    }
 }
 
 impl Application {
@@ -203,11 +230,16 @@ impl Application {
         };
         tokio::task::spawn_blocking(commands::credentials::warm_up);
         let router = app(state.clone(), &settings);
+        let workers = match settings.workers.clone() {
+            Some(config) => Some(Workers::start(&database, config).await?),
+            None => None,
+        };
         Ok(Application {
             listener,
             router,
             database,
             state,
+            workers,
         })
     }
 
@@ -236,6 +268,9 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(StartupError::Serve);
+        if let Some(workers) = self.workers {
+            workers.stop().await;
+        }
         self.state.pool.close().await;
         if let Some(cluster) = self.database.cluster {
             let _ = tokio::task::spawn_blocking(move || drop(cluster)).await;

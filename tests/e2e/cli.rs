@@ -250,17 +250,8 @@ async fn a_database_that_does_not_exist_is_one_line_naming_the_variable() {
 
 #[tokio::test]
 async fn migrate_applies_every_migration_to_an_empty_database() {
-    let db = TestDb::new().await;
+    let db = TestDb::empty().await;
     let mut owner = db.owner_connection().await;
-    // Start from an empty database rather than the migrated template.
-    sqlx::query("DROP SCHEMA public CASCADE")
-        .execute(&mut owner)
-        .await
-        .unwrap();
-    sqlx::query("CREATE SCHEMA public")
-        .execute(&mut owner)
-        .await
-        .unwrap();
     let mut cmd = clinic(&["migrate"]);
     cmd.env("DATABASE_URL", database_url(&db));
     let out = tokio::task::spawn_blocking(move || run(cmd)).await.unwrap();

@@ -148,6 +148,15 @@ pub struct TestDb {
 impl TestDb {
     pub async fn new() -> TestDb {
         let template = template().await;
+        Self::create(template).await
+    }
+
+    /// A database with nothing in it (not migrated).
+    pub async fn empty() -> TestDb {
+        Self::create("template0").await
+    }
+
+    async fn create(template: &str) -> TestDb {
         let name = format!("clinic_test_{}", uuid::Uuid::new_v4().simple());
         let mut conn = admin_connection().await;
         conn.execute(
@@ -267,6 +276,10 @@ pub fn test_settings(db: &TestDb) -> Settings {
             access_ttl: std::time::Duration::from_secs(15 * 60),
         },
         migrate_on_start: false,
+        workers: Some(projections::worker::WorkerConfig {
+            poll_interval: std::time::Duration::from_millis(200),
+            ..Default::default()
+        }),
     }
 }
 
@@ -274,9 +287,22 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_on(TestDb::new().await).await
 }
 
+/// An app whose settings `adjust` changes first (e.g. without in-process workers).
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let db = TestDb::new().await;
+    let mut settings = test_settings(&db);
+    adjust(&mut settings);
+    start_app(db, settings).await
+}
+
 /// An app over an existing test database (e.g. one the CLI has written to).
 pub async fn spawn_app_on(db: TestDb) -> TestApp {
-    let app = api::startup::Application::build(test_settings(&db))
+    let settings = test_settings(&db);
+    start_app(db, settings).await
+}
+
+async fn start_app(db: TestDb, settings: Settings) -> TestApp {
+    let app = api::startup::Application::build(settings)
         .await
         .expect("build the application");
     let address = format!("http://127.0.0.1:{}", app.port());

@@ -9,3 +9,5 @@ mod event_store;
 mod flow;
 mod health;
 mod helpers;
+mod projections;
+mod queries;

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod clinic;
 pub mod clinics;
 pub mod patients;
+pub mod reads;
 pub mod staff;
 
 use commands::ActorRole;
@@ -23,6 +24,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(staff::router())
         .merge(patients::router())
         .merge(appointments::router())
+        .merge(reads::router())
 }
 
 /// Role sets used by the handlers (see the roles table in docs/api.md).

@@ -1,0 +1,63 @@
+//! `GET /v1/ops/projections`: each projection's position and lag (platform admin).
+
+use axum::extract::State;
+use axum::Json;
+use commands::ActorRole;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::Principal;
+use crate::problem::{ApiError, Problem};
+use crate::startup::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(projections_status))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectionLag {
+    pub name: String,
+    /// Position of the last applied event.
+    pub position: i64,
+    /// Committed events not yet applied.
+    pub lag_events: i64,
+    /// Age of the oldest event not yet applied (0 when caught up).
+    pub lag_ms: i64,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+    /// Where the projection stopped, if it met an event it cannot apply.
+    pub failed_position: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// Projection progress and lag.
+#[utoipa::path(get, path = "/v1/ops/projections", tag = "ops", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every projection", body = Vec<ProjectionLag>),
+        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the platform admin", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn projections_status(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<Vec<ProjectionLag>>, ApiError> {
+    principal.require(&[ActorRole::PlatformAdmin])?;
+    let status = projections::checkpoint::status(&state.pool)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(
+        status
+            .into_iter()
+            .map(|s| ProjectionLag {
+                name: s.name,
+                position: s.position,
+                lag_events: s.lag_events,
+                lag_ms: s.lag_ms,
+                updated_at: s.updated_at,
+                failed_position: s.failed_position,
+                last_error: s.last_error,
+            })
+            .collect(),
+    ))
+}

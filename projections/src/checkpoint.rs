@@ -1,0 +1,82 @@
+//! Checkpoints: how far each projection has read, for read-your-writes and lag figures.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+
+/// True when every one of `projections` has applied the event at `position` (an event that
+/// does not exist yet — not committed, or a position from the future — is not covered).
+pub async fn covers(
+    pool: &PgPool,
+    projections: &[&str],
+    position: i64,
+) -> Result<bool, sqlx::Error> {
+    let uncovered: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM projection_checkpoints c \
+         WHERE c.name = ANY($1) AND NOT EXISTS ( \
+             SELECT 1 FROM events e WHERE e.position = $2 \
+               AND (e.transaction_id, e.position) <= (c.transaction_id, c.position))",
+    )
+    .bind(projections)
+    .bind(position)
+    .fetch_one(pool)
+    .await?;
+    Ok(uncovered == 0)
+}
+
+/// One projection's progress.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProjectionStatus {
+    pub name: String,
+    /// Position of the last applied event (0 before the first).
+    pub position: i64,
+    /// Committed events not yet applied.
+    pub lag_events: i64,
+    /// Age of the oldest event not yet applied, in milliseconds (0 when caught up).
+    pub lag_ms: i64,
+    pub updated_at: DateTime<Utc>,
+    /// Set when the projection stopped at an event it cannot apply.
+    pub failed_position: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct StatusRow {
+    name: String,
+    position: i64,
+    lag_events: i64,
+    oldest: Option<DateTime<Utc>>,
+    updated_at: DateTime<Utc>,
+    failed_position: Option<i64>,
+    last_error: Option<String>,
+}
+
+/// The progress of every projection.
+pub async fn status(pool: &PgPool) -> Result<Vec<ProjectionStatus>, sqlx::Error> {
+    let rows: Vec<StatusRow> = sqlx::query_as(
+        "SELECT c.name, c.position, \
+                (SELECT count(*) FROM events e WHERE (e.transaction_id, e.position) > (c.transaction_id, c.position)) AS lag_events, \
+                (SELECT min((e.metadata ->> 'occurred_at')::timestamptz) FROM events e \
+                  WHERE (e.transaction_id, e.position) > (c.transaction_id, c.position)) AS oldest, \
+                c.updated_at, c.failed_position, c.last_error \
+         FROM projection_checkpoints c ORDER BY c.name",
+    )
+    .fetch_all(pool)
+    .await?;
+    let now = Utc::now();
+    Ok(rows
+        .into_iter()
+        .map(|r| ProjectionStatus {
+            name: r.name,
+            position: r.position,
+            lag_events: r.lag_events,
+            lag_ms: r
+                .oldest
+                .map(|t| (now - t).num_milliseconds().max(0))
+                .unwrap_or(0),
+            updated_at: r.updated_at,
+            failed_position: r.failed_position,
+            last_error: r.last_error,
+        })
+        .collect())
+}

@@ -1,0 +1,307 @@
+//! Projection workers. Each projection is tailed by at most one worker at a time (a session
+//! advisory lock is its lease; when the owner dies, its connection closes and another worker
+//! takes over). A batch reads events in commit order — `(transaction_id, position)` above the
+//! checkpoint and below the oldest running transaction, so a transaction that commits late
+//! with a lower position is never skipped — applies them, and moves the checkpoint in the same
+//! transaction, as a compare-and-swap on the old value. A crash mid-batch rolls the whole batch
+//! back: no event is lost or applied twice. LISTEN/NOTIFY wakes the workers; polling is the
+//! fallback.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool};
+use sqlx::{ConnectOptions, Connection, Executor, PgConnection};
+use tokio::sync::watch;
+use tracing::{instrument, Instrument};
+
+use crate::apply::{apply, StoredEvent, EVENT_COLUMNS};
+use crate::{ProjectionError, PROJECTIONS};
+
+/// The NOTIFY channel the event trigger signals.
+pub const CHANNEL: &str = "clinic_events";
+/// The database role the workers run as (bypasses RLS: it writes every clinic's rows).
+pub const WORKER_ROLE: &str = "clinic_worker";
+
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// The most events applied in one transaction.
+    pub batch_size: i64,
+    /// How often to look for events when no notification arrives.
+    pub poll_interval: Duration,
+    /// Which projections to run (default: all).
+    pub projections: Vec<String>,
+    /// Test hook: fail a batch after applying this many of its events (before commit), as a
+    /// crash would.
+    pub crash_after: Option<usize>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            batch_size: 500,
+            poll_interval: Duration::from_secs(1),
+            projections: PROJECTIONS.iter().map(|p| p.to_string()).collect(),
+            crash_after: None,
+        }
+    }
+}
+
+/// A dedicated connection as the worker role.
+pub async fn connect(options: &PgConnectOptions) -> Result<PgConnection, sqlx::Error> {
+    let mut conn = options.connect().await?;
+    conn.execute("SET ROLE clinic_worker").await?;
+    Ok(conn)
+}
+
+/// What one batch did.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Batch {
+    pub applied: usize,
+    pub position: i64,
+}
+
+/// Applies the next batch of `name` to the tables in `schema` and moves its checkpoint.
+/// `Ok(None)` when there was nothing to do.
+#[instrument(skip(conn, config), fields(position))]
+pub async fn run_batch(
+    conn: &mut PgConnection,
+    name: &str,
+    config: &WorkerConfig,
+) -> Result<Option<Batch>, ProjectionError> {
+    let mut tx = conn.begin().await?;
+    // Locking the checkpoint row first serialises batches with each other and with a rebuild's
+    // swap, before any read-model row is touched.
+    let (old_tx, old_pos): (String, i64) = sqlx::query_as(
+        "SELECT transaction_id::text, position FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
+    )
+    .bind(name)
+    .fetch_one(&mut *tx)
+    .await?;
+    let events: Vec<StoredEvent> = sqlx::query_as(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events \
+         WHERE (transaction_id, position) > ($1::xid8, $2) \
+           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+         ORDER BY transaction_id, position LIMIT $3"
+    ))
+    .bind(&old_tx)
+    .bind(old_pos)
+    .bind(config.batch_size)
+    .fetch_all(&mut *tx)
+    .await?;
+    let Some(last) = events.last() else {
+        // Release the checkpoint row now, not when the connection is next used.
+        tx.rollback().await?;
+        return Ok(None);
+    };
+    let (new_tx, new_pos) = (last.transaction_id.clone(), last.position);
+    for (i, event) in events.iter().enumerate() {
+        if config.crash_after == Some(i) {
+            return Err(ProjectionError::Db(sqlx::Error::Protocol(format!(
+                "simulated crash after {i} events of a batch"
+            ))));
+        }
+        apply(name, "rm", &mut tx, event).await?;
+    }
+    let moved = sqlx::query(
+        "UPDATE projection_checkpoints SET transaction_id = $2::xid8, position = $3, updated_at = now(), \
+         failed_position = NULL, last_error = NULL \
+         WHERE name = $1 AND transaction_id = $4::xid8 AND position = $5",
+    )
+    .bind(name)
+    .bind(&new_tx)
+    .bind(new_pos)
+    .bind(&old_tx)
+    .bind(old_pos)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if moved != 1 {
+        // Someone else moved the checkpoint: drop this batch (rolled back on drop).
+        return Err(ProjectionError::Db(sqlx::Error::Protocol(format!(
+            "checkpoint of {name} moved during the batch"
+        ))));
+    }
+    tx.commit().await?;
+    tracing::Span::current().record("position", new_pos);
+    tracing::debug!(applied = events.len(), "batch applied");
+    Ok(Some(Batch {
+        applied: events.len(),
+        position: new_pos,
+    }))
+}
+
+/// Records that `name` stopped at an event it cannot apply.
+async fn record_failure(conn: &mut PgConnection, name: &str, err: &ProjectionError) {
+    let position = match err {
+        ProjectionError::Poison { position, .. } => Some(*position),
+        _ => None,
+    };
+    let _ = sqlx::query(
+        "UPDATE projection_checkpoints SET failed_position = $2, last_error = $3 WHERE name = $1",
+    )
+    .bind(name)
+    .bind(position)
+    .bind(err.to_string())
+    .execute(conn)
+    .await;
+}
+
+fn lease_key(name: &str) -> i64 {
+    // A stable 63-bit key per projection (FNV-1a), in one advisory-lock namespace.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in b"clinic-projection:".iter().chain(name.as_bytes()) {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x100000001b3);
+    }
+    (h >> 1) as i64
+}
+
+/// Runs one projection until `shutdown` turns true (or it meets an event it cannot apply).
+async fn run_projection(
+    options: PgConnectOptions,
+    name: String,
+    config: WorkerConfig,
+    mut wake: watch::Receiver<u64>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let idle =
+        |wake: &mut watch::Receiver<u64>, shutdown: &mut watch::Receiver<bool>, poll: Duration| {
+            let mut wake = wake.clone();
+            let mut shutdown = shutdown.clone();
+            async move {
+                tokio::select! {
+                    _ = wake.changed() => {},
+                    _ = shutdown.changed() => {},
+                    _ = tokio::time::sleep(poll) => {},
+                }
+            }
+        };
+    while !*shutdown.borrow() {
+        let mut conn = match connect(&options).await {
+            Ok(c) => c,
+            Err(err) => {
+                tracing::warn!(error = %err, "projection worker cannot connect; retrying");
+                idle(&mut wake, &mut shutdown, config.poll_interval).await;
+                continue;
+            }
+        };
+        let leased: bool = match sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(lease_key(&name))
+            .fetch_one(&mut conn)
+            .await
+        {
+            Ok(l) => l,
+            Err(err) => {
+                tracing::warn!(error = %err, "lease query failed");
+                false
+            }
+        };
+        if !leased {
+            // Another worker owns it; look again later (it may die).
+            let _ = conn.close().await;
+            idle(&mut wake, &mut shutdown, config.poll_interval).await;
+            continue;
+        }
+        tracing::info!("lease acquired");
+        loop {
+            if *shutdown.borrow() {
+                let _ = conn.close().await;
+                return;
+            }
+            // Look at the wake-up counter before the batch, so a notification that arrives
+            // during it is not lost.
+            wake.borrow_and_update();
+            match run_batch(&mut conn, &name, &config).await {
+                Ok(Some(batch)) => {
+                    tracing::info!(
+                        position = batch.position,
+                        applied = batch.applied,
+                        "projection advanced"
+                    );
+                }
+                Ok(None) => idle(&mut wake, &mut shutdown, config.poll_interval).await,
+                Err(err @ ProjectionError::Poison { .. }) => {
+                    tracing::error!(error = %err, "projection stopped at an event it cannot apply");
+                    record_failure(&mut conn, &name, &err).await;
+                    let _ = conn.close().await;
+                    return;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "projection batch failed; retrying");
+                    let _ = conn.close().await;
+                    if config.crash_after.is_some() {
+                        // The test hook simulates a process crash: this worker is gone.
+                        return;
+                    }
+                    idle(&mut wake, &mut shutdown, config.poll_interval).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Starts the workers: one LISTEN connection and one task per projection. They stop when
+/// `shutdown` turns true; await the handle to wait for them.
+pub fn spawn(
+    pool: PgPool,
+    options: PgConnectOptions,
+    config: WorkerConfig,
+    shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let (wake_tx, wake_rx) = watch::channel(0u64);
+        let listener = {
+            let mut shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    let mut listener = match PgListener::connect_with(&pool).await {
+                        Ok(l) => l,
+                        Err(err) => {
+                            tracing::warn!(error = %err, "LISTEN connection failed; polling only");
+                            tokio::select! {
+                                _ = shutdown.changed() => return,
+                                _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                            }
+                        }
+                    };
+                    if let Err(err) = listener.listen(CHANNEL).await {
+                        tracing::warn!(error = %err, "LISTEN failed; polling only");
+                    }
+                    loop {
+                        tokio::select! {
+                            _ = shutdown.changed() => return,
+                            n = listener.recv() => match n {
+                                Ok(_) => { wake_tx.send_modify(|n| *n = n.wrapping_add(1)); }
+                                Err(err) => {
+                                    tracing::warn!(error = %err, "LISTEN connection lost; reconnecting");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+            })
+        };
+        let tasks: Vec<_> = config
+            .projections
+            .iter()
+            .map(|name| {
+                let span = tracing::info_span!("projection", projection = %name);
+                tokio::spawn(
+                    run_projection(
+                        options.clone(),
+                        name.clone(),
+                        config.clone(),
+                        wake_rx.clone(),
+                        shutdown.clone(),
+                    )
+                    .instrument(span),
+                )
+            })
+            .collect();
+        for task in tasks {
+            let _ = task.await;
+        }
+        listener.abort();
+    })
+}

@@ -1,0 +1,605 @@
+//! Projection workers against PostgreSQL: commit order, crashes, concurrency, rebuilds, RLS.
+
+use std::time::{Duration, Instant};
+
+use domain::ids::{ClinicId, PatientId};
+use domain::patient::PatientEvent;
+use domain::values::{Mrn, PatientName, PersonName, Sex};
+use projections::worker::{self, WorkerConfig};
+use sqlx::{Executor, PgConnection};
+use uuid::Uuid;
+
+use crate::helpers::{patient_body, spawn_app, spawn_app_with, TestApp, TestDb};
+
+const TABLES: [(&str, &str); 4] = [
+    ("clinics", "clinic_id"),
+    ("staff", "clinic_id, staff_id"),
+    ("patients", "clinic_id, patient_id"),
+    ("appointments", "clinic_id, appointment_id"),
+];
+
+/// Every read-model table's rows, as JSON, in key order.
+async fn snapshot(conn: &mut PgConnection, schema: &str) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for (table, key) in TABLES {
+        let rows: Option<serde_json::Value> = sqlx::query_scalar(&format!(
+            "SELECT jsonb_agg(to_jsonb(t) ORDER BY {key}) FROM {schema}.{table} t"
+        ))
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        out.push(rows.unwrap_or(serde_json::Value::Null));
+    }
+    out
+}
+
+/// Waits until every projection has applied every committed event.
+async fn caught_up(db: &TestDb) {
+    let mut conn = db.owner_connection().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let behind: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM projection_checkpoints c WHERE EXISTS ( \
+               SELECT 1 FROM events e WHERE (e.transaction_id, e.position) > (c.transaction_id, c.position))",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if behind == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "projections did not catch up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Plays the worker: runs batches of every projection until all events are applied.
+async fn drain(conn: &mut PgConnection, db: &TestDb, config: &WorkerConfig) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        for name in projections::PROJECTIONS {
+            while worker::run_batch(conn, name, config)
+                .await
+                .unwrap()
+                .is_some()
+            {}
+        }
+        let mut owner = db.owner_connection().await;
+        let behind: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM projection_checkpoints c WHERE EXISTS ( \
+               SELECT 1 FROM events e WHERE (e.transaction_id, e.position) > (c.transaction_id, c.position))",
+        )
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+        if behind == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "could not drain the projections");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn populated_app() -> (TestApp, String) {
+    populate(spawn_app().await).await
+}
+
+async fn populate(app: TestApp) -> (TestApp, String) {
+    let platform = app.platform_admin().await;
+    let north = app.clinic(&platform, "north").await;
+    let south = app.clinic(&platform, "south").await;
+    for (clinic, n) in [(&north, 6), (&south, 4)] {
+        for i in 0..n {
+            let p = app
+                .post(
+                    "/v1/patients",
+                    &clinic.receptionist,
+                    patient_body(&format!("P{i}")),
+                )
+                .await;
+            assert_eq!(p.status, 201);
+            let upd = app
+                .patch(
+                    &format!("/v1/patients/{}", p.id()),
+                    &clinic.nurse,
+                    serde_json::json!({"phone": "+1 555 0100"}),
+                )
+                .await;
+            assert_eq!(upd.status, 200, "{upd:?}");
+        }
+        let dept = app
+            .post(
+                "/v1/clinic/departments",
+                &clinic.admin,
+                serde_json::json!({"name": "Cardiology"}),
+            )
+            .await;
+        assert_eq!(dept.status, 201);
+        let ren = app
+            .patch(
+                &format!("/v1/clinic/departments/{}", dept.id()),
+                &clinic.admin,
+                serde_json::json!({"name": "Heart"}),
+            )
+            .await;
+        assert_eq!(ren.status, 200);
+        let wh = app
+            .put(
+                &format!("/v1/staff/{}/working-hours", clinic.doctor_id),
+                &clinic.admin,
+                serde_json::json!({"mon": [{"start": "09:00", "end": "17:00"}]}),
+            )
+            .await;
+        assert_eq!(wh.status, 200, "{wh:?}");
+        let ci = app
+            .post(
+                &format!("/v1/appointments/{}/check-in", clinic.appointment_id),
+                &clinic.nurse,
+                serde_json::json!({}),
+            )
+            .await;
+        assert_eq!(ci.status, 200);
+    }
+    (app, platform)
+}
+
+#[tokio::test]
+async fn events_written_by_commands_appear_in_every_read_model() {
+    let (app, platform) = populated_app().await;
+    caught_up(&app.db).await;
+    let mut conn = app.db.owner_connection().await;
+    let counts: (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM rm.clinics), (SELECT count(*) FROM rm.staff), \
+                (SELECT count(*) FROM rm.patients), (SELECT count(*) FROM rm.appointments)",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(counts, (2, 10, 12, 2));
+    let (patient_count, staff_count, appts, departments): (i32, i32, i32, serde_json::Value) = sqlx::query_as(
+        "SELECT patient_count, staff_count, appointment_count, departments FROM rm.clinics WHERE code = 'north'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!((patient_count, staff_count, appts), (7, 5, 1));
+    assert_eq!(departments[0]["name"], "Heart");
+    let phones: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT phone_digits FROM rm.patients WHERE given LIKE 'P%'")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert!(
+        phones.iter().all(|p| p.as_deref() == Some("15550100")),
+        "{phones:?}"
+    );
+    let statuses: Vec<String> = sqlx::query_scalar("SELECT status FROM rm.appointments")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(statuses, vec!["checked-in", "checked-in"]);
+
+    // The lag endpoint says every projection is caught up.
+    let ops = app
+        .send(
+            reqwest::Method::GET,
+            "/v1/ops/projections",
+            Some(&platform),
+            None,
+        )
+        .await;
+    assert_eq!(ops.status, 200, "{ops:?}");
+    let max: i64 = sqlx::query_scalar("SELECT max(position) FROM events")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let list = ops.body.as_array().unwrap();
+    assert_eq!(list.len(), 4);
+    for p in list {
+        assert_eq!(p["lag_events"], 0, "{p}");
+        assert_eq!(p["lag_ms"], 0, "{p}");
+        assert!(p["position"].as_i64().unwrap() <= max);
+    }
+}
+
+/// A worker killed in the middle of a batch, then restarted, leaves the read models identical
+/// to a rebuild from zero.
+#[tokio::test]
+async fn a_crash_mid_batch_then_a_restart_equals_a_rebuild_from_zero() {
+    // No in-process workers here: this test plays the worker itself.
+    let mut settings = None;
+    let (app, _) = populate(spawn_app_with(|s| settings = s.workers.take()).await).await;
+    assert!(settings.is_some());
+    let mut owner = app.db.owner_connection().await;
+    // Let a worker crash half way through its first batch.
+    let mut conn = worker::connect(&app.db.owner).await.unwrap();
+    for name in projections::PROJECTIONS {
+        let config = WorkerConfig {
+            batch_size: 10_000,
+            crash_after: Some(7),
+            ..Default::default()
+        };
+        let err = worker::run_batch(&mut conn, name, &config)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("simulated crash"), "{err}");
+    }
+    // The crashed worker's connection goes away (its open batch is rolled back).
+    sqlx::Connection::close(conn).await.unwrap();
+    let untouched: i64 = sqlx::query_scalar("SELECT count(*) FROM rm.patients")
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+    assert_eq!(untouched, 0, "a crashed batch leaves nothing behind");
+    let at_zero: i64 = sqlx::query_scalar("SELECT max(position) FROM projection_checkpoints")
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+    assert_eq!(at_zero, 0);
+
+    // Restart: small batches, to also cross many checkpoints.
+    let mut conn = worker::connect(&app.db.owner).await.unwrap();
+    let config = WorkerConfig {
+        batch_size: 7,
+        ..Default::default()
+    };
+    drain(&mut conn, &app.db, &config).await;
+    let resumed = snapshot(&mut owner, "rm").await;
+
+    // A rebuild from zero into fresh tables. (The commit fence is cluster-wide: a transaction
+    // left open by a test running in parallel may stop the rebuild short of the newest
+    // events, which a live worker then applies; drain plays that worker.)
+    let reports = projections::rebuild::rebuild(&mut owner, None)
+        .await
+        .unwrap();
+    assert_eq!(reports.len(), 4);
+    drain(&mut conn, &app.db, &config).await;
+    let rebuilt = snapshot(&mut owner, "rm").await;
+    assert_eq!(resumed, rebuilt);
+    assert_eq!(
+        resumed[2].as_array().map(Vec::len),
+        Some(12),
+        "{:?}",
+        resumed[2]
+    );
+}
+
+#[tokio::test]
+async fn two_workers_at_once_never_apply_an_event_twice() {
+    let app = spawn_app().await;
+    let db = &app.db;
+    // A second, independent set of workers on the same database (the app runs the first).
+    let second_pool = api::db::worker_pool(&db.owner).await.unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let second = worker::spawn(
+        second_pool,
+        db.owner.clone(),
+        WorkerConfig {
+            batch_size: 3,
+            poll_interval: Duration::from_millis(50),
+            ..Default::default()
+        },
+        stopped,
+    );
+    // And a third that fights for batches directly, without a lease.
+    let racer = {
+        let options = db.owner.clone();
+        tokio::spawn(async move {
+            let mut conn = worker::connect(&options).await.unwrap();
+            let config = WorkerConfig {
+                batch_size: 2,
+                ..Default::default()
+            };
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline {
+                for name in projections::PROJECTIONS {
+                    let _ = worker::run_batch(&mut conn, name, &config).await;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let platform = app.platform_admin().await;
+    let clinic = app.clinic(&platform, "busy").await;
+    let mut posts = Vec::new();
+    for i in 0..30 {
+        posts.push(app.post(
+            "/v1/patients",
+            &clinic.receptionist,
+            patient_body(&format!("N{i}")),
+        ));
+    }
+    for answer in futures::future::join_all(posts).await {
+        assert_eq!(answer.status, 201);
+    }
+    racer.await.unwrap();
+    caught_up(db).await;
+    let _ = stop.send(true);
+    second.await.unwrap();
+
+    let mut conn = db.owner_connection().await;
+    // A counter projection would count an event twice if it were applied twice.
+    let (patients, counted): (i64, i32) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM rm.patients), (SELECT patient_count FROM rm.clinics)",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!((patients, counted), (31, 31));
+    let failed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM projection_checkpoints WHERE failed_position IS NOT NULL",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(failed, 0);
+}
+
+fn registered(clinic: ClinicId, patient: PatientId, mrn: u64, given: &str) -> PatientEvent {
+    PatientEvent::PatientRegistered {
+        patient_id: patient,
+        clinic_id: clinic,
+        mrn: Mrn::from_number(mrn),
+        name: PatientName::new(
+            PersonName::parse(given).unwrap(),
+            PersonName::parse("Late").unwrap(),
+        ),
+        birth_date: chrono::NaiveDate::from_ymd_opt(1990, 1, 1).unwrap(),
+        sex: Sex::Other,
+        phone: None,
+        email: None,
+        address: None,
+        emergency_contact: None,
+        insurance: None,
+        allergies: vec![],
+    }
+}
+
+/// A transaction that takes a lower position but commits after a higher one is not skipped.
+#[tokio::test]
+async fn a_late_commit_with_a_lower_position_is_not_skipped() {
+    let app = spawn_app().await;
+    let platform = app.platform_admin().await;
+    let clinic = app.clinic(&platform, "late").await;
+    caught_up(&app.db).await;
+    let clinic_id = ClinicId::from_uuid(clinic.id);
+
+    // Transaction A appends an event (taking a position) and stays open.
+    let early = PatientId::new();
+    let mut held = app.db.owner_connection().await;
+    held.execute("BEGIN").await.unwrap();
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ('Patient', $1, 1, 'PatientRegistered', '1.0', $2, $3)",
+    )
+    .bind(format!("{clinic_id}:{early}"))
+    .bind(serde_json::to_value(registered(clinic_id, early, 900, "Early")).unwrap())
+    .bind(serde_json::json!({"tenant_id": clinic_id, "actor_id": Uuid::nil(), "actor_role": "system",
+                             "request_id": "late-test", "occurred_at": chrono::Utc::now()}))
+    .execute(&mut held)
+    .await
+    .unwrap();
+    let early_position: i64 = sqlx::query_scalar("SELECT max(position) FROM events")
+        .fetch_one(&mut held)
+        .await
+        .unwrap();
+
+    // Transaction B commits a later position meanwhile.
+    let later = app
+        .post("/v1/patients", &clinic.receptionist, patient_body("Later"))
+        .await;
+    assert_eq!(later.status, 201);
+    let later_position = later.body["position"].as_i64().unwrap();
+    assert!(later_position > early_position);
+
+    // The workers are woken by B's NOTIFY but must not move past A's open transaction.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut look = app.db.owner_connection().await;
+    let checkpoint: i64 =
+        sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE name = 'patients'")
+            .fetch_one(&mut look)
+            .await
+            .unwrap();
+    assert!(
+        checkpoint < early_position,
+        "the checkpoint passed an open transaction"
+    );
+
+    held.execute("COMMIT").await.unwrap();
+    caught_up(&app.db).await;
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT given FROM rm.patients WHERE given IN ('Early', 'Later') ORDER BY given",
+    )
+    .fetch_all(&mut look)
+    .await
+    .unwrap();
+    assert_eq!(names, vec!["Early", "Later"]);
+}
+
+#[tokio::test]
+async fn row_level_security_blocks_a_deliberately_unscoped_query() {
+    let (app, _) = populated_app().await;
+    caught_up(&app.db).await;
+    let pool = app.db.app_pool().await;
+    let north: Uuid = sqlx::query_scalar("SELECT clinic_id FROM clinic_codes WHERE code = 'north'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    // No clinic set: the service role sees nothing at all.
+    for (table, _) in TABLES {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM rm.{table}"))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "rm.{table} leaked rows without a clinic");
+    }
+    // Scoped to North, a query that "forgets" WHERE clinic_id still sees only North.
+    let mut tx = projections::scope::clinic_tx(&pool, ClinicId::from_uuid(north))
+        .await
+        .unwrap();
+    let clinics: Vec<Uuid> = sqlx::query_scalar("SELECT DISTINCT clinic_id FROM rm.patients")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(clinics, vec![north]);
+    let all: i64 = sqlx::query_scalar("SELECT count(*) FROM rm.appointments")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(all, 1);
+    tx.commit().await.unwrap();
+    // The scope ends with the transaction.
+    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM rm.patients")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(after, 0);
+    // And the service role cannot write read models.
+    let err = sqlx::query("DELETE FROM rm.patients")
+        .execute(&pool)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.as_database_error().unwrap().code().as_deref(),
+        Some("42501")
+    );
+}
+
+#[tokio::test]
+async fn a_projection_stops_at_an_event_it_cannot_apply_and_reports_it() {
+    let app = spawn_app().await;
+    let platform = app.platform_admin().await;
+    let clinic = app.clinic(&platform, "poison").await;
+    caught_up(&app.db).await;
+    let clinic_id = ClinicId::from_uuid(clinic.id);
+    let mut owner = app.db.owner_connection().await;
+    // An event whose payload no version of the code can read.
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ('Patient', $1, 2, 'PatientDemographicsUpdated', '1.0', \
+                 '{\"PatientDemographicsUpdated\": {\"birth_date\": \"not a date\"}}', $2)",
+    )
+    .bind(format!("{clinic_id}:{}", Uuid::new_v4()))
+    .bind(serde_json::json!({"tenant_id": clinic_id, "occurred_at": chrono::Utc::now()}))
+    .execute(&mut owner)
+    .await
+    .unwrap();
+    let poison: i64 = sqlx::query_scalar("SELECT max(position) FROM events")
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+    // A later, valid command.
+    let after = app
+        .post("/v1/patients", &clinic.receptionist, patient_body("After"))
+        .await;
+    assert_eq!(after.status, 201);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ops = loop {
+        let ops = app
+            .send(
+                reqwest::Method::GET,
+                "/v1/ops/projections",
+                Some(&platform),
+                None,
+            )
+            .await;
+        let list = ops.body.as_array().cloned().unwrap_or_default();
+        let patients = list
+            .iter()
+            .find(|p| p["name"] == "patients")
+            .cloned()
+            .unwrap();
+        if patients["failed_position"].as_i64() == Some(poison) {
+            break list;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the failure was not reported: {list:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let patients = ops.iter().find(|p| p["name"] == "patients").unwrap();
+    assert!(
+        patients["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot apply event"),
+        "{patients}"
+    );
+    assert!(
+        patients["position"].as_i64().unwrap() < poison,
+        "it did not skip the event"
+    );
+    assert!(patients["lag_events"].as_i64().unwrap() >= 2);
+    let skipped: i64 = sqlx::query_scalar("SELECT count(*) FROM rm.patients WHERE given = 'After'")
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+    assert_eq!(skipped, 0, "nothing past the poison event was applied");
+    // Other projections go on.
+    let appointments = ops.iter().find(|p| p["name"] == "appointments").unwrap();
+    assert_eq!(appointments["failed_position"], serde_json::Value::Null);
+}
+
+/// `clinic rebuild` swaps fresh tables in while the live ones keep answering; the result is
+/// identical to what the workers built.
+#[tokio::test]
+async fn clinic_rebuild_swaps_in_identical_tables() {
+    let (app, _) = populated_app().await;
+    caught_up(&app.db).await;
+    let mut owner = app.db.owner_connection().await;
+    let before = snapshot(&mut owner, "rm").await;
+    let url = format!(
+        "postgres://{}@{}:{}/{}",
+        app.db.owner.get_username(),
+        app.db.owner.get_host(),
+        app.db.owner.get_port(),
+        app.db.name
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_clinic"))
+            .args(["rebuild"])
+            .env("DATABASE_URL", url)
+            .env_remove("CLINIC_EMBEDDED_PG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("rebuilt ")).count(),
+        4,
+        "{stdout}"
+    );
+    assert!(stdout.contains("events/s"));
+    let after = snapshot(&mut owner, "rm").await;
+    assert_eq!(before, after);
+    // The live app still reads and the workers still write after the swap.
+    let p = app
+        .post("/v1/patients", &app_token(&app).await, patient_body("Post"))
+        .await;
+    assert_eq!(p.status, 201);
+    caught_up(&app.db).await;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM rm.patients WHERE given = 'Post'")
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let leftovers: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'rm_rebuild%'")
+            .fetch_one(&mut owner)
+            .await
+            .unwrap();
+    assert_eq!(leftovers, 0);
+}
+
+async fn app_token(app: &TestApp) -> String {
+    app.login("receptionist@north.example").await
+}
