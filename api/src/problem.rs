@@ -43,6 +43,16 @@ pub struct Problem {
     /// Invalid fields, for validation problems.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub errors: Vec<FieldError>,
+    /// For `slot-taken`: the time ranges the requested slot overlaps (never whose they are).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub conflicts: Option<Vec<ConflictingRange>>,
+}
+
+/// A time range that a requested slot overlaps.
+#[derive(Clone, Debug, Serialize, ToSchema, PartialEq, Eq)]
+pub struct ConflictingRange {
+    pub start: chrono::DateTime<chrono::Utc>,
+    pub end: chrono::DateTime<chrono::Utc>,
 }
 
 /// Every error the HTTP layer can answer with.
@@ -70,6 +80,15 @@ pub enum ApiError {
         detail: String,
         field: Option<String>,
     },
+    /// 409: the doctor or the patient already has an appointment at that time.
+    #[error("slot taken")]
+    SlotTaken {
+        detail: String,
+        conflicts: Vec<ConflictingRange>,
+    },
+    /// 422: the slot is outside the doctor's working hours or inside their time off.
+    #[error("outside working hours: {0}")]
+    OutsideWorkingHours(String),
     /// 412: `If-Match` names another version.
     #[error("precondition failed: expected version {expected}, current {actual}")]
     PreconditionFailed { expected: u64, actual: u64 },
@@ -120,7 +139,8 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) | ApiError::ClinicSuspended => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Conflict { .. } | ApiError::SlotTaken { .. } => StatusCode::CONFLICT,
+            ApiError::OutsideWorkingHours(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -160,6 +180,15 @@ impl ApiError {
                     .iter()
                     .map(|f| FieldError::new(f.clone(), detail.clone()))
                     .collect(),
+            ),
+            ApiError::SlotTaken { detail, .. } => {
+                ("slot-taken", "Slot taken", detail.clone(), vec![])
+            }
+            ApiError::OutsideWorkingHours(detail) => (
+                "outside-working-hours",
+                "Outside working hours",
+                detail.clone(),
+                vec![FieldError::new("start", detail.clone())],
             ),
             ApiError::PreconditionFailed { expected, actual } => (
                 "version-mismatch",
@@ -215,6 +244,10 @@ impl ApiError {
             status: self.status().as_u16(),
             detail,
             errors,
+            conflicts: match self {
+                ApiError::SlotTaken { conflicts, .. } => Some(conflicts.clone()),
+                _ => None,
+            },
         }
     }
 
@@ -248,6 +281,22 @@ impl ApiError {
                 slug: "email-taken",
                 detail: "The e-mail address already belongs to an account.".into(),
                 field: Some("email".into()),
+            },
+            CommandError::SlotTaken { busy, conflicts } => ApiError::SlotTaken {
+                detail: match busy {
+                    commands::Busy::Doctor => "The doctor already has an appointment at that time.",
+                    commands::Busy::Patient => {
+                        "The patient already has an appointment at that time."
+                    }
+                }
+                .into(),
+                conflicts: conflicts
+                    .into_iter()
+                    .map(|c| ConflictingRange {
+                        start: c.start,
+                        end: c.end,
+                    })
+                    .collect(),
             },
             CommandError::Store(e) => ApiError::internal(e),
         }

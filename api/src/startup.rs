@@ -264,10 +264,14 @@ impl Application {
         if let Some(addr) = self.local_addr() {
             tracing::info!(address = %addr, "listening on http://{addr}");
         }
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(StartupError::Serve);
+        let served = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(StartupError::Serve);
         if let Some(workers) = self.workers {
             workers.stop().await;
         }

@@ -11,6 +11,24 @@ pub const SQLSTATE_CLINIC_CODE_TAKEN: &str = "CK001";
 pub const SQLSTATE_MRN_TAKEN: &str = "CK002";
 /// SQLSTATE raised by the `events` trigger when a staff e-mail already belongs to an account.
 pub const SQLSTATE_EMAIL_TAKEN: &str = "CK003";
+/// SQLSTATE raised by the `events` trigger when an appointment's time overlaps an active
+/// appointment of the same doctor (message `doctor-busy`) or patient (`patient-busy`); the
+/// detail is a JSON list of the conflicting `{start, end}` ranges.
+pub const SQLSTATE_SLOT_TAKEN: &str = "CK004";
+
+/// Who is already busy when a slot is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Busy {
+    Doctor,
+    Patient,
+}
+
+/// A conflicting time range (never who holds it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Conflict {
+    pub start: chrono::DateTime<chrono::Utc>,
+    pub end: chrono::DateTime<chrono::Utc>,
+}
 
 /// A failure of the store itself: the database, (de)serialisation, a broken invariant of the
 /// stored data. Never the client's fault.
@@ -46,6 +64,12 @@ pub enum CommandError<E: StdError> {
     /// The e-mail already belongs to an account (staff e-mails are log-ins).
     #[error("the e-mail address already belongs to an account")]
     EmailTaken,
+    /// The doctor or the patient already has an active appointment overlapping this time.
+    #[error("the {busy:?} already has an appointment at that time")]
+    SlotTaken {
+        busy: Busy,
+        conflicts: Vec<Conflict>,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -58,6 +82,9 @@ impl<E: StdError + Send + Sync + 'static> CommandError<E> {
             AggregateError::DatabaseConnectionError(e)
             | AggregateError::DeserializationError(e) => CommandError::Store(StoreError(e)),
             AggregateError::UnexpectedError(e) => {
+                if let Some(taken) = e.downcast_ref::<sqlx::Error>().and_then(slot_taken) {
+                    return taken;
+                }
                 match e.downcast_ref::<sqlx::Error>().and_then(sqlstate) {
                     Some(SQLSTATE_CLINIC_CODE_TAKEN) => CommandError::ClinicCodeTaken,
                     Some(SQLSTATE_MRN_TAKEN) => CommandError::MrnTaken,
@@ -67,6 +94,24 @@ impl<E: StdError + Send + Sync + 'static> CommandError<E> {
             }
         }
     }
+}
+
+fn slot_taken<E: StdError>(err: &sqlx::Error) -> Option<CommandError<E>> {
+    let db = err.as_database_error()?;
+    if db.code().as_deref() != Some(SQLSTATE_SLOT_TAKEN) {
+        return None;
+    }
+    let pg = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()?;
+    let busy = if pg.message() == "patient-busy" {
+        Busy::Patient
+    } else {
+        Busy::Doctor
+    };
+    let conflicts = pg
+        .detail()
+        .and_then(|d| serde_json::from_str(d).ok())
+        .unwrap_or_default();
+    Some(CommandError::SlotTaken { busy, conflicts })
 }
 
 fn sqlstate(err: &sqlx::Error) -> Option<&'static str> {

@@ -12,6 +12,6 @@ pub mod metadata;
 pub mod registry;
 pub mod store;
 
-pub use error::{CommandError, StoreError};
+pub use error::{Busy, CommandError, Conflict, StoreError};
 pub use metadata::{Actor, ActorRole, CommandMeta, StreamId};
 pub use store::{Committed, CommittedEvent, EventStore, Expect};

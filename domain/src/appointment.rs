@@ -100,9 +100,15 @@ pub enum AppointmentCommand {
         doctor_id: StaffId,
         slot: TimeRange,
         reason: Option<NonEmptyText>,
+        /// A clinic admin booked outside the doctor's working hours (or time off, or off the
+        /// slot grid); the caller checked the role, the event records it.
+        #[serde(default)]
+        override_hours: bool,
     },
     Reschedule {
         slot: TimeRange,
+        #[serde(default)]
+        override_hours: bool,
     },
     Cancel {
         reason: NonEmptyText,
@@ -124,11 +130,16 @@ pub enum AppointmentEvent {
         doctor_id: StaffId,
         slot: TimeRange,
         reason: Option<NonEmptyText>,
+        /// Booked outside the doctor's working hours by a clinic admin.
+        #[serde(default)]
+        override_hours: bool,
         at: DateTime<Utc>,
     },
     AppointmentRescheduled {
         from: TimeRange,
         to: TimeRange,
+        #[serde(default)]
+        override_hours: bool,
         at: DateTime<Utc>,
     },
     AppointmentCancelled {
@@ -335,6 +346,7 @@ impl Appointment {
                 doctor_id,
                 slot,
                 reason,
+                override_hours,
             } => {
                 if self.is_booked() {
                     return Err(AppointmentError::AlreadyBooked);
@@ -347,17 +359,26 @@ impl Appointment {
                     doctor_id,
                     slot,
                     reason,
+                    override_hours,
                     at,
                 }])
             }
-            C::Reschedule { slot } => {
+            C::Reschedule {
+                slot,
+                override_hours,
+            } => {
                 self.transition(S::Booked, "reschedule")?;
                 let from = self.slot.ok_or(AppointmentError::NotFound)?;
                 if from == slot {
                     return Err(AppointmentError::SameSlot);
                 }
                 check_slot(&slot, at)?;
-                Ok(vec![E::AppointmentRescheduled { from, to: slot, at }])
+                Ok(vec![E::AppointmentRescheduled {
+                    from,
+                    to: slot,
+                    override_hours,
+                    at,
+                }])
             }
             C::Cancel { reason, by } => {
                 if self.current()? == S::Cancelled {
@@ -484,6 +505,7 @@ mod tests {
             doctor_id,
             slot,
             reason: Some(text("check-up")),
+            override_hours: false,
         }
     }
 
@@ -496,6 +518,7 @@ mod tests {
             doctor_id,
             slot: slot(),
             reason: Some(text("check-up")),
+            override_hours: false,
             at: now(),
         }
     }
@@ -628,7 +651,10 @@ mod tests {
     #[test]
     fn commands_on_unbooked_appointment_are_not_found() {
         for command in [
-            AppointmentCommand::Reschedule { slot: slot() },
+            AppointmentCommand::Reschedule {
+                slot: slot(),
+                override_hours: false,
+            },
             cancel(),
             AppointmentCommand::CheckIn,
             AppointmentCommand::Start,
@@ -650,10 +676,14 @@ mod tests {
     fn reschedule_a_booked_appointment() {
         let to = range("2025-06-04T10:00:00Z", "2025-06-04T10:30:00Z");
         fx().given(vec![booked()])
-            .when(AppointmentCommand::Reschedule { slot: to })
+            .when(AppointmentCommand::Reschedule {
+                slot: to,
+                override_hours: false,
+            })
             .then_expect_events(vec![AppointmentEvent::AppointmentRescheduled {
                 from: slot(),
                 to,
+                override_hours: false,
                 at: now(),
             }]);
     }
@@ -663,6 +693,7 @@ mod tests {
         fx().given(vec![booked()])
             .when(AppointmentCommand::Reschedule {
                 slot: range("2025-06-01T10:00:00Z", "2025-06-01T10:30:00Z"),
+                override_hours: false,
             })
             .then_expect_error(AppointmentError::StartInPast);
     }
@@ -672,6 +703,7 @@ mod tests {
         fx().given(vec![booked()])
             .when(AppointmentCommand::Reschedule {
                 slot: range("2025-06-04T00:00:00Z", "2025-06-04T13:00:00Z"),
+                override_hours: false,
             })
             .then_expect_error(AppointmentError::TooLong { max_hours: 12 });
     }
@@ -680,7 +712,10 @@ mod tests {
     fn reschedule_to_the_same_slot_is_invalid() {
         let r = fx()
             .given(vec![booked()])
-            .when(AppointmentCommand::Reschedule { slot: slot() })
+            .when(AppointmentCommand::Reschedule {
+                slot: slot(),
+                override_hours: false,
+            })
             .inspect_result();
         assert_eq!(r, Err(AppointmentError::SameSlot));
         assert_eq!(kind_and_field(r), (ErrorKind::Invalid, Some("slot")));
@@ -698,6 +733,7 @@ mod tests {
             fx().given(history(status))
                 .when(AppointmentCommand::Reschedule {
                     slot: range("2025-06-04T10:00:00Z", "2025-06-04T10:30:00Z"),
+                    override_hours: false,
                 })
                 .then_expect_error(AppointmentError::IllegalTransition {
                     from: status,
@@ -821,6 +857,7 @@ mod tests {
         a.apply(AppointmentEvent::AppointmentRescheduled {
             from: slot(),
             to,
+            override_hours: false,
             at: now(),
         });
         let (id, clinic, patient, doctor) = ids();
@@ -858,6 +895,7 @@ mod tests {
             AppointmentEvent::AppointmentRescheduled {
                 from: slot(),
                 to: slot(),
+                override_hours: false,
                 at: now(),
             },
             cancelled(),

@@ -1756,6 +1756,14 @@ async fn doctors_act_only_on_their_own_appointments_and_only_update_patients() {
     assert_eq!(hired.status, 201, "{hired:?}");
     let second_id = hired.id();
     let second = app.login("second-doctor@north.example").await;
+    let hours = app
+        .put(
+            &format!("/v1/staff/{second_id}/working-hours"),
+            &n.admin,
+            crate::helpers::all_day_hours(),
+        )
+        .await;
+    assert_eq!(hours.status, 200, "{hours:?}");
 
     let theirs = n.appointment_id;
     let mut checks = Checks::default();

@@ -243,6 +243,30 @@ impl TestApp {
     }
 }
 
+/// Another API server over the same database (stopped when dropped).
+pub struct Instance {
+    pub address: String,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+impl TestApp {
+    /// Starts a second API process-equivalent on this app's database (with its own workers).
+    pub async fn second_instance(&self) -> Instance {
+        let app = api::startup::Application::build(test_settings(&self.db))
+            .await
+            .expect("build the second instance");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(app.run_until(async {
+            let _ = rx.await;
+        }));
+        Instance {
+            address,
+            _shutdown: tx,
+        }
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -514,6 +538,12 @@ pub fn future(days: i64, hour: u32) -> chrono::DateTime<chrono::Utc> {
         .unwrap()
 }
 
+/// Working hours of 00:00–23:59 (clinic-local) on every day.
+pub fn all_day_hours() -> serde_json::Value {
+    let day = serde_json::json!([{"start": "00:00", "end": "23:59"}]);
+    serde_json::json!({"mon": day, "tue": day, "wed": day, "thu": day, "fri": day, "sat": day, "sun": day})
+}
+
 pub fn patient_body(given: &str) -> serde_json::Value {
     serde_json::json!({
         "name": {"given": given, "family": "Example"},
@@ -564,6 +594,15 @@ impl TestApp {
             assert_eq!(hired.status, 201, "{hired:?}");
             if role == "doctor" {
                 doctor_id = hired.id();
+                // The doctor works all day, every day, so fixture bookings fit their hours.
+                let hours = self
+                    .put(
+                        &format!("/v1/staff/{doctor_id}/working-hours"),
+                        &admin,
+                        all_day_hours(),
+                    )
+                    .await;
+                assert_eq!(hours.status, 200, "{hours:?}");
             }
             tokens.insert(role, self.login(&email).await);
             emails.insert(role, email);

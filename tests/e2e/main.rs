@@ -3,6 +3,7 @@
 //! private cluster started for this run).
 
 mod auth;
+mod booking;
 mod cli;
 mod endpoints;
 mod event_store;
@@ -11,3 +12,4 @@ mod health;
 mod helpers;
 mod projections;
 mod queries;
+mod scheduling;

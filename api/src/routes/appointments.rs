@@ -6,8 +6,10 @@ use axum::response::Response;
 use chrono::{DateTime, Utc};
 use commands::ActorRole;
 use domain::appointment::{Appointment, AppointmentCommand};
+use domain::clinic::Clinic;
 use domain::ids::{AppointmentId, PatientId, StaffId};
 use domain::patient::Patient;
+use domain::schedule::{Refusal, Schedule};
 use domain::staff::Staff;
 use domain::values::{NonEmptyText, Role, TimeRange};
 use serde::Deserialize;
@@ -43,6 +45,10 @@ pub struct BookAppointment {
     pub end: DateTime<Utc>,
     #[schema(value_type = Option<String>, example = "annual check-up")]
     pub reason: Option<NonEmptyText>,
+    /// Clinic admins only: book outside the doctor's working hours, time off or slot grid
+    /// (recorded in the event). Overlaps are refused all the same.
+    #[serde(default)]
+    pub override_hours: bool,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -50,6 +56,9 @@ pub struct BookAppointment {
 pub struct Reschedule {
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
+    /// Clinic admins only, as for booking.
+    #[serde(default)]
+    pub override_hours: bool,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -65,6 +74,59 @@ pub struct Empty {}
 
 fn slot(start: DateTime<Utc>, end: DateTime<Utc>) -> Result<TimeRange, ApiError> {
     TimeRange::new(start, end).map_err(|e| ApiError::field("end", e.to_string()))
+}
+
+/// Refuses a slot outside the doctor's working hours, in their time off, or off the clinic's
+/// slot grid (all in clinic-local time), unless a clinic admin overrides it.
+async fn check_schedule(
+    state: &AppState,
+    principal: &Principal,
+    doctor: &Staff,
+    slot: &TimeRange,
+    override_hours: bool,
+) -> Result<(), ApiError> {
+    if override_hours {
+        if principal.role != ActorRole::ClinicAdmin {
+            return Err(ApiError::Forbidden(
+                "only a clinic admin may override working hours".into(),
+            ));
+        }
+        return Ok(());
+    }
+    let clinic_id = principal.clinic()?;
+    let (clinic, _) = state
+        .store
+        .load::<Clinic>(clinic_id, clinic_id.as_uuid())
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::NotFound("clinic not found".into()))?;
+    let time_zone = clinic
+        .time_zone()
+        .ok_or_else(|| ApiError::NotFound("clinic not found".into()))?;
+    let time_off: Vec<TimeRange> = doctor.time_off().iter().map(|t| t.range).collect();
+    let schedule = Schedule {
+        hours: doctor.working_hours(),
+        time_off: &time_off,
+        time_zone: &time_zone,
+        step_minutes: clinic.slot_minutes(),
+    };
+    match schedule.check(slot) {
+        Ok(()) => Ok(()),
+        Err(Refusal::OffGrid) => Err(ApiError::field(
+            "start",
+            format!(
+                "must start on the clinic's {}-minute grid in {} time",
+                clinic.slot_minutes(),
+                time_zone
+            ),
+        )),
+        Err(Refusal::OutsideHours) => Err(ApiError::OutsideWorkingHours(format!(
+            "the doctor does not work at that time (working hours are in {time_zone} time)"
+        ))),
+        Err(Refusal::TimeOff) => Err(ApiError::OutsideWorkingHours(
+            "the doctor is on time off at that time".into(),
+        )),
+    }
 }
 
 /// Runs a command on an existing appointment of the caller's clinic, after the role check and
@@ -152,7 +214,9 @@ async fn book(
                     "this staff member is not a doctor",
                 ))
             }
-            Some(_) => {}
+            Some((doctor, _)) => {
+                check_schedule(&state, &principal, &doctor, &slot, req.override_hours).await?
+            }
             None => {
                 return Err(ApiError::field(
                     "doctor_id",
@@ -173,6 +237,7 @@ async fn book(
                     doctor_id: StaffId::from_uuid(req.doctor_id),
                     slot,
                     reason: req.reason,
+                    override_hours: req.override_hours,
                 },
                 cmd.expect,
             )
@@ -202,14 +267,33 @@ async fn reschedule(
     cmd.run(&state, &principal, &body, async {
         let req: Reschedule = body.parse()?;
         let slot = slot(req.start, req.end)?;
-        transition(
-            &state,
-            &principal,
-            &cmd,
-            id,
-            AppointmentCommand::Reschedule { slot },
-        )
-        .await
+        let clinic = principal.clinic()?;
+        let (appointment, _) = state
+            .store
+            .load::<Appointment>(clinic, id)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::NotFound("appointment not found".into()))?;
+        if let Some(doctor_id) = appointment.doctor_id() {
+            if principal.role == ActorRole::Doctor && principal.staff_id() != Some(doctor_id) {
+                return Err(ApiError::Forbidden(
+                    "a doctor may only act on their own appointments".into(),
+                ));
+            }
+            if let Some((doctor, _)) = state
+                .store
+                .load::<Staff>(clinic, doctor_id.as_uuid())
+                .await
+                .map_err(ApiError::internal)?
+            {
+                check_schedule(&state, &principal, &doctor, &slot, req.override_hours).await?;
+            }
+        }
+        let command = AppointmentCommand::Reschedule {
+            slot,
+            override_hours: req.override_hours,
+        };
+        transition(&state, &principal, &cmd, id, command).await
     })
     .await
 }

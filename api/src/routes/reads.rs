@@ -17,10 +17,11 @@ use axum::http::request::Parts;
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use commands::ActorRole;
 use domain::appointment::AppointmentStatus;
 use domain::ids::{AppointmentId, DepartmentId, PatientId, StaffId};
+use domain::schedule::Schedule;
 use domain::values::Role;
 use projections::queries::{
     self, AppointmentCursor, AppointmentFilter, AppointmentPage, AppointmentView, ClinicList,
@@ -28,7 +29,7 @@ use projections::queries::{
     PlatformOverview, StaffFilter, StaffList, StaffMember,
 };
 use serde::Serialize;
-use utoipa::IntoResponses;
+use utoipa::{IntoResponses, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -51,6 +52,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_clinic))
         .routes(routes!(list_clinics))
         .routes(routes!(platform_overview))
+        .routes(routes!(doctor_availability))
 }
 
 /// Who may read what (docs/api.md, "Query endpoints").
@@ -63,6 +65,8 @@ pub mod read_roles {
     pub const DASHBOARD: &[ActorRole] = &[ClinicAdmin, Doctor, Nurse, Receptionist];
     pub const CLINIC: &[ActorRole] = &[ClinicAdmin, Doctor, Nurse, Receptionist, Auditor];
     pub const PLATFORM: &[ActorRole] = &[PlatformAdmin];
+    /// A doctor's free slots name no patient: every booking role may look.
+    pub const AVAILABILITY: &[ActorRole] = &[ClinicAdmin, Receptionist, Nurse, Doctor];
 }
 
 /// The projections each endpoint reads, for `X-Min-Position`.
@@ -74,6 +78,7 @@ mod reads_from {
     pub const APPOINTMENTS: &[&str] = &["appointments", "patients", "staff"];
     pub const DASHBOARD: &[&str] = &["clinics", "staff", "patients", "appointments"];
     pub const CLINICS: &[&str] = &["clinics"];
+    pub const AVAILABILITY: &[&str] = &["staff", "appointments", "clinics"];
 }
 
 /// The problems any query endpoint may answer with (documentation only).
@@ -610,4 +615,152 @@ async fn platform_overview(
         .await
         .map(Json)
         .map_err(ApiError::internal)
+}
+
+// ---------------------------------------------------------------------------------------
+// Availability.
+
+/// How far ahead availability looks without `to`.
+pub const AVAILABILITY_DEFAULT_DAYS: i64 = 14;
+/// The longest window one availability request may cover.
+pub const AVAILABILITY_MAX_DAYS: i64 = 31;
+/// The slot length without `duration`, in minutes.
+pub const AVAILABILITY_DEFAULT_MINUTES: i64 = 30;
+/// The allowed slot lengths, in minutes.
+pub const AVAILABILITY_MINUTES: std::ops::RangeInclusive<i64> = 5..=480;
+
+/// A doctor's free slots.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Availability {
+    pub doctor_id: Uuid,
+    /// The clinic's time zone, in which working hours are read and `local_*` are given.
+    #[schema(example = "Europe/Berlin")]
+    pub time_zone: String,
+    /// The clinic's slot grid: a slot starts at a local time whose minutes since midnight are
+    /// a multiple of this.
+    #[schema(example = 15)]
+    pub step_minutes: u32,
+    /// The length of every slot listed.
+    #[schema(example = 30)]
+    pub duration_minutes: i64,
+    /// The bookable slots, soonest first.
+    pub slots: Vec<FreeSlot>,
+}
+
+/// One bookable slot `[start, end)`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FreeSlot {
+    /// UTC, RFC 3339.
+    #[schema(example = "2027-03-29T07:00:00Z")]
+    pub start: DateTime<Utc>,
+    /// UTC, RFC 3339.
+    #[schema(example = "2027-03-29T07:30:00Z")]
+    pub end: DateTime<Utc>,
+    /// `start` in the clinic's time zone, RFC 3339 with its offset.
+    #[schema(example = "2027-03-29T09:00:00+02:00")]
+    pub local_start: String,
+    /// `end` in the clinic's time zone, RFC 3339 with its offset.
+    #[schema(example = "2027-03-29T09:30:00+02:00")]
+    pub local_end: String,
+}
+
+fn duration_minutes(raw: &str) -> Result<i64, String> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|n| AVAILABILITY_MINUTES.contains(n))
+        .ok_or_else(|| {
+            format!(
+                "must be a whole number of minutes from {} to {}",
+                AVAILABILITY_MINUTES.start(),
+                AVAILABILITY_MINUTES.end()
+            )
+        })
+}
+
+/// A doctor's bookable slots: the start times in `[from, to)` at which a slot of `duration`
+/// minutes fits the doctor's working hours (clinic-local time) on the clinic's slot grid, is
+/// clear of their time off and active appointments, is not in the past and ends by `to`.
+/// Exactly these slots can be booked (`POST /v1/appointments`), other patients' bookings
+/// permitting; the answer names no patient.
+///
+/// `from` defaults to now and `to` to 14 days after `from`; the window is at most 31 days.
+/// Another clinic's doctor, a staff member who is not a doctor, a deactivated doctor or an
+/// unknown id is a 404.
+#[utoipa::path(get, path = "/v1/doctors/{id}/availability", tag = "appointments", security(("bearer" = [])),
+    params(
+        ("id" = Uuid, Path, description = "The doctor's staff id"),
+        ("from" = Option<DateTime<Utc>>, Query, description = "Window start (RFC 3339); default now"),
+        ("to" = Option<DateTime<Utc>>, Query, description = "Window end (RFC 3339), after `from` and at most 31 days later; default `from` + 14 days"),
+        ("duration" = Option<i64>, Query, description = "Slot length in minutes, 5 to 480 (default 30)", minimum = 5, maximum = 480),
+        MinPositionQuery, MinPositionHeader,
+    ),
+    responses((status = 200, description = "The doctor's free slots", body = Availability), ReadProblems))]
+async fn doctor_availability(
+    State(state): State<AppState>,
+    principal: Principal,
+    IdPath(id): IdPath,
+    MinPosition(min): MinPosition,
+    params: Params,
+) -> Result<Json<Availability>, ApiError> {
+    principal.require(read_roles::AVAILABILITY)?;
+    let clinic = principal.clinic()?;
+    let mut p = params.reader(&["from", "to", "duration"]);
+    let from_given = p.parse("from", instant);
+    let to_given = p.parse("to", instant);
+    let duration = p
+        .parse("duration", duration_minutes)
+        .unwrap_or(AVAILABILITY_DEFAULT_MINUTES);
+    let from_ok = from_given.is_some() || p.raw("from").is_none();
+    let to_ok = to_given.is_some() || p.raw("to").is_none();
+    let from = from_given.unwrap_or_else(Utc::now);
+    let to = to_given.unwrap_or(from + Duration::days(AVAILABILITY_DEFAULT_DAYS));
+    if from_ok && to_ok {
+        if to <= from {
+            p.error("to", "must be after `from`");
+        } else if to - from > Duration::days(AVAILABILITY_MAX_DAYS) {
+            p.error(
+                "to",
+                format!("the window may cover at most {AVAILABILITY_MAX_DAYS} days"),
+            );
+        }
+    }
+    p.finish()?;
+
+    wait_for(&state, reads_from::AVAILABILITY, min).await?;
+    let schedule = queries::doctor_schedule(&state.pool, clinic, StaffId::from_uuid(id), from, to)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::NotFound("doctor not found".into()))?;
+    let length = Duration::minutes(duration);
+    let starts = Schedule {
+        hours: &schedule.hours,
+        time_off: &schedule.time_off,
+        time_zone: &schedule.time_zone,
+        step_minutes: schedule.step_minutes,
+    }
+    .free_starts(from, to, length, &schedule.busy, Utc::now());
+    let tz = schedule.time_zone.tz();
+    let local = |t: DateTime<Utc>| {
+        t.with_timezone(&tz)
+            .to_rfc3339_opts(SecondsFormat::Secs, false)
+    };
+    let slots = starts
+        .into_iter()
+        .map(|start| {
+            let end = start + length;
+            FreeSlot {
+                start,
+                end,
+                local_start: local(start),
+                local_end: local(end),
+            }
+        })
+        .collect();
+    Ok(Json(Availability {
+        doctor_id: schedule.doctor_id,
+        time_zone: schedule.time_zone.name().to_owned(),
+        step_minutes: schedule.step_minutes,
+        duration_minutes: duration,
+        slots,
+    }))
 }
