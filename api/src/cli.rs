@@ -86,13 +86,17 @@ pub async fn run(command: CliCommand) -> Result<(), CliError> {
             }
             Ok(())
         }
+        CliCommand::Replay(args) => crate::replay_cli::run(args).await,
+        CliCommand::Verify(args) => crate::verify_cli::run(args).await,
         CliCommand::CreateSuperadmin(args) => create_superadmin(args).await,
         CliCommand::SetupClinic(args) => setup_clinic(args).await,
     }
 }
 
 /// Opens (and migrates) the database and builds the state the handlers use.
-async fn open_state(args: &crate::config::DatabaseArgs) -> Result<(Database, AppState), CliError> {
+pub(crate) async fn open_state(
+    args: &crate::config::DatabaseArgs,
+) -> Result<(Database, AppState), CliError> {
     let settings = DatabaseSettings::from_args(args)?;
     let database = db::open_and_migrate(&settings).await?;
     let pool = db::app_pool(&database.owner_options, 2).await?;
@@ -107,7 +111,7 @@ async fn open_state(args: &crate::config::DatabaseArgs) -> Result<(Database, App
     Ok((database, state))
 }
 
-fn invalid(flag: &'static str, message: impl ToString) -> CliError {
+pub(crate) fn invalid(flag: &'static str, message: impl ToString) -> CliError {
     CliError::Invalid {
         flag,
         message: message.to_string(),

@@ -31,6 +31,11 @@ pub enum CliCommand {
     Work(WorkArgs),
     /// Rebuild read models from position zero into fresh tables, then swap them in.
     Rebuild(RebuildArgs),
+    /// Export a clinic's event history as NDJSON, or (--check) replay every aggregate and
+    /// compare it with the read models.
+    Replay(ReplayArgs),
+    /// Recompute a clinic's hash chain and report the first altered position, or "intact".
+    Verify(VerifyArgs),
     /// Create (or reset the password of) a platform admin. Idempotent.
     CreateSuperadmin(CreateSuperadminArgs),
     /// Register a clinic with its first clinic admin. Idempotent: a clinic that exists with
@@ -53,6 +58,37 @@ pub struct RebuildArgs {
     /// Only this projection (clinics, staff, patients, appointments); default all.
     #[arg(long)]
     pub projection: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The clinic's code.
+    #[arg(long)]
+    pub clinic: String,
+    /// Only events that occurred at or before this RFC 3339 instant.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Write the NDJSON here instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Replay every aggregate in memory and compare with the read models; list differences.
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The clinic's code.
+    #[arg(long)]
+    pub clinic: String,
+    /// A chain head exported earlier (`GET /v1/audit/chain/head`), as `POSITION:HEX`: also
+    /// check that the history up to it was not rewritten since.
+    #[arg(long, value_name = "POS:HEX")]
+    pub expect_head: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -1,5 +1,6 @@
 //! The HTTP API and the `clinic` binary's building blocks.
 
+pub mod access_log;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -10,6 +11,8 @@ pub mod http;
 pub mod ops;
 pub mod problem;
 pub mod read;
+pub mod replay_cli;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;
+pub mod verify_cli;

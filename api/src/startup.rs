@@ -55,6 +55,7 @@ pub struct AppState {
         (name = "patients", description = "Patients"),
         (name = "appointments", description = "Appointments"),
         (name = "ops", description = "Projection progress and lag (platform admin)"),
+        (name = "audit", description = "Event history, state as of an instant, access log (auditor, clinic admin)"),
     ),
     modifiers(&BearerAuth),
 )]

@@ -96,6 +96,7 @@ pub async fn apply(
             appointments(schema, conn, event).await
         }
         "staff" | "patients" | "appointments" => Ok(()),
+        crate::chain::NAME => crate::chain::apply(conn, event).await,
         other => Err(ProjectionError::UnknownProjection(other.to_owned())),
     }
 }

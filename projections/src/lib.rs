@@ -3,6 +3,8 @@
 //!
 //! `commands` and `projections` never call each other; they meet in the event store.
 
+pub mod audit;
+pub mod chain;
 pub mod checkpoint;
 pub mod queries;
 pub mod scope;
@@ -11,8 +13,15 @@ pub mod worker;
 mod apply;
 pub mod rebuild;
 
-/// The projections, in the order a rebuild runs them.
-pub const PROJECTIONS: &[&str] = &["clinics", "staff", "patients", "appointments"];
+/// The projections, in the order a rebuild runs them. `audit_chain` (tamper evidence, see
+/// [`chain`]) is run by the workers but never rebuilt.
+pub const PROJECTIONS: &[&str] = &[
+    "clinics",
+    "staff",
+    "patients",
+    "appointments",
+    "audit_chain",
+];
 
 /// Errors of the read side.
 #[derive(Debug, thiserror::Error)]
@@ -28,4 +37,7 @@ pub enum ProjectionError {
     },
     #[error("unknown projection `{0}` (known: clinics, staff, patients, appointments)")]
     UnknownProjection(String),
+    /// The hash chain is evidence, not a read model: rebuilding it would forge it.
+    #[error("`{0}` is not a read model and is never rebuilt (it is the tamper-evidence chain)")]
+    NotRebuildable(String),
 }

@@ -18,6 +18,7 @@ pub fn tables(name: &str) -> Result<&'static [&'static str], ProjectionError> {
         "staff" => &["staff"],
         "patients" => &["patients"],
         "appointments" => &["appointments"],
+        crate::chain::NAME => return Err(ProjectionError::NotRebuildable(name.to_owned())),
         other => return Err(ProjectionError::UnknownProjection(other.to_owned())),
     })
 }
@@ -159,7 +160,12 @@ pub async fn rebuild(
             tables(name)?;
             vec![name]
         }
-        None => PROJECTIONS.to_vec(),
+        // Every read model; not the hash chain.
+        None => PROJECTIONS
+            .iter()
+            .copied()
+            .filter(|name| tables(name).is_ok())
+            .collect(),
     };
     let mut reports = Vec::new();
     for name in names {

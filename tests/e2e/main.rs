@@ -2,8 +2,10 @@
 //! from a migrated template, on a real PostgreSQL (DATABASE_URL, else 127.0.0.1:5432, else a
 //! private cluster started for this run).
 
+mod audit;
 mod auth;
 mod booking;
+mod chain;
 mod cli;
 mod endpoints;
 mod event_store;

@@ -2,6 +2,8 @@
 //! parse → authorise → execute → map.
 
 pub mod appointments;
+pub mod audit;
+pub mod audit_chain;
 pub mod auth;
 pub mod clinic;
 pub mod clinics;
@@ -24,6 +26,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(staff::router())
         .merge(patients::router())
         .merge(appointments::router())
+        .merge(audit::router())
+        .merge(audit_chain::router())
         .merge(reads::router())
 }
 

@@ -34,6 +34,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::access_log::{self, ClientIp};
 use crate::auth::Principal;
 use crate::http::IdPath;
 use crate::problem::{ApiError, FieldError, Problem};
@@ -330,20 +331,33 @@ async fn list_patients(
 async fn get_patient(
     State(state): State<AppState>,
     principal: Principal,
+    client_ip: ClientIp,
     IdPath(id): IdPath,
     MinPosition(min): MinPosition,
     params: Params,
 ) -> Result<Response, ApiError> {
+    let result = read_patient(&state, &principal, id, min, &params).await;
+    let endpoint = "GET /v1/patients/{id}";
+    access_log::logged(&state, &principal, Some(id), endpoint, client_ip, result).await
+}
+
+async fn read_patient(
+    state: &AppState,
+    principal: &Principal,
+    id: Uuid,
+    min: Option<i64>,
+    params: &Params,
+) -> Result<Response, ApiError> {
     principal.require(read_roles::PATIENTS)?;
     let clinic = principal.clinic()?;
-    let doctor = doctor_scope(&principal)?;
+    let doctor = doctor_scope(principal)?;
     params.reader(&[]).finish()?;
     let reads = if doctor.is_some() {
         reads_from::PATIENTS_FOR_DOCTOR
     } else {
         reads_from::PATIENTS
     };
-    wait_for(&state, reads, min).await?;
+    wait_for(state, reads, min).await?;
     let record = queries::patient(&state.pool, clinic, PatientId::from_uuid(id), doctor)
         .await
         .map_err(ApiError::internal)?
@@ -429,12 +443,38 @@ async fn get_staff(
 async fn list_appointments(
     State(state): State<AppState>,
     principal: Principal,
+    client_ip: ClientIp,
     MinPosition(min): MinPosition,
     params: Params,
 ) -> Result<Json<AppointmentPage>, ApiError> {
+    let result = read_appointments(&state, &principal, min, &params).await;
+    // A list of one patient's appointments is a read of that patient's data.
+    match params.get("patient_id").and_then(|raw| uuid(raw).ok()) {
+        Some(patient) => {
+            let endpoint = "GET /v1/appointments";
+            access_log::logged(
+                &state,
+                &principal,
+                Some(patient),
+                endpoint,
+                client_ip,
+                result,
+            )
+            .await
+        }
+        None => result,
+    }
+}
+
+async fn read_appointments(
+    state: &AppState,
+    principal: &Principal,
+    min: Option<i64>,
+    params: &Params,
+) -> Result<Json<AppointmentPage>, ApiError> {
     principal.require(read_roles::APPOINTMENTS)?;
     let clinic = principal.clinic()?;
-    let own = doctor_scope(&principal)?;
+    let own = doctor_scope(principal)?;
     let mut p = params.reader(&[
         "doctor_id",
         "patient_id",
@@ -477,7 +517,7 @@ async fn list_appointments(
             ))
         }
     };
-    wait_for(&state, reads_from::APPOINTMENTS, min).await?;
+    wait_for(state, reads_from::APPOINTMENTS, min).await?;
     let filter = AppointmentFilter {
         doctor,
         patient,
@@ -508,15 +548,32 @@ async fn list_appointments(
 async fn get_appointment(
     State(state): State<AppState>,
     principal: Principal,
+    client_ip: ClientIp,
     IdPath(id): IdPath,
     MinPosition(min): MinPosition,
     params: Params,
 ) -> Result<Response, ApiError> {
+    let result = read_appointment(&state, &principal, id, min, &params).await;
+    // The answer names the patient; a refused read is logged without one.
+    let patient = result.as_ref().ok().map(|view| view.patient_id);
+    let endpoint = "GET /v1/appointments/{id}";
+    access_log::logged(&state, &principal, patient, endpoint, client_ip, result)
+        .await
+        .map(|view| with_etag(view.version, view))
+}
+
+async fn read_appointment(
+    state: &AppState,
+    principal: &Principal,
+    id: Uuid,
+    min: Option<i64>,
+    params: &Params,
+) -> Result<AppointmentView, ApiError> {
     principal.require(read_roles::APPOINTMENTS)?;
     let clinic = principal.clinic()?;
-    let doctor = doctor_scope(&principal)?;
+    let doctor = doctor_scope(principal)?;
     params.reader(&[]).finish()?;
-    wait_for(&state, reads_from::APPOINTMENTS, min).await?;
+    wait_for(state, reads_from::APPOINTMENTS, min).await?;
     let mut view = queries::appointment(&state.pool, clinic, AppointmentId::from_uuid(id), doctor)
         .await
         .map_err(ApiError::internal)?
@@ -524,7 +581,7 @@ async fn get_appointment(
     if principal.role == ActorRole::Receptionist {
         view = view.without_clinical_notes();
     }
-    Ok(with_etag(view.version, view))
+    Ok(view)
 }
 
 // ---------------------------------------------------------------------------------------

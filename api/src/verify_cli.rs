@@ -1,0 +1,49 @@
+//! `clinic verify`: recomputes a clinic's hash chain (see `projections::chain`) and prints one
+//! line, `intact: N events, head POS HEX` or `tampered: changed at position P`. A tampered
+//! history is an error (exit status 1).
+
+use domain::values::ClinicCode;
+use projections::chain::{self, ChainStatus, ExpectedHead};
+
+use crate::cli::{invalid, open_state, CliError};
+
+/// Parses `POSITION:HEX`.
+fn parse_expect_head(raw: &str) -> Result<ExpectedHead, CliError> {
+    let (position, hash) = raw
+        .split_once(':')
+        .ok_or_else(|| invalid("--expect-head", "expected POSITION:HEX"))?;
+    let position: i64 = position
+        .trim()
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| invalid("--expect-head", "the position must be a positive integer"))?;
+    let hash = chain::parse_hash(hash.trim())
+        .ok_or_else(|| invalid("--expect-head", "the hash must be 64 hex digits"))?;
+    Ok(ExpectedHead { position, hash })
+}
+
+pub async fn run(args: crate::config::VerifyArgs) -> Result<(), CliError> {
+    let code = ClinicCode::parse(&args.clinic).map_err(|e| invalid("--clinic", e))?;
+    let expected = args
+        .expect_head
+        .as_deref()
+        .map(parse_expect_head)
+        .transpose()?;
+    let (_database, state) = open_state(&args.database).await?;
+    let clinic = commands::registry::clinic_by_code(&state.pool, &code)
+        .await
+        .map_err(|e| CliError::Refused(e.to_string()))?
+        .ok_or_else(|| invalid("--clinic", format!("no clinic has the code {code}")))?;
+    let verification = chain::verify(&state.pool, clinic, expected)
+        .await
+        .map_err(|e| CliError::Refused(format!("cannot verify the chain: {e}")))?;
+    state.pool.close().await;
+    println!("{verification}");
+    match verification.status {
+        ChainStatus::Intact => Ok(()),
+        ChainStatus::Tampered => Err(CliError::Refused(format!(
+            "the event history of clinic {code} was altered"
+        ))),
+    }
+}
