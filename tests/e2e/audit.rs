@@ -96,26 +96,6 @@ fn ok(answer: &Answer) -> &Value {
     &answer.body
 }
 
-/// Waits until every projection has applied every committed event.
-async fn caught_up(db: &TestDb) {
-    let mut conn = db.owner_connection().await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let behind: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM projection_checkpoints c WHERE EXISTS ( \
-               SELECT 1 FROM events e WHERE (e.transaction_id, e.position) > (c.transaction_id, c.position))",
-        )
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-        if behind == 0 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "projections did not catch up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn two_clinics() -> (TestApp, String, ClinicFixture, ClinicFixture) {
     let app = spawn_app().await;
     let platform = app.platform_admin().await;
@@ -938,7 +918,7 @@ async fn clinic_replay_exports_the_stream_and_checks_the_read_models() {
         )
         .await;
     ok(&cancelled);
-    caught_up(&app.db).await;
+    app.db.caught_up().await;
 
     let streamed = full_stream(&app, &north.auditor, north.id, "").await;
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))

@@ -2,7 +2,7 @@
 //! `GET /v1/audit/chain/head` and `clinic verify`.
 
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use projections::chain::{self, CanonicalEvent};
 use serde_json::Value;
@@ -12,26 +12,6 @@ use uuid::Uuid;
 use crate::helpers::{patient_body, spawn_app, TestApp, TestDb};
 
 const BIN: &str = env!("CARGO_BIN_EXE_clinic");
-
-/// Waits until every projection has applied every committed event.
-async fn caught_up(db: &TestDb) {
-    let mut conn = db.owner_connection().await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let behind: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM projection_checkpoints c WHERE EXISTS ( \
-               SELECT 1 FROM events e WHERE (e.transaction_id, e.position) > (c.transaction_id, c.position))",
-        )
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-        if behind == 0 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "projections did not catch up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// The clinic's event positions in commit order.
 async fn positions(conn: &mut PgConnection, clinic: Uuid) -> Vec<i64> {
@@ -120,7 +100,7 @@ async fn a_scripted_history_is_intact_and_an_exported_head_still_matches_later()
     let app = spawn_app().await;
     let platform = app.platform_admin().await;
     let north = app.clinic(&platform, "north").await;
-    caught_up(&app.db).await;
+    app.db.caught_up().await;
     let mut owner = app.db.owner_connection().await;
     let history = positions(&mut owner, north.id).await;
     assert!(history.len() > 8, "{history:?}");
@@ -171,7 +151,7 @@ async fn a_scripted_history_is_intact_and_an_exported_head_still_matches_later()
             .await;
         assert_eq!(p.status, 201);
     }
-    caught_up(&app.db).await;
+    app.db.caught_up().await;
     let query = format!(
         "?head_position={}&head_hash={}",
         exported["position"],
@@ -228,7 +208,7 @@ async fn an_edited_payload_and_a_deleted_event_are_found_by_the_endpoint_and_the
     let app = spawn_app().await;
     let platform = app.platform_admin().await;
     let north = app.clinic(&platform, "north").await;
-    caught_up(&app.db).await;
+    app.db.caught_up().await;
 
     // The service's role cannot rewrite history, nor the chain.
     let pool = app.db.app_pool().await;
@@ -289,7 +269,7 @@ async fn an_event_without_a_link_is_found_as_inserted() {
     let app = spawn_app().await;
     let platform = app.platform_admin().await;
     let north = app.clinic(&platform, "north").await;
-    caught_up(&app.db).await;
+    app.db.caught_up().await;
     let mut owner = app.db.owner_connection().await;
     let history = positions(&mut owner, north.id).await;
 
@@ -342,7 +322,7 @@ async fn an_exported_head_catches_a_rewrite_of_history_and_chain_together() {
     let app = spawn_app().await;
     let platform = app.platform_admin().await;
     let north = app.clinic(&platform, "north").await;
-    caught_up(&app.db).await;
+    app.db.caught_up().await;
     let exported = head(&app, &north.auditor).await;
     let mut owner = app.db.owner_connection().await;
     let history = positions(&mut owner, north.id).await;
@@ -398,7 +378,7 @@ async fn verification_is_per_clinic_and_only_for_auditors_and_clinic_admins() {
     let platform = app.platform_admin().await;
     let north = app.clinic(&platform, "north").await;
     let south = app.clinic(&platform, "south").await;
-    caught_up(&app.db).await;
+    app.db.caught_up().await;
     let mut owner = app.db.owner_connection().await;
     let north_history = positions(&mut owner, north.id).await;
     let south_history = positions(&mut owner, south.id).await;
@@ -480,7 +460,7 @@ async fn a_late_commit_is_chained_in_commit_order_and_lag_is_pending_not_tamperi
     let app = spawn_app().await;
     let platform = app.platform_admin().await;
     let north = app.clinic(&platform, "north").await;
-    caught_up(&app.db).await;
+    app.db.caught_up().await;
 
     // Transaction A appends an event (an aggregate no read model reads) and stays open …
     let mut held = app.db.owner_connection().await;
@@ -509,7 +489,7 @@ async fn a_late_commit_is_chained_in_commit_order_and_lag_is_pending_not_tamperi
     assert_eq!(report["pending"], 1, "{report}");
 
     held.execute("COMMIT").await.unwrap();
-    caught_up(&app.db).await;
+    app.db.caught_up().await;
     let report = verify(&app, &north.auditor, "").await;
     assert_eq!(report["status"], "intact", "{report}");
     assert_eq!(report["pending"], 0, "{report}");
@@ -548,7 +528,7 @@ async fn a_late_commit_is_chained_in_commit_order_and_lag_is_pending_not_tamperi
     let b_position = memo(north.id).fetch_one(&mut b).await.unwrap();
     b.execute("COMMIT").await.unwrap();
     assert!(a_position < b_position);
-    caught_up(&app.db).await;
+    app.db.caught_up().await;
     let report = verify(&app, &north.auditor, "").await;
     assert_eq!(report["status"], "intact", "{report}");
     assert_eq!(report["head_position"], a_position, "{report}");

@@ -181,6 +181,30 @@ impl TestDb {
         api::db::app_pool(&self.owner, 8).await.expect("app pool")
     }
 
+    /// How many projections have committed events still to apply.
+    pub async fn projections_behind(&self) -> i64 {
+        let mut conn = self.owner_connection().await;
+        sqlx::query_scalar(
+            "SELECT count(*) FROM projection_checkpoints c WHERE EXISTS ( \
+               SELECT 1 FROM events e WHERE (e.transaction_id, e.position) > (c.transaction_id, c.position))",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+    }
+
+    /// Waits (up to 20 s) until every projection has applied every committed event.
+    pub async fn caught_up(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while self.projections_behind().await > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "projections did not catch up"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// A connection as the owner, to look at (or tamper with) what the service wrote.
     pub async fn owner_connection(&self) -> PgConnection {
         self.owner.connect().await.expect("owner connection")

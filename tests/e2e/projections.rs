@@ -33,26 +33,6 @@ async fn snapshot(conn: &mut PgConnection, schema: &str) -> Vec<serde_json::Valu
     out
 }
 
-/// Waits until every projection has applied every committed event.
-async fn caught_up(db: &TestDb) {
-    let mut conn = db.owner_connection().await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let behind: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM projection_checkpoints c WHERE EXISTS ( \
-               SELECT 1 FROM events e WHERE (e.transaction_id, e.position) > (c.transaction_id, c.position))",
-        )
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-        if behind == 0 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "projections did not catch up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Plays the worker: runs batches of every projection until all events are applied.
 async fn drain(conn: &mut PgConnection, db: &TestDb, config: &WorkerConfig) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -64,15 +44,7 @@ async fn drain(conn: &mut PgConnection, db: &TestDb, config: &WorkerConfig) {
                 .is_some()
             {}
         }
-        let mut owner = db.owner_connection().await;
-        let behind: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM projection_checkpoints c WHERE EXISTS ( \
-               SELECT 1 FROM events e WHERE (e.transaction_id, e.position) > (c.transaction_id, c.position))",
-        )
-        .fetch_one(&mut owner)
-        .await
-        .unwrap();
-        if behind == 0 {
+        if db.projections_behind().await == 0 {
             return;
         }
         assert!(Instant::now() < deadline, "could not drain the projections");
@@ -146,7 +118,7 @@ async fn populate(app: TestApp) -> (TestApp, String) {
 #[tokio::test]
 async fn events_written_by_commands_appear_in_every_read_model() {
     let (app, platform) = populated_app().await;
-    caught_up(&app.db).await;
+    app.db.caught_up().await;
     let mut conn = app.db.owner_connection().await;
     let counts: (i64, i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM rm.clinics), (SELECT count(*) FROM rm.staff), \
@@ -313,7 +285,7 @@ async fn two_workers_at_once_never_apply_an_event_twice() {
         assert_eq!(answer.status, 201);
     }
     racer.await.unwrap();
-    caught_up(db).await;
+    db.caught_up().await;
     let _ = stop.send(true);
     second.await.unwrap();
 
@@ -361,7 +333,7 @@ async fn a_late_commit_with_a_lower_position_is_not_skipped() {
     let app = spawn_app().await;
     let platform = app.platform_admin().await;
     let clinic = app.clinic(&platform, "late").await;
-    caught_up(&app.db).await;
+    app.db.caught_up().await;
     let clinic_id = ClinicId::from_uuid(clinic.id);
 
     // Transaction A appends an event (taking a position) and stays open.
@@ -406,7 +378,7 @@ async fn a_late_commit_with_a_lower_position_is_not_skipped() {
     );
 
     held.execute("COMMIT").await.unwrap();
-    caught_up(&app.db).await;
+    app.db.caught_up().await;
     let names: Vec<String> = sqlx::query_scalar(
         "SELECT given FROM rm.patients WHERE given IN ('Early', 'Later') ORDER BY given",
     )
@@ -419,7 +391,7 @@ async fn a_late_commit_with_a_lower_position_is_not_skipped() {
 #[tokio::test]
 async fn row_level_security_blocks_a_deliberately_unscoped_query() {
     let (app, _) = populated_app().await;
-    caught_up(&app.db).await;
+    app.db.caught_up().await;
     let pool = app.db.app_pool().await;
     let north: Uuid = sqlx::query_scalar("SELECT clinic_id FROM clinic_codes WHERE code = 'north'")
         .fetch_one(&pool)
@@ -470,7 +442,7 @@ async fn a_projection_stops_at_an_event_it_cannot_apply_and_reports_it() {
     let app = spawn_app().await;
     let platform = app.platform_admin().await;
     let clinic = app.clinic(&platform, "poison").await;
-    caught_up(&app.db).await;
+    app.db.caught_up().await;
     let clinic_id = ClinicId::from_uuid(clinic.id);
     let mut owner = app.db.owner_connection().await;
     // An event whose payload no version of the code can read.
@@ -547,7 +519,7 @@ async fn a_projection_stops_at_an_event_it_cannot_apply_and_reports_it() {
 #[tokio::test]
 async fn clinic_rebuild_swaps_in_identical_tables() {
     let (app, _) = populated_app().await;
-    caught_up(&app.db).await;
+    app.db.caught_up().await;
     let mut owner = app.db.owner_connection().await;
     let before = snapshot(&mut owner, "rm").await;
     let url = format!(
@@ -586,7 +558,7 @@ async fn clinic_rebuild_swaps_in_identical_tables() {
         .post("/v1/patients", &app_token(&app).await, patient_body("Post"))
         .await;
     assert_eq!(p.status, 201);
-    caught_up(&app.db).await;
+    app.db.caught_up().await;
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM rm.patients WHERE given = 'Post'")
         .fetch_one(&mut owner)
         .await
