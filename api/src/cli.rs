@@ -11,7 +11,7 @@ use crate::config::{
 };
 use crate::db::{self, Database};
 use crate::problem::ApiError;
-use crate::routes::clinics::{create_clinic_with_admin, CreateClinic, NewAdmin};
+use crate::routes::clinics::{create_clinic_with_admin, hire_clinic_admin, CreateClinic, NewAdmin};
 use crate::startup::{jwt_keys, shutdown_signal, AppState, Application, StartupError};
 
 /// A CLI failure: one line that says what to fix.
@@ -179,26 +179,10 @@ async fn setup_clinic(args: SetupClinicArgs) -> Result<(), CliError> {
             let hash = commands::credentials::hash(args.admin_password)
                 .await
                 .map_err(|e| CliError::Refused(e.to_string()))?;
-            let staff_id = domain::ids::StaffId::new();
             let meta = commands::CommandMeta::new(clinic_id, Actor::system(), "cli:setup-clinic");
-            accounts::hire_with_credentials(
-                &state.store,
-                &meta,
-                staff_id,
-                domain::staff::StaffCommand::Hire {
-                    staff_id,
-                    clinic_id,
-                    name: admin_name,
-                    email: admin_email.clone(),
-                    role: domain::values::Role::ClinicAdmin,
-                    department_id: None,
-                    specialty: None,
-                    licence_number: None,
-                },
-                Some(hash),
-            )
-            .await
-            .map_err(|e| refused(ApiError::from_command(e)))?;
+            hire_clinic_admin(&state, &meta, admin_name, admin_email.clone(), hash)
+                .await
+                .map_err(refused)?;
             println!(
                 "clinic {code} ({clinic_id}) already existed; added clinic admin {admin_email}"
             );

@@ -176,32 +176,26 @@ pub async fn migrate(options: &PgConnectOptions) -> Result<(), DbError> {
 /// The service's pool. Each connection switches to [`APP_ROLE`] as it opens, so row-level
 /// security applies even where the URL names a superuser.
 pub async fn app_pool(options: &PgConnectOptions, max_connections: u32) -> Result<PgPool, DbError> {
-    let pool = PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5))
-        .after_connect(|conn, _meta| {
-            Box::pin(async move {
-                conn.execute("SET ROLE clinic_app").await?;
-                Ok(())
-            })
-        })
-        .connect_with(options.clone())
-        .await
-        .map_err(|e| DbError::Connect {
-            target: describe(options),
-            reason: one_line(&e),
-        })?;
-    Ok(pool)
+    role_pool(options, max_connections, "SET ROLE clinic_app").await
 }
 
 /// A small pool as the projection workers' role (for LISTEN).
 pub async fn worker_pool(options: &PgConnectOptions) -> Result<PgPool, DbError> {
+    role_pool(options, 2, "SET ROLE clinic_worker").await
+}
+
+/// A pool whose every connection runs `set_role` as it opens.
+async fn role_pool(
+    options: &PgConnectOptions,
+    max_connections: u32,
+    set_role: &'static str,
+) -> Result<PgPool, DbError> {
     PgPoolOptions::new()
-        .max_connections(2)
+        .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
-        .after_connect(|conn, _meta| {
+        .after_connect(move |conn, _meta| {
             Box::pin(async move {
-                conn.execute("SET ROLE clinic_worker").await?;
+                conn.execute(set_role).await?;
                 Ok(())
             })
         })

@@ -34,6 +34,29 @@ pub const EVENT_COLUMNS: &str =
      aggregate_id, sequence, event_type, payload::jsonb AS payload, \
      (metadata ->> 'occurred_at')::timestamptz AS occurred_at";
 
+/// The next `limit` events after `(transaction_id, position)` in commit order, below the
+/// oldest running transaction: a transaction still open — even one holding a lower position
+/// than an event already committed — is never skipped, only waited for. Every reader of the
+/// log in order (workers, rebuild) goes through here.
+pub async fn read_after(
+    conn: &mut sqlx::PgConnection,
+    transaction_id: &str,
+    position: i64,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events \
+         WHERE (transaction_id, position) > ($1::xid8, $2) \
+           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+         ORDER BY transaction_id, position LIMIT $3"
+    ))
+    .bind(transaction_id)
+    .bind(position)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
 impl StoredEvent {
     fn poison(&self, reason: impl ToString) -> ProjectionError {
         ProjectionError::Poison {

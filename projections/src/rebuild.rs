@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::{Connection, Executor, PgConnection};
 
-use crate::apply::{apply, StoredEvent, EVENT_COLUMNS};
+use crate::apply::{apply, read_after};
 use crate::{ProjectionError, PROJECTIONS};
 
 /// The tables each projection owns.
@@ -51,17 +51,7 @@ async fn catch_up(
     let (mut tx_id, mut pos) = from;
     let mut applied = 0u64;
     loop {
-        let events: Vec<StoredEvent> = sqlx::query_as(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events \
-             WHERE (transaction_id, position) > ($1::xid8, $2) \
-               AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-             ORDER BY transaction_id, position LIMIT $3"
-        ))
-        .bind(&tx_id)
-        .bind(pos)
-        .bind(batch)
-        .fetch_all(&mut *conn)
-        .await?;
+        let events = read_after(conn, &tx_id, pos, batch).await?;
         let Some(last) = events.last() else {
             return Ok(((tx_id, pos), applied));
         };

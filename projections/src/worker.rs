@@ -14,7 +14,7 @@ use sqlx::{ConnectOptions, Connection, Executor, PgConnection};
 use tokio::sync::watch;
 use tracing::{instrument, Instrument};
 
-use crate::apply::{apply, StoredEvent, EVENT_COLUMNS};
+use crate::apply::{apply, read_after};
 use crate::{ProjectionError, PROJECTIONS};
 
 /// The NOTIFY channel the event trigger signals.
@@ -77,17 +77,7 @@ pub async fn run_batch(
     .bind(name)
     .fetch_one(&mut *tx)
     .await?;
-    let events: Vec<StoredEvent> = sqlx::query_as(&format!(
-        "SELECT {EVENT_COLUMNS} FROM events \
-         WHERE (transaction_id, position) > ($1::xid8, $2) \
-           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-         ORDER BY transaction_id, position LIMIT $3"
-    ))
-    .bind(&old_tx)
-    .bind(old_pos)
-    .bind(config.batch_size)
-    .fetch_all(&mut *tx)
-    .await?;
+    let events = read_after(&mut tx, &old_tx, old_pos, config.batch_size).await?;
     let Some(last) = events.last() else {
         // Release the checkpoint row now, not when the connection is next used.
         tx.rollback().await?;

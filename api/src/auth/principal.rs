@@ -98,33 +98,23 @@ impl FromRequestParts<AppState> for Principal {
             tracing::info!(reason = %e, "access token refused");
             ApiError::Unauthorized("the access token is invalid or expired".into())
         })?;
-        let row: Option<(bool, String, Option<Uuid>, Option<bool>)> = sqlx::query_as(
-            "SELECT a.active, a.role, a.clinic_id, c.suspended \
-             FROM accounts a LEFT JOIN clinic_codes c ON c.clinic_id = a.clinic_id \
-             WHERE a.id = $1",
-        )
-        .bind(claims.sub)
-        .fetch_optional(&state.pool)
-        .await
-        .map_err(ApiError::internal)?;
-        let Some((active, role, clinic, suspended)) = row else {
-            return Err(ApiError::Unauthorized(
-                "the account no longer exists".into(),
-            ));
-        };
-        if !active {
+        let account = commands::accounts::find_by_id(&state.pool, claims.sub)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::Unauthorized("the account no longer exists".into()))?;
+        if !account.active {
             return Err(ApiError::Unauthorized("the account is deactivated".into()));
         }
+        let clinic = account.clinic_id;
         if clinic != claims.clinic {
             return Err(ApiError::Unauthorized(
                 "the access token is invalid or expired".into(),
             ));
         }
-        if suspended == Some(true) {
+        if account.clinic_suspended {
             return Err(ApiError::ClinicSuspended);
         }
-        let role: ActorRole =
-            serde_json::from_value(serde_json::Value::String(role)).map_err(ApiError::internal)?;
+        let role = account.actor_role().map_err(ApiError::internal)?;
         let request_id = parts
             .headers
             .get(REQUEST_ID_HEADER)

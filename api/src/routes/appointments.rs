@@ -129,8 +129,45 @@ async fn check_schedule(
     }
 }
 
+/// An appointment of the caller's clinic (404 otherwise); a doctor gets 403 for another
+/// doctor's.
+async fn own_appointment(
+    state: &AppState,
+    principal: &Principal,
+    id: Uuid,
+) -> Result<Appointment, ApiError> {
+    let (appointment, _) = state
+        .store
+        .load::<Appointment>(principal.clinic()?, id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::NotFound("appointment not found".into()))?;
+    if principal.role == ActorRole::Doctor && appointment.doctor_id() != principal.staff_id() {
+        return Err(ApiError::Forbidden(
+            "a doctor may only act on their own appointments".into(),
+        ));
+    }
+    Ok(appointment)
+}
+
+async fn execute(
+    state: &AppState,
+    principal: &Principal,
+    cmd: &CommandRequest,
+    id: Uuid,
+    command: AppointmentCommand,
+) -> Result<CommandResponse, ApiError> {
+    let committed = state
+        .store
+        .execute::<Appointment>(&principal.meta()?, id, command, cmd.expect)
+        .await
+        .map_err(ApiError::from_command)?;
+    Ok(CommandResponse::updated(id, &committed))
+}
+
 /// Runs a command on an existing appointment of the caller's clinic, after the role check and
-/// (for a doctor) the own-appointment check.
+/// (for a doctor) the own-appointment check. For other roles the domain's own NotFound answers
+/// for a missing appointment, so nothing is loaded twice.
 async fn transition(
     state: &AppState,
     principal: &Principal,
@@ -138,26 +175,10 @@ async fn transition(
     id: Uuid,
     command: AppointmentCommand,
 ) -> Result<CommandResponse, ApiError> {
-    let clinic = principal.clinic()?;
     if principal.role == ActorRole::Doctor {
-        let (appointment, _) = state
-            .store
-            .load::<Appointment>(clinic, id)
-            .await
-            .map_err(ApiError::internal)?
-            .ok_or_else(|| ApiError::NotFound("appointment not found".into()))?;
-        if appointment.doctor_id() != principal.staff_id() {
-            return Err(ApiError::Forbidden(
-                "a doctor may only act on their own appointments".into(),
-            ));
-        }
+        own_appointment(state, principal, id).await?;
     }
-    let committed = state
-        .store
-        .execute::<Appointment>(&principal.meta()?, id, command, cmd.expect)
-        .await
-        .map_err(ApiError::from_command)?;
-    Ok(CommandResponse::updated(id, &committed))
+    execute(state, principal, cmd, id, command).await
 }
 
 /// Book an appointment. The patient and the doctor must be active in the caller's clinic, and
@@ -267,22 +288,11 @@ async fn reschedule(
     cmd.run(&state, &principal, &body, async {
         let req: Reschedule = body.parse()?;
         let slot = slot(req.start, req.end)?;
-        let clinic = principal.clinic()?;
-        let (appointment, _) = state
-            .store
-            .load::<Appointment>(clinic, id)
-            .await
-            .map_err(ApiError::internal)?
-            .ok_or_else(|| ApiError::NotFound("appointment not found".into()))?;
+        let appointment = own_appointment(&state, &principal, id).await?;
         if let Some(doctor_id) = appointment.doctor_id() {
-            if principal.role == ActorRole::Doctor && principal.staff_id() != Some(doctor_id) {
-                return Err(ApiError::Forbidden(
-                    "a doctor may only act on their own appointments".into(),
-                ));
-            }
             if let Some((doctor, _)) = state
                 .store
-                .load::<Staff>(clinic, doctor_id.as_uuid())
+                .load::<Staff>(principal.clinic()?, doctor_id.as_uuid())
                 .await
                 .map_err(ApiError::internal)?
             {
@@ -293,7 +303,7 @@ async fn reschedule(
             slot,
             override_hours: req.override_hours,
         };
-        transition(&state, &principal, &cmd, id, command).await
+        execute(&state, &principal, &cmd, id, command).await
     })
     .await
 }

@@ -109,26 +109,38 @@ pub async fn create_clinic_with_admin(
         )
         .await
         .map_err(ApiError::from_command)?;
+    let hired = hire_clinic_admin(state, &meta, req.admin.name, req.admin.email, hash).await?;
+    Ok((clinic_id, hired))
+}
+
+/// Hires a clinic admin into `meta.clinic_id` with an already hashed password (the account
+/// is created with the hire).
+pub async fn hire_clinic_admin(
+    state: &AppState,
+    meta: &CommandMeta,
+    name: PersonName,
+    email: Email,
+    password_hash: String,
+) -> Result<Committed, ApiError> {
     let staff_id = StaffId::new();
-    let hired = commands::accounts::hire_with_credentials(
+    commands::accounts::hire_with_credentials(
         &state.store,
-        &meta,
+        meta,
         staff_id,
         StaffCommand::Hire {
             staff_id,
-            clinic_id,
-            name: req.admin.name,
-            email: req.admin.email,
+            clinic_id: meta.clinic_id,
+            name,
+            email,
             role: Role::ClinicAdmin,
             department_id: None,
             specialty: None,
             licence_number: None,
         },
-        Some(hash),
+        Some(password_hash),
     )
     .await
-    .map_err(ApiError::from_command)?;
-    Ok((clinic_id, hired))
+    .map_err(ApiError::from_command)
 }
 
 /// Create a clinic and its first clinic admin. Platform admin only.
