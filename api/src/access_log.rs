@@ -72,6 +72,7 @@ pub async fn record(
         outcome,
         request_id: &principal.request_id,
         client_ip,
+        at: state.clock.now(),
     };
     projections::audit::append_access(&state.pool, &access)
         .await

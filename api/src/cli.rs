@@ -100,8 +100,10 @@ pub(crate) async fn open_state(
     let settings = DatabaseSettings::from_args(args)?;
     let database = db::open_and_migrate(&settings).await?;
     let pool = db::app_pool(&database.owner_options, 2).await?;
+    let clock = domain::clock::Services::system();
     let state = AppState {
-        store: EventStore::new(pool.clone(), domain::clock::Services::system()),
+        store: EventStore::new(pool.clone(), clock.clone()),
+        clock,
         pool,
         jwt: Arc::new(jwt_keys(&AuthSettings {
             jwt_secret: Some(vec![0; 32]),

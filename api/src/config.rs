@@ -269,6 +269,9 @@ pub struct Settings {
     pub migrate_on_start: bool,
     /// `None`: no in-process projection workers.
     pub workers: Option<projections::worker::WorkerConfig>,
+    /// The clock of every business rule. Always the system clock when read from the
+    /// environment; only code (the test harness) can hand in another.
+    pub clock: domain::clock::Services,
 }
 
 impl DatabaseSettings {
@@ -342,6 +345,7 @@ impl Settings {
             } else {
                 None
             },
+            clock: domain::clock::Services::system(),
         })
     }
 }

@@ -38,6 +38,9 @@ pub struct AppState {
     pub pool: PgPool,
     pub store: EventStore,
     pub jwt: Arc<JwtKeys>,
+    /// The service clock: the only source of "now" for business rules (the same one the
+    /// aggregates decide with).
+    pub clock: domain::clock::Services,
 }
 
 #[derive(OpenApi)]
@@ -223,11 +226,12 @@ impl Application {
             tracing::info!("migrations applied");
         }
         let pool = db::app_pool(&database.owner_options, settings.database.max_connections).await?;
-        let store = EventStore::new(pool.clone(), domain::clock::Services::system());
+        let store = EventStore::new(pool.clone(), settings.clock.clone());
         let state = AppState {
             pool,
             store,
             jwt: Arc::new(jwt_keys(&settings.auth)),
+            clock: settings.clock.clone(),
         };
         tokio::task::spawn_blocking(commands::credentials::warm_up);
         let router = app(state.clone(), &settings);

@@ -148,9 +148,13 @@ fn email_key(email: &str) -> String {
 /// Counts a log-in attempt for `email` before its password is checked, atomically, so that a
 /// burst of simultaneous guesses cannot outrun the limit. Returns `Some(seconds)` to wait when
 /// the e-mail is locked out (the attempt must then be refused without checking the password).
+/// `now` is the service clock's.
 /// A successful log-in calls [`clear_failures`], so only failures accumulate.
-pub async fn begin_attempt(pool: &PgPool, email: &str) -> Result<Option<u64>, StoreError> {
-    let now = Utc::now();
+pub async fn begin_attempt(
+    pool: &PgPool,
+    email: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<u64>, StoreError> {
     let (locked_until,): (Option<DateTime<Utc>>,) = sqlx::query_as(
         "INSERT INTO login_throttle AS t (email_key, failures, window_start) VALUES ($1, 1, $2) \
          ON CONFLICT (email_key) DO UPDATE SET \

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use chrono::{SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use domain::ids::ClinicId;
 use domain::values::Role;
 use serde::{Deserialize, Serialize};
@@ -99,8 +99,9 @@ impl CommandMeta {
         }
     }
 
-    /// The metadata map stored with each event of this command.
-    pub fn to_event_metadata(&self) -> HashMap<String, String> {
+    /// The metadata map stored with each event of this command, which occurred at
+    /// `occurred_at` (the service clock's now).
+    pub fn to_event_metadata(&self, occurred_at: DateTime<Utc>) -> HashMap<String, String> {
         HashMap::from([
             (keys::TENANT_ID.to_owned(), self.clinic_id.to_string()),
             (keys::ACTOR_ID.to_owned(), self.actor.id.to_string()),
@@ -111,7 +112,7 @@ impl CommandMeta {
             (keys::REQUEST_ID.to_owned(), self.request_id.clone()),
             (
                 keys::OCCURRED_AT.to_owned(),
-                Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
+                occurred_at.to_rfc3339_opts(SecondsFormat::Micros, true),
             ),
         ])
     }
@@ -159,14 +160,15 @@ mod tests {
             id: Uuid::new_v4(),
             role: ActorRole::Receptionist,
         };
-        let meta = CommandMeta::new(clinic, actor, "req-1").to_event_metadata();
+        let at = "2027-03-03T08:00:00.000001Z"
+            .parse::<DateTime<Utc>>()
+            .unwrap();
+        let meta = CommandMeta::new(clinic, actor, "req-1").to_event_metadata(at);
         assert_eq!(meta[keys::TENANT_ID], clinic.to_string());
         assert_eq!(meta[keys::ACTOR_ID], actor.id.to_string());
         assert_eq!(meta[keys::ACTOR_ROLE], "receptionist");
         assert_eq!(meta[keys::REQUEST_ID], "req-1");
-        let at = chrono::DateTime::parse_from_rfc3339(&meta[keys::OCCURRED_AT]).unwrap();
-        assert_eq!(at.offset().local_minus_utc(), 0);
-        assert!(meta[keys::OCCURRED_AT].ends_with('Z'));
+        assert_eq!(meta[keys::OCCURRED_AT], "2027-03-03T08:00:00.000001Z");
     }
 
     #[test]

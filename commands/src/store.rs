@@ -72,6 +72,11 @@ impl EventStore {
         &self.pool
     }
 
+    /// The services (the clock) the aggregates decide with.
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
     fn framework_store<A>(&self) -> PersistedEventStore<PostgresEventRepository, A>
     where
         A: Aggregate,
@@ -135,7 +140,7 @@ impl EventStore {
         }
 
         let envelopes = store
-            .commit(events, context, meta.to_event_metadata())
+            .commit(events, context, meta.to_event_metadata(self.services.now()))
             .await
             .map_err(CommandError::from_aggregate)?;
         let version = envelopes

@@ -225,6 +225,8 @@ pub struct NewAccess<'a> {
     pub outcome: AccessOutcome,
     pub request_id: &'a str,
     pub client_ip: Option<std::net::IpAddr>,
+    /// When it happened, by the service clock.
+    pub at: DateTime<Utc>,
 }
 
 /// Appends one access-log row (in a transaction scoped to the clinic: row-level security
@@ -232,8 +234,8 @@ pub struct NewAccess<'a> {
 pub async fn append_access(pool: &PgPool, access: &NewAccess<'_>) -> Result<(), sqlx::Error> {
     let mut tx = clinic_tx(pool, access.clinic).await?;
     sqlx::query(
-        "INSERT INTO access_log (clinic_id, actor_id, role, patient_id, endpoint, outcome, request_id, client_ip) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8::inet)",
+        "INSERT INTO access_log (clinic_id, actor_id, role, patient_id, endpoint, outcome, request_id, client_ip, at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8::inet, $9)",
     )
     .bind(access.clinic.as_uuid())
     .bind(access.actor_id)
@@ -243,6 +245,7 @@ pub async fn append_access(pool: &PgPool, access: &NewAccess<'_>) -> Result<(), 
     .bind(access.outcome.as_str())
     .bind(access.request_id)
     .bind(access.client_ip.map(|ip| ip.to_string()))
+    .bind(access.at)
     .execute(&mut *tx)
     .await?;
     tx.commit().await

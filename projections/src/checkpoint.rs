@@ -63,6 +63,8 @@ pub async fn status(pool: &PgPool) -> Result<Vec<ProjectionStatus>, sqlx::Error>
     )
     .fetch_all(pool)
     .await?;
+    // Technical time, not business time: lag is how long ago (by the machine's clock) the
+    // oldest unapplied event was recorded.
     let now = Utc::now();
     Ok(rows
         .into_iter()

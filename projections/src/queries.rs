@@ -881,12 +881,13 @@ struct UpcomingRow {
     patient_name: Option<String>,
 }
 
-/// The clinic's dashboard. With `doctor`, the list of next appointments holds only that
-/// doctor's (the counts stay clinic-wide and name no patients).
+/// The clinic's dashboard at `now` (the service clock's). With `doctor`, the list of next
+/// appointments holds only that doctor's (the counts stay clinic-wide and name no patients).
 pub async fn dashboard(
     pool: &PgPool,
     clinic: ClinicId,
     doctor: Option<StaffId>,
+    now: DateTime<Utc>,
 ) -> Result<Dashboard, sqlx::Error> {
     let clinic_uuid = clinic.as_uuid();
     let mut tx = clinic_tx(pool, clinic).await?;
@@ -895,7 +896,7 @@ pub async fn dashboard(
     // projected yet counts in UTC.
     let frame: DashboardFrame = sqlx::query_as(
         "WITH z AS (SELECT coalesce((SELECT time_zone FROM rm.clinics WHERE clinic_id = $1), 'UTC') AS tz), \
-              l AS (SELECT tz, now() AS now, (now() AT TIME ZONE tz) AS local_now FROM z) \
+              l AS (SELECT tz, $3::timestamptz AS now, ($3::timestamptz AT TIME ZONE tz) AS local_now FROM z) \
          SELECT tz, now, local_now::date AS today, \
                 (local_now::date::timestamp AT TIME ZONE tz) AS window_start, \
                 ((local_now::date + $2::int)::timestamp AT TIME ZONE tz) AS window_end, \
@@ -906,6 +907,7 @@ pub async fn dashboard(
     )
     .bind(clinic_uuid)
     .bind(DASHBOARD_DAYS as i32)
+    .bind(now)
     .fetch_one(&mut *tx)
     .await?;
 
@@ -1366,7 +1368,7 @@ mod tests {
         };
         assert_eq!(PatientCursor::decode(&cursor.encode()), Ok(cursor));
         let cursor = AppointmentCursor {
-            start: Utc::now(),
+            start: "2027-01-13T08:00:00.123456Z".parse().unwrap(),
             appointment_id: Uuid::now_v7(),
         };
         assert_eq!(AppointmentCursor::decode(&cursor.encode()), Ok(cursor));
@@ -1382,19 +1384,20 @@ mod tests {
 
     #[test]
     fn hidden_reason_is_absent_not_null() {
+        let at: DateTime<Utc> = "2027-01-13T08:00:00Z".parse().unwrap();
         let view = AppointmentView {
             appointment_id: Uuid::nil(),
             patient_id: Uuid::nil(),
             patient_name: None,
             doctor_id: Uuid::nil(),
             doctor_name: None,
-            start: Utc::now(),
-            end: Utc::now(),
+            start: at,
+            end: at,
             status: "booked".into(),
             reason: Some(None),
             cancel_reason: None,
-            booked_at: Utc::now(),
-            updated_at: Utc::now(),
+            booked_at: at,
+            updated_at: at,
             version: 1,
         };
         let shown = serde_json::to_value(&view).unwrap();

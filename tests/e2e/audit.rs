@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use sqlx::{Connection, Executor};
 use uuid::Uuid;
 
-use crate::helpers::{future, patient_body, spawn_app, Answer, ClinicFixture, TestApp, TestDb};
+use crate::helpers::{patient_body, spawn_app, Answer, ClinicFixture, TestApp, TestDb};
 
 // ---------------------------------------------------------------------------------------
 // Helpers.
@@ -336,7 +336,7 @@ async fn an_auditor_reads_history_and_state_but_issues_no_command() {
         &north.auditor,
         &format!(
             "/v1/audit/state?as_of={}&aggregate_type=Appointment&aggregate_id={}",
-            (Utc::now() + chrono::Duration::seconds(1))
+            (app.now() + chrono::Duration::seconds(1))
                 .to_rfc3339()
                 .replace('+', "%2B"),
             north.appointment_id
@@ -353,7 +353,7 @@ async fn an_auditor_reads_history_and_state_but_issues_no_command() {
     let p = north.patient_id;
     let a = north.appointment_id;
     let d = north.doctor_id;
-    let start = future(5, 10);
+    let start = app.future(5, 10);
     let commands: Vec<(Method, String, Value)> = vec![
         (Method::POST, "/v1/patients".into(), patient_body("Eve")),
         (
@@ -521,7 +521,9 @@ async fn observe(
 ) -> (DateTime<Utc>, u64, Value) {
     let version = ok(answer)["version"].as_u64().unwrap();
     let position = answer.body["position"].as_i64().unwrap();
-    let at = Utc::now();
+    // The command happened at the clock's now; the next one happens a second later.
+    let at = app.now();
+    app.advance(chrono::Duration::seconds(1));
     let live = app
         .send_with(
             Method::GET,
@@ -539,7 +541,8 @@ async fn state_as_of_each_instant_matches_the_live_state_then() {
     let app = spawn_app().await;
     let platform = app.platform_admin().await;
     let north = app.clinic(&platform, "north").await;
-    let before = Utc::now();
+    let before = app.now();
+    app.advance(chrono::Duration::seconds(1));
 
     // A scripted history; after each step, the time and the live record (read your write).
     let mut steps: Vec<(DateTime<Utc>, u64, Value)> = Vec::new();
@@ -600,7 +603,7 @@ async fn state_as_of_each_instant_matches_the_live_state_then() {
     }
 
     // An appointment's life: booked, rescheduled, cancelled.
-    let start = future(4, 10);
+    let start = app.future(4, 10);
     let booked = app
         .post(
             "/v1/appointments",
@@ -610,8 +613,9 @@ async fn state_as_of_each_instant_matches_the_live_state_then() {
         )
         .await;
     let appt = booked.id();
-    let t1 = Utc::now();
-    let later = future(4, 12);
+    let t1 = app.now();
+    app.advance(chrono::Duration::seconds(1));
+    let later = app.future(4, 12);
     let moved = app
         .post(
             &format!("/v1/appointments/{appt}/reschedule"),
@@ -620,7 +624,8 @@ async fn state_as_of_each_instant_matches_the_live_state_then() {
         )
         .await;
     ok(&moved);
-    let t2 = Utc::now();
+    let t2 = app.now();
+    app.advance(chrono::Duration::seconds(1));
     let cancelled = app
         .post(
             &format!("/v1/appointments/{appt}/cancel"),
@@ -629,7 +634,8 @@ async fn state_as_of_each_instant_matches_the_live_state_then() {
         )
         .await;
     ok(&cancelled);
-    let t3 = Utc::now();
+    let t3 = app.now();
+    app.advance(chrono::Duration::seconds(1));
     for (at, version, status, slot_start) in [
         (t1, 1, "booked", start),
         (t2, 2, "booked", later),
@@ -791,6 +797,8 @@ async fn the_service_role_cannot_rewrite_the_access_log() {
     let app = spawn_app().await;
     let platform = app.platform_admin().await;
     let north = app.clinic(&platform, "north").await;
+    // The read below must find the patient: wait for the read models (under load they lag).
+    app.db.caught_up().await;
     let answer = get(
         &app,
         &north.nurse,

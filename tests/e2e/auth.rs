@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::helpers::{patient_body, spawn_app, test_jwt, Answer, TestApp, PASSWORD};
+use crate::helpers::{default_now, patient_body, spawn_app, test_jwt, Answer, TestApp, PASSWORD};
 
 // ---------------------------------------------------------------------------------------
 // Local helpers: cheaper than `app.clinic(..)` (one admin, plus only the staff a test needs).
@@ -90,8 +90,12 @@ fn token_pair(answer: &Answer) -> (String, String) {
     (access.to_owned(), refresh.to_owned())
 }
 
+/// The claims of a token the test app issued (its clock starts at [`default_now`] and only
+/// moves forward, so the token has not expired then).
 fn claims(token: &str) -> AccessClaims {
-    test_jwt().verify(token).expect("the access token verifies")
+    test_jwt()
+        .verify(token, default_now())
+        .expect("the access token verifies")
 }
 
 /// Asserts a problem whose `type` ends with `slug`.
@@ -141,8 +145,11 @@ async fn login_issues_tokens_with_the_documented_claims_and_me_says_who() {
     assert_eq!(c.role, ActorRole::Doctor);
     assert_eq!(c.aud, "clinic-api");
     assert_eq!(c.exp - c.iat, 900);
-    let now = chrono::Utc::now().timestamp();
-    assert!((c.iat - now).abs() <= 60, "iat {} is now ({now})", c.iat);
+    assert_eq!(
+        c.iat,
+        app.now().timestamp(),
+        "iat is the service clock's now"
+    );
     assert!(!c.jti.is_nil());
     // Refresh tokens are opaque: 32 random bytes, base64url.
     assert_eq!(refresh_token.len(), 43, "{refresh_token}");
@@ -213,6 +220,7 @@ async fn login_issues_tokens_with_the_documented_claims_and_me_says_who() {
         "unauthorized",
     );
     let mut forged = c.clone();
+    let now = app.now().timestamp();
     forged.iat = now - 3600;
     forged.exp = now - 1800;
     assert_problem(

@@ -7,7 +7,11 @@ use serde_json::json;
 use sqlx::Executor;
 use uuid::Uuid;
 
-use crate::helpers::{future, patient_body, spawn_app, Answer, ClinicFixture, TestApp};
+use chrono::{DateTime, Utc};
+
+use crate::helpers::{
+    default_now, patient_body, spawn_app, spawn_app_at, Answer, ClinicFixture, TestApp,
+};
 
 async fn patients(app: &TestApp, clinic: &ClinicFixture, n: usize) -> Vec<Uuid> {
     let mut ids = Vec::new();
@@ -55,7 +59,7 @@ async fn fifty_concurrent_bookings_across_two_instances_give_exactly_one() {
     let second = app.second_instance().await;
     let patients = patients(&app, &clinic, 50).await;
     let before = booked_events(&app, clinic.doctor_id).await;
-    let base = future(5, 9);
+    let base = app.future(5, 9);
     let client = reqwest::Client::new();
     let requests = patients.iter().enumerate().map(|(i, patient)| {
         // Overlapping times on the grid: every one overlaps every other.
@@ -102,11 +106,19 @@ async fn fifty_concurrent_bookings_across_two_instances_give_exactly_one() {
 
 #[tokio::test]
 async fn a_slot_taken_answer_names_the_ranges_but_not_the_other_patient() {
-    let app = spawn_app().await;
+    a_slot_taken_answer_names_the_ranges_but_not_the_other_patient_at(default_now()).await;
+}
+
+/// [`a_slot_taken_answer_names_the_ranges_but_not_the_other_patient`] with the service clock standing at `now` (the calendar matrix runs it at
+/// every weekday and at both daylight-saving changes).
+pub(crate) async fn a_slot_taken_answer_names_the_ranges_but_not_the_other_patient_at(
+    now: DateTime<Utc>,
+) {
+    let app = spawn_app_at(now).await;
     let platform = app.platform_admin().await;
     let clinic = app.clinic(&platform, "private").await;
     let ids = patients(&app, &clinic, 2).await;
-    let start = future(6, 10);
+    let start = app.future(6, 10);
     let first = app
         .post(
             "/v1/appointments",
@@ -148,7 +160,13 @@ async fn a_slot_taken_answer_names_the_ranges_but_not_the_other_patient() {
 
 #[tokio::test]
 async fn a_patient_cannot_hold_two_overlapping_appointments() {
-    let app = spawn_app().await;
+    a_patient_cannot_hold_two_overlapping_appointments_at(default_now()).await;
+}
+
+/// [`a_patient_cannot_hold_two_overlapping_appointments`] with the service clock standing at `now` (the calendar matrix runs it at
+/// every weekday and at both daylight-saving changes).
+pub(crate) async fn a_patient_cannot_hold_two_overlapping_appointments_at(now: DateTime<Utc>) {
+    let app = spawn_app_at(now).await;
     let platform = app.platform_admin().await;
     let clinic = app.clinic(&platform, "twice").await;
     // A second doctor.
@@ -171,7 +189,7 @@ async fn a_patient_cannot_hold_two_overlapping_appointments() {
         .await;
     assert_eq!(hours.status, 200);
     let patient = patients(&app, &clinic, 1).await[0];
-    let start = future(7, 9);
+    let start = app.future(7, 9);
     assert_eq!(
         app.post(
             "/v1/appointments",
@@ -223,11 +241,17 @@ async fn get_appointment(app: &TestApp, clinic: &ClinicFixture, id: Uuid, positi
 
 #[tokio::test]
 async fn a_reschedule_onto_a_taken_slot_keeps_the_old_time() {
-    let app = spawn_app().await;
+    a_reschedule_onto_a_taken_slot_keeps_the_old_time_at(default_now()).await;
+}
+
+/// [`a_reschedule_onto_a_taken_slot_keeps_the_old_time`] with the service clock standing at `now` (the calendar matrix runs it at
+/// every weekday and at both daylight-saving changes).
+pub(crate) async fn a_reschedule_onto_a_taken_slot_keeps_the_old_time_at(now: DateTime<Utc>) {
+    let app = spawn_app_at(now).await;
     let platform = app.platform_admin().await;
     let clinic = app.clinic(&platform, "move").await;
     let ids = patients(&app, &clinic, 3).await;
-    let ten = future(8, 10);
+    let ten = app.future(8, 10);
     let eleven = ten + chrono::Duration::hours(1);
     let a = app
         .post(
@@ -294,11 +318,17 @@ async fn a_reschedule_onto_a_taken_slot_keeps_the_old_time() {
 
 #[tokio::test]
 async fn cancel_no_show_and_complete_free_the_slot_at_once() {
-    let app = spawn_app().await;
+    cancel_no_show_and_complete_free_the_slot_at_once_at(default_now()).await;
+}
+
+/// [`cancel_no_show_and_complete_free_the_slot_at_once`] with the service clock standing at `now` (the calendar matrix runs it at
+/// every weekday and at both daylight-saving changes).
+pub(crate) async fn cancel_no_show_and_complete_free_the_slot_at_once_at(now: DateTime<Utc>) {
+    let app = spawn_app_at(now).await;
     let platform = app.platform_admin().await;
     let clinic = app.clinic(&platform, "free").await;
     let ids = patients(&app, &clinic, 4).await;
-    let start = future(9, 9);
+    let start = app.future(9, 9);
     let first = app
         .post(
             "/v1/appointments",
@@ -374,13 +404,13 @@ async fn a_booking_that_dies_half_way_does_not_block_the_slot() {
     let platform = app.platform_admin().await;
     let clinic = app.clinic(&platform, "crash").await;
     let ids = patients(&app, &clinic, 2).await;
-    let start = future(10, 9);
+    let start = app.future(10, 9);
     let appointment = Uuid::new_v4();
     let event = json!({"AppointmentBooked": {
         "appointment_id": appointment, "clinic_id": clinic.id, "patient_id": ids[0],
         "doctor_id": clinic.doctor_id,
         "slot": {"start": start, "end": start + chrono::Duration::minutes(30)},
-        "reason": null, "override_hours": false, "at": chrono::Utc::now()}});
+        "reason": null, "override_hours": false, "at": app.now()}});
     // A "process" appends the booking (taking the claim) and dies before committing.
     let mut dying = app.db.owner_connection().await;
     dying.execute("BEGIN").await.unwrap();
@@ -391,7 +421,7 @@ async fn a_booking_that_dies_half_way_does_not_block_the_slot() {
     .bind(format!("{}:{appointment}", clinic.id))
     .bind(&event)
     .bind(json!({"tenant_id": clinic.id, "actor_id": Uuid::nil(), "actor_role": "system",
-                 "request_id": "dying", "occurred_at": chrono::Utc::now()}))
+                 "request_id": "dying", "occurred_at": app.now()}))
     .execute(&mut dying)
     .await
     .unwrap();
@@ -450,7 +480,13 @@ async fn a_booking_that_dies_half_way_does_not_block_the_slot() {
 
 #[tokio::test]
 async fn working_hours_time_off_and_the_admin_override() {
-    let app = spawn_app().await;
+    working_hours_time_off_and_the_admin_override_at(default_now()).await;
+}
+
+/// [`working_hours_time_off_and_the_admin_override`] with the service clock standing at `now` (the calendar matrix runs it at
+/// every weekday and at both daylight-saving changes).
+pub(crate) async fn working_hours_time_off_and_the_admin_override_at(now: DateTime<Utc>) {
+    let app = spawn_app_at(now).await;
     let platform = app.platform_admin().await;
     let clinic = app.clinic(&platform, "hours").await;
     let ids = patients(&app, &clinic, 5).await;
@@ -475,7 +511,7 @@ async fn working_hours_time_off_and_the_admin_override() {
         .tz();
     let local = |days: i64, h: u32| {
         use chrono::TimeZone;
-        let date = (chrono::Utc::now() + chrono::Duration::days(days))
+        let date = (app.now() + chrono::Duration::days(days))
             .with_timezone(&tz)
             .date_naive();
         tz.from_local_datetime(&date.and_hms_opt(h, 0, 0).unwrap())
@@ -567,12 +603,7 @@ async fn working_hours_time_off_and_the_admin_override() {
     // In the past: 422.
     let past = app
         .post("/v1/appointments", &clinic.admin, {
-            let mut b = booking(
-                ids[4],
-                doctor,
-                chrono::Utc::now() - chrono::Duration::days(1),
-                30,
-            );
+            let mut b = booking(ids[4], doctor, app.now() - chrono::Duration::days(1), 30);
             b["override_hours"] = json!(true);
             b
         })

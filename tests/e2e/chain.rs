@@ -471,7 +471,7 @@ async fn a_late_commit_is_chained_in_commit_order_and_lag_is_pending_not_tamperi
     )
     .bind(format!("{}:{}", north.id, Uuid::new_v4()))
     .bind(serde_json::json!({"tenant_id": north.id, "actor_id": Uuid::nil(), "actor_role": "system",
-                             "request_id": "chain-test", "occurred_at": chrono::Utc::now()}))
+                             "request_id": "chain-test", "occurred_at": app.now()}))
     .fetch_one(&mut held)
     .await
     .unwrap();
@@ -516,7 +516,7 @@ async fn a_late_commit_is_chained_in_commit_order_and_lag_is_pending_not_tamperi
         )
         .bind(format!("{clinic}:{}", Uuid::new_v4()))
         .bind(serde_json::json!({"tenant_id": clinic, "actor_id": Uuid::nil(), "actor_role": "system",
-                                 "request_id": "chain-test", "occurred_at": chrono::Utc::now()}))
+                                 "request_id": "chain-test", "occurred_at": app.now()}))
     };
     let mut b = app.db.owner_connection().await;
     b.execute("BEGIN").await.unwrap();

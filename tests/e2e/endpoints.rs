@@ -9,14 +9,15 @@ use std::collections::{BTreeSet, HashMap};
 
 use api::auth::AccessClaims;
 use base64::Engine as _;
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 use commands::ActorRole;
 use reqwest::Method;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::helpers::{
-    future, patient_body, spawn_app, test_jwt, Answer, ClinicFixture, TestApp, PASSWORD,
+    default_now, future_from, patient_body, spawn_app, spawn_app_at, test_jwt, Answer,
+    ClinicFixture, TestApp, PASSWORD,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -74,6 +75,8 @@ const CLINICAL: &[&str] = &["clinic_admin", "nurse", "doctor"];
 // The world every test starts from: two clinics and a few records to act on.
 
 struct World {
+    /// The service clock's now when the world was set up.
+    now: DateTime<Utc>,
     platform: String,
     north: ClinicFixture,
     south: ClinicFixture,
@@ -121,6 +124,7 @@ impl World {
             emails: HashMap::new(),
         };
         World {
+            now: default_now(),
             platform: String::new(),
             north: clinic("north"),
             south: clinic("south"),
@@ -132,22 +136,22 @@ impl World {
             duplicate: Uuid::new_v4(),
             leaving: Uuid::new_v4(),
             to_move: Uuid::new_v4(),
-            to_move_slot: slot(3, 10),
+            to_move_slot: slot(default_now(), 3, 10),
             to_cancel: Uuid::new_v4(),
             no_show: Uuid::new_v4(),
         }
     }
 }
 
-/// `{start, end}` of a 30-minute slot `days` from now at `hour` (UTC).
-fn slot(days: i64, hour: u32) -> Value {
-    let start = future(days, hour);
+/// `{start, end}` of a 30-minute slot `days` after `now` at `hour` (UTC).
+fn slot(now: DateTime<Utc>, days: i64, hour: u32) -> Value {
+    let start = future_from(now, days, hour);
     json!({"start": start, "end": start + Duration::minutes(30)})
 }
 
 /// A slot whose end is 30 minutes before its start.
-fn backwards(days: i64, hour: u32) -> Value {
-    let start = future(days, hour);
+fn backwards(now: DateTime<Utc>, days: i64, hour: u32) -> Value {
+    let start = future_from(now, days, hour);
     json!({"start": start, "end": start - Duration::minutes(30)})
 }
 
@@ -229,11 +233,12 @@ async fn setup(app: &TestApp) -> World {
         assert_eq!(registered.status, 201, "{registered:?}");
         patients.push(registered.id());
     }
-    let to_move_slot = slot(3, 10);
+    let to_move_slot = slot(app.now(), 3, 10);
     let to_move = book(app, &north, &to_move_slot).await;
-    let to_cancel = book(app, &north, &slot(3, 11)).await;
-    let no_show = book(app, &north, &slot(3, 12)).await;
+    let to_cancel = book(app, &north, &slot(app.now(), 3, 11)).await;
+    let no_show = book(app, &north, &slot(app.now(), 3, 12)).await;
     let mut world = World {
+        now: app.now(),
         platform,
         north,
         south,
@@ -417,11 +422,11 @@ fn cases(w: &World) -> Vec<Case> {
         json!(w.dept),
     );
     let booking = with(
-        &with(&slot(5, 10), "patient_id", json!(n.patient_id)),
+        &with(&slot(w.now, 5, 10), "patient_id", json!(n.patient_id)),
         "doctor_id",
         json!(n.doctor_id),
     );
-    let time_off = with(&slot(10, 8), "reason", json!("training"));
+    let time_off = with(&slot(w.now, 10, 8), "reason", json!("training"));
     let patient = with(
         &with(
             &with(
@@ -645,10 +650,10 @@ fn cases(w: &World) -> Vec<Case> {
         )
         .writes(&["TimeOffAdded"])
         .not_found_at(format!("/v1/staff/{}/time-off", s.doctor_id))
-        .bad(backwards(10, 8), "end")
+        .bad(backwards(w.now, 10, 8), "end")
         // Time off that is over: the error names a field of the body (or the whole `body`).
         .bad(
-            with(&slot(-3, 8), "reason", json!("training")),
+            with(&slot(w.now, -3, 8), "reason", json!("training")),
             "start|end|body",
         )
         .bad(with(&time_off, "reason", json!("")), "reason")
@@ -788,14 +793,14 @@ fn cases(w: &World) -> Vec<Case> {
             "clinic_id",
         )
         .bad(
-            with(&booking, "end", backwards(5, 10)["end"].clone()),
+            with(&booking, "end", backwards(w.now, 5, 10)["end"].clone()),
             "end",
         )
         .bad(
             with(
-                &with(&booking, "start", json!(future(-2, 10))),
+                &with(&booking, "start", json!(future_from(w.now, -2, 10))),
                 "end",
-                json!(future(-2, 11)),
+                json!(future_from(w.now, -2, 11)),
             ),
             "start",
         )
@@ -815,18 +820,18 @@ fn cases(w: &World) -> Vec<Case> {
         Case::new(
             "POST /v1/appointments/{id}/reschedule",
             format!("/v1/appointments/{}/reschedule", w.to_move),
-            slot(4, 11),
+            slot(w.now, 4, 11),
             BOOKING,
             "nurse",
         )
         .writes(&["AppointmentRescheduled"])
         .not_found_at(format!("/v1/appointments/{sa}/reschedule"))
-        .bad(backwards(4, 11), "end")
+        .bad(backwards(w.now, 4, 11), "end")
         // The slot it already has: named by a field of the body, or `body`.
         .bad(w.to_move_slot.clone(), "start|end|body")
-        .bad(without(&slot(4, 11), "end"), "end")
+        .bad(without(&slot(w.now, 4, 11), "end"), "end")
         .bad(
-            with(&slot(4, 11), "doctor_id", json!(n.doctor_id)),
+            with(&slot(w.now, 4, 11), "doctor_id", json!(n.doctor_id)),
             "doctor_id",
         ),
         Case::new(
@@ -1096,7 +1101,15 @@ async fn the_case_table_covers_every_command_endpoint() {
 /// outside the endpoint's set on the clinic endpoints. Nothing is written.
 #[tokio::test]
 async fn roles_that_may_not_use_an_endpoint_get_403_and_write_nothing() {
-    let app = spawn_app().await;
+    roles_that_may_not_use_an_endpoint_get_403_and_write_nothing_at(default_now()).await;
+}
+
+/// [`roles_that_may_not_use_an_endpoint_get_403_and_write_nothing`] with the service clock standing at `now` (the calendar matrix runs it at
+/// every weekday and at both daylight-saving changes).
+pub(crate) async fn roles_that_may_not_use_an_endpoint_get_403_and_write_nothing_at(
+    now: DateTime<Utc>,
+) {
+    let app = spawn_app_at(now).await;
     let w = setup(&app).await;
     let table = cases(&w);
     assert_complete(&table);
@@ -1126,7 +1139,15 @@ async fn roles_that_may_not_use_an_endpoint_get_403_and_write_nothing() {
 /// points at another clinic's record is a 422 naming the field. Nothing is written.
 #[tokio::test]
 async fn another_clinics_records_are_404_or_a_422_naming_the_field() {
-    let app = spawn_app().await;
+    another_clinics_records_are_404_or_a_422_naming_the_field_at(default_now()).await;
+}
+
+/// [`another_clinics_records_are_404_or_a_422_naming_the_field`] with the service clock standing at `now` (the calendar matrix runs it at
+/// every weekday and at both daylight-saving changes).
+pub(crate) async fn another_clinics_records_are_404_or_a_422_naming_the_field_at(
+    now: DateTime<Utc>,
+) {
+    let app = spawn_app_at(now).await;
     let w = setup(&app).await;
     let table = cases(&w);
     assert_complete(&table);
@@ -1178,7 +1199,13 @@ async fn another_clinics_records_are_404_or_a_422_naming_the_field() {
 /// client may not set (`clinic_id`, `role`, `mrn` on a patient) are refused by name.
 #[tokio::test]
 async fn bad_bodies_get_422_naming_the_field_and_write_nothing() {
-    let app = spawn_app().await;
+    bad_bodies_get_422_naming_the_field_and_write_nothing_at(default_now()).await;
+}
+
+/// [`bad_bodies_get_422_naming_the_field_and_write_nothing`] with the service clock standing at `now` (the calendar matrix runs it at
+/// every weekday and at both daylight-saving changes).
+pub(crate) async fn bad_bodies_get_422_naming_the_field_and_write_nothing_at(now: DateTime<Utc>) {
+    let app = spawn_app_at(now).await;
     let w = setup(&app).await;
     let table = cases(&w);
     assert_complete(&table);
@@ -1245,13 +1272,21 @@ async fn bad_bodies_get_422_naming_the_field_and_write_nothing() {
 /// role, so only the expiry, the algorithm or the audience is wrong.
 #[tokio::test]
 async fn missing_expired_unsigned_and_foreign_audience_tokens_get_401() {
-    let app = spawn_app().await;
+    missing_expired_unsigned_and_foreign_audience_tokens_get_401_at(default_now()).await;
+}
+
+/// [`missing_expired_unsigned_and_foreign_audience_tokens_get_401`] with the service clock standing at `now` (the calendar matrix runs it at
+/// every weekday and at both daylight-saving changes).
+pub(crate) async fn missing_expired_unsigned_and_foreign_audience_tokens_get_401_at(
+    now: DateTime<Utc>,
+) {
+    let app = spawn_app_at(now).await;
     let w = setup(&app).await;
     let table = cases(&w);
     assert_complete(&table);
     let jwt = test_jwt();
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let now = chrono::Utc::now().timestamp();
+    let now = app.now().timestamp();
     let claims_for = |role: &str| AccessClaims {
         sub: w.ids[role],
         clinic: (role != "platform_admin").then_some(w.north.id),
@@ -1323,7 +1358,15 @@ async fn missing_expired_unsigned_and_foreign_audience_tokens_get_401() {
 /// creates) and answers with the id, version, `ETag` and position of the last event.
 #[tokio::test]
 async fn valid_bodies_succeed_for_an_allowed_role_in_the_callers_clinic() {
-    let app = spawn_app().await;
+    valid_bodies_succeed_for_an_allowed_role_in_the_callers_clinic_at(default_now()).await;
+}
+
+/// [`valid_bodies_succeed_for_an_allowed_role_in_the_callers_clinic`] with the service clock standing at `now` (the calendar matrix runs it at
+/// every weekday and at both daylight-saving changes).
+pub(crate) async fn valid_bodies_succeed_for_an_allowed_role_in_the_callers_clinic_at(
+    now: DateTime<Utc>,
+) {
+    let app = spawn_app_at(now).await;
     let w = setup(&app).await;
     let table = cases(&w);
     assert_complete(&table);
@@ -1385,7 +1428,15 @@ async fn valid_bodies_succeed_for_an_allowed_role_in_the_callers_clinic() {
 /// writes nothing; the same key with another body (or on another path) is a 422.
 #[tokio::test]
 async fn idempotency_keys_replay_the_first_answer_and_refuse_another_request() {
-    let app = spawn_app().await;
+    idempotency_keys_replay_the_first_answer_and_refuse_another_request_at(default_now()).await;
+}
+
+/// [`idempotency_keys_replay_the_first_answer_and_refuse_another_request`] with the service clock standing at `now` (the calendar matrix runs it at
+/// every weekday and at both daylight-saving changes).
+pub(crate) async fn idempotency_keys_replay_the_first_answer_and_refuse_another_request_at(
+    now: DateTime<Utc>,
+) {
+    let app = spawn_app_at(now).await;
     let w = setup(&app).await;
     let desk = &w.north.receptionist;
     let key = [("Idempotency-Key", "register-grace-1")];
@@ -1599,11 +1650,25 @@ async fn idempotency_keys_replay_the_first_answer_and_refuse_another_request() {
 /// current version succeeds, and every answer carries the new version as `ETag`.
 #[tokio::test]
 async fn if_match_refuses_other_versions_with_412_and_accepts_the_current_one() {
-    let app = spawn_app().await;
+    if_match_refuses_other_versions_with_412_and_accepts_the_current_one_at(default_now()).await;
+}
+
+/// [`if_match_refuses_other_versions_with_412_and_accepts_the_current_one`] with the service clock standing at `now` (the calendar matrix runs it at
+/// every weekday and at both daylight-saving changes).
+pub(crate) async fn if_match_refuses_other_versions_with_412_and_accepts_the_current_one_at(
+    now: DateTime<Utc>,
+) {
+    let app = spawn_app_at(now).await;
     let w = setup(&app).await;
     let (n, s) = (&w.north, &w.south);
     let dept = add_department(&app, &n.admin, "Ward").await;
+    // Hours on Monday only, then on Tuesday only; the reschedule goes to the next Tuesday
+    // (of the clinic's calendar), inside those hours, whatever day the clock shows.
     let hours = |day: &str| json!({ day: [{"start": "08:00", "end": "12:00"}] });
+    let tuesday = |hour: u32| {
+        let start = app.next_weekday(chrono::Weekday::Tue, hour);
+        json!({"start": start, "end": start + Duration::minutes(30)})
+    };
     let versioned: Vec<(&str, Method, String, &str, Value, Value)> = vec![
         (
             "PATCH /v1/patients/{id}",
@@ -1650,8 +1715,8 @@ async fn if_match_refuses_other_versions_with_412_and_accepts_the_current_one() 
             Method::POST,
             format!("/v1/appointments/{}/reschedule", n.appointment_id),
             &n.nurse,
-            slot(6, 9),
-            slot(6, 10),
+            tuesday(9),
+            tuesday(10),
         ),
     ];
     let mut checks = Checks::default();
@@ -1743,7 +1808,15 @@ async fn if_match_refuses_other_versions_with_412_and_accepts_the_current_one() 
 /// but not register, merge or deactivate a patient.
 #[tokio::test]
 async fn doctors_act_only_on_their_own_appointments_and_only_update_patients() {
-    let app = spawn_app().await;
+    doctors_act_only_on_their_own_appointments_and_only_update_patients_at(default_now()).await;
+}
+
+/// [`doctors_act_only_on_their_own_appointments_and_only_update_patients`] with the service clock standing at `now` (the calendar matrix runs it at
+/// every weekday and at both daylight-saving changes).
+pub(crate) async fn doctors_act_only_on_their_own_appointments_and_only_update_patients_at(
+    now: DateTime<Utc>,
+) {
+    let app = spawn_app_at(now).await;
     let w = setup(&app).await;
     let n = &w.north;
     let hired = app
@@ -1769,7 +1842,10 @@ async fn doctors_act_only_on_their_own_appointments_and_only_update_patients() {
     let mut checks = Checks::default();
     let before = app.event_count().await;
     let refused: Vec<(String, Value)> = vec![
-        (format!("/v1/appointments/{theirs}/reschedule"), slot(4, 13)),
+        (
+            format!("/v1/appointments/{theirs}/reschedule"),
+            slot(app.now(), 4, 13),
+        ),
         (
             format!("/v1/appointments/{theirs}/cancel"),
             json!({"reason": "not mine"}),
@@ -1781,7 +1857,7 @@ async fn doctors_act_only_on_their_own_appointments_and_only_update_patients() {
         (
             "/v1/appointments".into(),
             with(
-                &with(&slot(4, 14), "patient_id", json!(n.patient_id)),
+                &with(&slot(app.now(), 4, 14), "patient_id", json!(n.patient_id)),
                 "doctor_id",
                 json!(n.doctor_id),
             ),
@@ -1817,7 +1893,7 @@ async fn doctors_act_only_on_their_own_appointments_and_only_update_patients() {
             "/v1/appointments",
             &second,
             with(
-                &with(&slot(4, 15), "patient_id", json!(n.patient_id)),
+                &with(&slot(app.now(), 4, 15), "patient_id", json!(n.patient_id)),
                 "doctor_id",
                 json!(second_id),
             ),

@@ -13,7 +13,7 @@ use domain::values::{ClinicCode, Mrn, NonEmptyText, PersonName, Phone, Plan, Sex
 use sqlx::{Executor, Row};
 use uuid::Uuid;
 
-use crate::helpers::{store_with, TestDb};
+use crate::helpers::{store_with, test_services, TestDb};
 
 fn admin_of(clinic: ClinicId) -> CommandMeta {
     CommandMeta::new(
@@ -100,7 +100,7 @@ async fn count_events(db: &TestDb) -> i64 {
 #[tokio::test]
 async fn a_command_round_trips_through_postgres_with_its_metadata() {
     let db = TestDb::new().await;
-    let store = store_with(&db, domain::clock::Services::system()).await;
+    let store = store_with(&db, test_services()).await;
     let clinic = register_clinic(&store, "north").await;
     let patient = PatientId::new();
     let mrn = commands::registry::next_mrn(store.pool(), clinic)
@@ -170,7 +170,7 @@ async fn a_command_round_trips_through_postgres_with_its_metadata() {
 #[tokio::test]
 async fn events_of_two_clinics_carry_their_own_tenant_id() {
     let db = TestDb::new().await;
-    let store = store_with(&db, domain::clock::Services::system()).await;
+    let store = store_with(&db, test_services()).await;
     let a = register_clinic(&store, "alpha").await;
     let b = register_clinic(&store, "beta").await;
     for (clinic, names) in [(a, ["Ann", "Alf"]), (b, ["Bea", "Bob"])] {
@@ -232,7 +232,7 @@ async fn events_of_two_clinics_carry_their_own_tenant_id() {
 #[tokio::test]
 async fn another_clinics_stream_is_not_found_and_nothing_is_written() {
     let db = TestDb::new().await;
-    let store = store_with(&db, domain::clock::Services::system()).await;
+    let store = store_with(&db, test_services()).await;
     let a = register_clinic(&store, "home").await;
     let b = register_clinic(&store, "other").await;
     let patient = PatientId::new();
@@ -279,7 +279,7 @@ async fn another_clinics_stream_is_not_found_and_nothing_is_written() {
 #[tokio::test]
 async fn two_concurrent_commands_on_one_stream_give_one_success_and_one_conflict() {
     let db = TestDb::new().await;
-    let store = store_with(&db, domain::clock::Services::system()).await;
+    let store = store_with(&db, test_services()).await;
     let clinic = register_clinic(&store, "race").await;
     let patient = PatientId::new();
     let mrn = commands::registry::next_mrn(store.pool(), clinic)
@@ -359,7 +359,7 @@ async fn two_concurrent_commands_on_one_stream_give_one_success_and_one_conflict
 #[tokio::test]
 async fn a_stale_expected_version_is_refused_before_anything_is_written() {
     let db = TestDb::new().await;
-    let store = store_with(&db, domain::clock::Services::system()).await;
+    let store = store_with(&db, test_services()).await;
     let clinic = register_clinic(&store, "stale").await;
     let patient = PatientId::new();
     let mrn = commands::registry::next_mrn(store.pool(), clinic)
@@ -449,7 +449,7 @@ async fn an_event_without_a_tenant_is_refused_by_the_database() {
 #[tokio::test]
 async fn the_service_role_cannot_rewrite_or_delete_history() {
     let db = TestDb::new().await;
-    let store = store_with(&db, domain::clock::Services::system()).await;
+    let store = store_with(&db, test_services()).await;
     register_clinic(&store, "ledger").await;
     let pool = store.pool();
     for sql in [
@@ -475,7 +475,7 @@ async fn the_service_role_cannot_rewrite_or_delete_history() {
 #[tokio::test]
 async fn clinic_codes_are_unique_on_the_platform() {
     let db = TestDb::new().await;
-    let store = store_with(&db, domain::clock::Services::system()).await;
+    let store = store_with(&db, test_services()).await;
     let first = register_clinic(&store, "same-code").await;
     let second = ClinicId::new();
     let err = store
@@ -507,7 +507,7 @@ async fn clinic_codes_are_unique_on_the_platform() {
 #[tokio::test]
 async fn an_mrn_is_unique_within_its_clinic_only() {
     let db = TestDb::new().await;
-    let store = store_with(&db, domain::clock::Services::system()).await;
+    let store = store_with(&db, test_services()).await;
     let a = register_clinic(&store, "mrn-a").await;
     let b = register_clinic(&store, "mrn-b").await;
     let mrn = Mrn::from_number(42);

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{future, patient_body, spawn_app};
+use crate::helpers::{patient_body, spawn_app};
 
 #[tokio::test]
 async fn the_whole_flow_works_over_http() {
@@ -34,7 +34,7 @@ async fn the_whole_flow_works_over_http() {
         Some(format!("/v1/patients/{}", patient.id()).as_str())
     );
     assert!(patient.body["position"].as_i64().unwrap() > 0);
-    let start = future(2, 10);
+    let start = app.future(2, 10);
     let booked = app
         .post(
             "/v1/appointments",

@@ -1,12 +1,14 @@
 //! Shared test harness: the PostgreSQL server, per-test databases and a running app.
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use api::auth::JwtKeys;
 use api::config::{AuthSettings, DatabaseSettings, DatabaseSource, HttpSettings, Settings};
 use api::embedded_pg::{EmbeddedCluster, StartOptions};
+use chrono::{DateTime, Utc};
 use commands::EventStore;
+use domain::clock::{Clock, ManualClock};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, Executor, PgConnection, PgPool};
 use tokio::sync::OnceCell;
@@ -245,17 +247,95 @@ pub async fn store_with(db: &TestDb, services: domain::clock::Services) -> Event
     EventStore::new(db.app_pool().await, services)
 }
 
+// ---------------------------------------------------------------------------------------
+// The tests' calendar. Every business date a test uses comes from its app's clock, which
+// stands still at an instant the test chose (and moves only when the test moves it), never
+// from the machine's date.
+
+/// The instant every test app starts at unless the test says otherwise: Wednesday
+/// 13 January 2027, 08:00 UTC (09:00 in Europe/Berlin, winter time, far from a DST change).
+pub fn default_now() -> DateTime<Utc> {
+    utc("2027-01-13T08:00:00Z")
+}
+
+/// An instant from RFC 3339 text.
+#[track_caller]
+pub fn utc(s: &str) -> DateTime<Utc> {
+    s.parse().unwrap_or_else(|e| panic!("bad instant {s}: {e}"))
+}
+
+/// The clock of the event-store tests that run without an app.
+pub fn test_services() -> domain::clock::Services {
+    domain::clock::Services::fixed(default_now())
+}
+
+/// A start time `days` after `now`, on the hour `hour` (UTC).
+pub fn future_from(now: DateTime<Utc>, days: i64, hour: u32) -> DateTime<Utc> {
+    use chrono::Timelike;
+    (now + chrono::Duration::days(days))
+        .with_hour(hour)
+        .and_then(|t| t.with_minute(0))
+        .and_then(|t| t.with_second(0))
+        .and_then(|t| t.with_nanosecond(0))
+        .unwrap()
+}
+
+/// The first date strictly after `now`'s date (in `tz`) that falls on `weekday`, at
+/// `hour:00` local time, as an instant.
+pub fn next_weekday_from(
+    now: DateTime<Utc>,
+    tz: chrono_tz::Tz,
+    weekday: chrono::Weekday,
+    hour: u32,
+) -> DateTime<Utc> {
+    use chrono::{Datelike, TimeZone};
+    let mut date = now.with_timezone(&tz).date_naive();
+    loop {
+        date = date.succ_opt().unwrap();
+        if date.weekday() == weekday {
+            break;
+        }
+    }
+    tz.from_local_datetime(&date.and_hms_opt(hour, 0, 0).unwrap())
+        .earliest()
+        .expect("a local time that exists")
+        .with_timezone(&Utc)
+}
+
 /// A running application on a free port with its own database.
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub db: TestDb,
+    /// The service's clock, shared with every instance the test starts on this database.
+    pub clock: Arc<ManualClock>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
+    }
+
+    /// The service's "now".
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Moves the service's clock forward.
+    pub fn advance(&self, by: chrono::Duration) {
+        self.clock.advance(by);
+    }
+
+    /// A start time `days` after the service's now, on the hour `hour` (UTC).
+    pub fn future(&self, days: i64, hour: u32) -> DateTime<Utc> {
+        future_from(self.now(), days, hour)
+    }
+
+    /// The next `weekday` after the service's today in Europe/Berlin (the fixtures' zone), at
+    /// `hour:00` Berlin time.
+    pub fn next_weekday(&self, weekday: chrono::Weekday, hour: u32) -> DateTime<Utc> {
+        next_weekday_from(self.now(), chrono_tz::Europe::Berlin, weekday, hour)
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
@@ -274,9 +354,10 @@ pub struct Instance {
 }
 
 impl TestApp {
-    /// Starts a second API process-equivalent on this app's database (with its own workers).
+    /// Starts a second API process-equivalent on this app's database (with its own workers
+    /// and the same clock).
     pub async fn second_instance(&self) -> Instance {
-        let app = api::startup::Application::build(test_settings(&self.db))
+        let app = api::startup::Application::build(test_settings(&self.db, self.clock.clone()))
             .await
             .expect("build the second instance");
         let address = format!("http://127.0.0.1:{}", app.port());
@@ -306,7 +387,7 @@ pub fn test_jwt() -> JwtKeys {
     JwtKeys::new(TEST_JWT_SECRET, std::time::Duration::from_secs(15 * 60))
 }
 
-pub fn test_settings(db: &TestDb) -> Settings {
+pub fn test_settings(db: &TestDb, clock: Arc<ManualClock>) -> Settings {
     Settings {
         database: DatabaseSettings {
             source: DatabaseSource::Url(Box::new(db.owner.clone())),
@@ -328,28 +409,40 @@ pub fn test_settings(db: &TestDb) -> Settings {
             poll_interval: std::time::Duration::from_millis(200),
             ..Default::default()
         }),
+        clock: domain::clock::Services::manual(clock),
     }
 }
 
+/// An app on a fresh database whose clock stands at [`default_now`].
 pub async fn spawn_app() -> TestApp {
-    spawn_app_on(TestDb::new().await).await
+    spawn_app_at(default_now()).await
+}
+
+/// An app on a fresh database whose clock stands at `now`.
+pub async fn spawn_app_at(now: DateTime<Utc>) -> TestApp {
+    let db = TestDb::new().await;
+    let clock = Arc::new(ManualClock::new(now));
+    let settings = test_settings(&db, clock.clone());
+    start_app(db, settings, clock).await
 }
 
 /// An app whose settings `adjust` changes first (e.g. without in-process workers).
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let db = TestDb::new().await;
-    let mut settings = test_settings(&db);
+    let clock = Arc::new(ManualClock::new(default_now()));
+    let mut settings = test_settings(&db, clock.clone());
     adjust(&mut settings);
-    start_app(db, settings).await
+    start_app(db, settings, clock).await
 }
 
 /// An app over an existing test database (e.g. one the CLI has written to).
 pub async fn spawn_app_on(db: TestDb) -> TestApp {
-    let settings = test_settings(&db);
-    start_app(db, settings).await
+    let clock = Arc::new(ManualClock::new(default_now()));
+    let settings = test_settings(&db, clock.clone());
+    start_app(db, settings, clock).await
 }
 
-async fn start_app(db: TestDb, settings: Settings) -> TestApp {
+async fn start_app(db: TestDb, settings: Settings, clock: Arc<ManualClock>) -> TestApp {
     let app = api::startup::Application::build(settings)
         .await
         .expect("build the application");
@@ -362,6 +455,7 @@ async fn start_app(db: TestDb, settings: Settings) -> TestApp {
         address,
         client: reqwest::Client::new(),
         db,
+        clock,
         shutdown: Some(tx),
     }
 }
@@ -551,17 +645,6 @@ impl ClinicFixture {
     }
 }
 
-/// A start time `days` from now, on the hour.
-pub fn future(days: i64, hour: u32) -> chrono::DateTime<chrono::Utc> {
-    use chrono::{Duration, Timelike, Utc};
-    (Utc::now() + Duration::days(days))
-        .with_hour(hour)
-        .and_then(|t| t.with_minute(0))
-        .and_then(|t| t.with_second(0))
-        .and_then(|t| t.with_nanosecond(0))
-        .unwrap()
-}
-
 /// Working hours of 00:00–23:59 (clinic-local) on every day.
 pub fn all_day_hours() -> serde_json::Value {
     let day = serde_json::json!([{"start": "00:00", "end": "23:59"}]);
@@ -580,7 +663,9 @@ pub fn patient_body(given: &str) -> serde_json::Value {
 
 impl TestApp {
     /// Creates a clinic through `POST /v1/clinics` and staffs it through `POST /v1/staff`.
+    /// The clock moves one second after each command, so the history has distinct times.
     pub async fn clinic(&self, platform: &str, code: &str) -> ClinicFixture {
+        let tick = || self.advance(chrono::Duration::seconds(1));
         let admin_email = format!("admin@{code}.example");
         let created = self
             .post(
@@ -596,6 +681,7 @@ impl TestApp {
             )
             .await;
         assert_eq!(created.status, 201, "{created:?}");
+        tick();
         let id = created.id();
         let admin = self.login(&admin_email).await;
         let mut emails = std::collections::HashMap::new();
@@ -616,6 +702,7 @@ impl TestApp {
             }
             let hired = self.post("/v1/staff", &admin, body).await;
             assert_eq!(hired.status, 201, "{hired:?}");
+            tick();
             if role == "doctor" {
                 doctor_id = hired.id();
                 // The doctor works all day, every day, so fixture bookings fit their hours.
@@ -627,6 +714,7 @@ impl TestApp {
                     )
                     .await;
                 assert_eq!(hours.status, 200, "{hours:?}");
+                tick();
             }
             tokens.insert(role, self.login(&email).await);
             emails.insert(role, email);
@@ -635,8 +723,9 @@ impl TestApp {
             .post("/v1/patients", &tokens["receptionist"], patient_body("Ada"))
             .await;
         assert_eq!(patient.status, 201, "{patient:?}");
+        tick();
         let patient_id = patient.id();
-        let start = future(3, 9);
+        let start = self.future(3, 9);
         let booked = self
             .post(
                 "/v1/appointments",
@@ -651,6 +740,7 @@ impl TestApp {
             )
             .await;
         assert_eq!(booked.status, 201, "{booked:?}");
+        tick();
         ClinicFixture {
             id,
             code: code.to_owned(),

@@ -5,6 +5,7 @@
 mod audit;
 mod auth;
 mod booking;
+mod calendar;
 mod chain;
 mod cli;
 mod endpoints;

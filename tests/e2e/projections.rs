@@ -347,7 +347,7 @@ async fn a_late_commit_with_a_lower_position_is_not_skipped() {
     .bind(format!("{clinic_id}:{early}"))
     .bind(serde_json::to_value(registered(clinic_id, early, 900, "Early")).unwrap())
     .bind(serde_json::json!({"tenant_id": clinic_id, "actor_id": Uuid::nil(), "actor_role": "system",
-                             "request_id": "late-test", "occurred_at": chrono::Utc::now()}))
+                             "request_id": "late-test", "occurred_at": app.now()}))
     .execute(&mut held)
     .await
     .unwrap();
@@ -452,7 +452,7 @@ async fn a_projection_stops_at_an_event_it_cannot_apply_and_reports_it() {
                  '{\"PatientDemographicsUpdated\": {\"birth_date\": \"not a date\"}}', $2)",
     )
     .bind(format!("{clinic_id}:{}", Uuid::new_v4()))
-    .bind(serde_json::json!({"tenant_id": clinic_id, "occurred_at": chrono::Utc::now()}))
+    .bind(serde_json::json!({"tenant_id": clinic_id, "occurred_at": app.now()}))
     .execute(&mut owner)
     .await
     .unwrap();

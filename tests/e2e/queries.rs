@@ -14,7 +14,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::helpers::{future, patient_body, spawn_app, Answer, ClinicFixture, TestApp, PASSWORD};
+use crate::helpers::{patient_body, spawn_app, Answer, ClinicFixture, TestApp, PASSWORD};
 
 // ---------------------------------------------------------------------------------------
 // Helpers.
@@ -236,7 +236,7 @@ async fn writes_show_up_in_every_read_model_at_their_position() {
         member["working_hours"]["mon"][0]["end"].as_str().unwrap()[..5],
         *"17:00"
     );
-    let off_start = future(10, 0);
+    let off_start = app.future(10, 0);
     let off = app
         .post(
             &format!("/v1/staff/{nina}/time-off"),
@@ -269,7 +269,7 @@ async fn writes_show_up_in_every_read_model_at_their_position() {
     );
 
     // An appointment: booked, then checked in.
-    let start = future(1, 10);
+    let start = app.future(1, 10);
     let (appointment, p) = book(
         &app,
         &north.receptionist,
@@ -405,11 +405,11 @@ async fn the_dashboard_counts_no_shows_of_the_last_30_days() {
     assert_eq!(dashboard["no_show_30d"]["counted"], 0, "{dashboard}");
     assert_eq!(dashboard["no_show_30d"]["rate"], Value::Null);
 
-    // Two appointments that start in a moment, one a no-show and one checked in. Nothing can
-    // be booked in the past, so the test waits for their start time to pass.
+    // Two appointments that start in a quarter of an hour, one a no-show and one checked in.
+    // Nothing can be booked in the past, so the test then moves the clock past their start.
     let (second, _) = hire_doctor(&app, &north, "Watson").await;
     let (patient, _) = register(&app, &north.receptionist, patient_body("Kept")).await;
-    let start = Utc::now() + chrono::Duration::milliseconds(1200);
+    let start = app.now() + chrono::Duration::minutes(15);
     let (missed, _) = book(
         &app,
         &north.admin,
@@ -436,10 +436,12 @@ async fn the_dashboard_counts_no_shows_of_the_last_30_days() {
         )
         .await;
     let p = position(&checked_in);
-    let wait = (start - Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(50);
-    tokio::time::sleep(wait).await;
+    app.advance(chrono::Duration::minutes(16));
+    // The access tokens (15 minutes) have expired meanwhile: fresh ones.
+    let doctor = app.login(&north.emails["doctor"]).await;
+    let admin = app.login(&north.emails["clinic_admin"]).await;
 
-    let dashboard = ok(read(&app, &north.doctor, "/v1/dashboard", p).await);
+    let dashboard = ok(read(&app, &doctor, "/v1/dashboard", p).await);
     assert_eq!(dashboard["no_show_30d"]["noshow"], 1, "{dashboard}");
     assert_eq!(dashboard["no_show_30d"]["counted"], 2, "{dashboard}");
     assert_eq!(dashboard["no_show_30d"]["rate"], 0.5, "{dashboard}");
@@ -451,7 +453,7 @@ async fn the_dashboard_counts_no_shows_of_the_last_30_days() {
             "{dashboard}"
         );
     }
-    let for_admin = ok(read(&app, &north.admin, "/v1/dashboard", p).await);
+    let for_admin = ok(read(&app, &admin, "/v1/dashboard", p).await);
     assert!(
         for_admin["next_appointments"]
             .as_array()
@@ -662,7 +664,7 @@ async fn doctors_see_only_their_own_appointments_and_patients() {
         &north.receptionist,
         theirs,
         watson,
-        future(4, 11),
+        app.future(4, 11),
         "violin injury",
     )
     .await;
@@ -988,8 +990,8 @@ async fn appointment_and_staff_filters_and_their_422s() {
     let app = spawn_app().await;
     let platform = app.platform_admin().await;
     let north = app.clinic(&platform, "north").await;
-    let early = future(2, 8);
-    let late = future(6, 15);
+    let early = app.future(2, 8);
+    let late = app.future(6, 15);
     let (a_early, _) = book(
         &app,
         &north.receptionist,

@@ -12,7 +12,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::helpers::{patient_body, spawn_app, Answer, TestApp, PASSWORD};
+use crate::helpers::{default_now, patient_body, spawn_app_at, utc, Answer, TestApp, PASSWORD};
 
 // ---------------------------------------------------------------------------------------
 // Helpers.
@@ -268,7 +268,16 @@ async fn act(app: &TestApp, token: &str, appointment: Uuid, action: &str) -> i64
 /// offered again.
 #[tokio::test]
 async fn availability_offers_the_grid_inside_working_hours_minus_time_off_and_bookings() {
-    let app = spawn_app().await;
+    availability_offers_the_grid_inside_working_hours_minus_time_off_and_bookings_at(default_now())
+        .await;
+}
+
+/// [`availability_offers_the_grid_inside_working_hours_minus_time_off_and_bookings`] with the service clock standing at `now` (the calendar matrix runs it at
+/// every weekday and at both daylight-saving changes).
+pub(crate) async fn availability_offers_the_grid_inside_working_hours_minus_time_off_and_bookings_at(
+    now: DateTime<Utc>,
+) {
+    let app = spawn_app_at(now).await;
     let platform = app.platform_admin().await;
     // New York: a negative offset, so local and UTC dates differ in the evening.
     let clinic = setup(&app, &platform, "east", "America/New_York").await;
@@ -277,9 +286,8 @@ async fn availability_offers_the_grid_inside_working_hours_minus_time_off_and_bo
     let at = set_hours(&app, &clinic, every_day(&[("09:00", "12:00")])).await;
 
     // Without from/to: from now, for 14 days.
-    let before = Utc::now();
+    let (before, after) = (app.now(), app.now());
     let answer = availability(&app, &clinic.receptionist, clinic.doctor_id, "", at).await;
-    let after = Utc::now();
     assert_eq!(answer.body["doctor_id"], clinic.doctor_id.to_string());
     assert_eq!(answer.body["step_minutes"], 15);
     let starts = offered(&answer, tz, 30);
@@ -297,7 +305,7 @@ async fn availability_offers_the_grid_inside_working_hours_minus_time_off_and_bo
     assert!(starts.iter().all(|s| upper.contains(s)), "{starts:?}");
 
     // An explicit window of two weeks, from tomorrow's local midnight: exactly the oracle.
-    let today = Utc::now().with_timezone(&tz.tz()).date_naive();
+    let today = app.now().with_timezone(&tz.tz()).date_naive();
     let day = |n: u64| today + chrono::Days::new(n);
     let from = local(tz, day(1), t(0, 0));
     let to = local(tz, day(15), t(0, 0));
@@ -540,7 +548,13 @@ fn answer_mentions(answer: &Answer, id: Uuid) -> bool {
 /// unknown id.
 #[tokio::test]
 async fn availability_checks_parameters_roles_and_the_doctor() {
-    let app = spawn_app().await;
+    availability_checks_parameters_roles_and_the_doctor_at(default_now()).await;
+}
+
+/// [`availability_checks_parameters_roles_and_the_doctor`] with the service clock standing at `now` (the calendar matrix runs it at
+/// every weekday and at both daylight-saving changes).
+pub(crate) async fn availability_checks_parameters_roles_and_the_doctor_at(now: DateTime<Utc>) {
+    let app = spawn_app_at(now).await;
     let platform = app.platform_admin().await;
     let north = setup(&app, &platform, "north", "Europe/Berlin").await;
     let south = setup(&app, &platform, "south", "Europe/Lisbon").await;
@@ -709,7 +723,8 @@ async fn availability_checks_parameters_roles_and_the_doctor() {
 /// Saturday the 27th and 07:00Z from the 28th on, in availability and in booking alike.
 #[tokio::test]
 async fn availability_and_booking_follow_the_clocks_across_the_spring_change() {
-    let app = spawn_app().await;
+    // The calendar: Saturday 20 March 2027, a week before the clocks go forward.
+    let app = spawn_app_at(utc("2027-03-20T10:00:00Z")).await;
     let platform = app.platform_admin().await;
     let clinic = setup(&app, &platform, "berlin", "Europe/Berlin").await;
     let tz = clinic.tz;
@@ -925,6 +940,11 @@ impl Rng {
 /// decides.
 #[tokio::test]
 async fn availability_agrees_with_what_booking_accepts() {
+    availability_agrees_with_what_booking_accepts_at(default_now()).await;
+}
+
+/// [`availability_agrees_with_what_booking_accepts`] with the service clock standing at `now`.
+pub(crate) async fn availability_agrees_with_what_booking_accepts_at(now: DateTime<Utc>) {
     let seed = std::env::var("SCHEDULING_SEED")
         .ok()
         .and_then(|s| {
@@ -935,7 +955,7 @@ async fn availability_agrees_with_what_booking_accepts() {
     println!("availability_agrees_with_what_booking_accepts: SCHEDULING_SEED={seed:#x}");
     let mut rng = Rng::new(seed);
 
-    let app = spawn_app().await;
+    let app = spawn_app_at(now).await;
     let platform = app.platform_admin().await;
     let clinic = setup(&app, &platform, "prop", "Europe/Berlin").await;
     let tz = clinic.tz;
@@ -954,7 +974,7 @@ async fn availability_agrees_with_what_booking_accepts() {
     .max(clinic.position);
     // Time off on the first weekday from the day after tomorrow on, 10:00-12:00 local
     // (across the end of the first interval and the start of the second).
-    let today = Utc::now().with_timezone(&tz.tz()).date_naive();
+    let today = app.now().with_timezone(&tz.tz()).date_naive();
     let off_day = (2..9)
         .map(|n| today + chrono::Days::new(n))
         .find(|d| chrono::Datelike::weekday(d).num_days_from_monday() < 5)
@@ -1102,7 +1122,8 @@ async fn availability_agrees_with_what_booking_accepts() {
 /// and both can be booked (availability and booking agree).
 #[tokio::test]
 async fn the_repeated_autumn_hour_is_offered_and_bookable_twice() {
-    let app = spawn_app().await;
+    // The calendar: Sunday 24 October 2027, a week before the clocks go back.
+    let app = spawn_app_at(utc("2027-10-24T10:00:00Z")).await;
     let platform = app.platform_admin().await;
     let clinic = setup(&app, &platform, "night", "Europe/Berlin").await;
     let tz = clinic.tz;

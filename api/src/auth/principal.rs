@@ -94,7 +94,7 @@ impl FromRequestParts<AppState> for Principal {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let token = bearer(parts)?;
-        let claims = state.jwt.verify(token).map_err(|e| {
+        let claims = state.jwt.verify(token, state.clock.now()).map_err(|e| {
             tracing::info!(reason = %e, "access token refused");
             ApiError::Unauthorized("the access token is invalid or expired".into())
         })?;

@@ -20,8 +20,13 @@ pub fn digest(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
-/// Stores a new token of `family` for `account` and returns it.
-pub async fn issue(pool: &PgPool, account: Uuid, family: Uuid) -> Result<String, sqlx::Error> {
+/// Stores a new token of `family` for `account`, issued at `now`, and returns it.
+pub async fn issue(
+    pool: &PgPool,
+    account: Uuid,
+    family: Uuid,
+    now: DateTime<Utc>,
+) -> Result<String, sqlx::Error> {
     let token = generate();
     sqlx::query(
         "INSERT INTO refresh_tokens (id, account_id, family_id, token_hash, expires_at) \
@@ -31,7 +36,7 @@ pub async fn issue(pool: &PgPool, account: Uuid, family: Uuid) -> Result<String,
     .bind(account)
     .bind(family)
     .bind(digest(&token))
-    .bind(Utc::now() + Duration::days(TTL_DAYS))
+    .bind(now + Duration::days(TTL_DAYS))
     .execute(pool)
     .await?;
     Ok(token)
@@ -58,10 +63,11 @@ struct TokenRow {
 }
 
 /// The account a valid token belongs to, after marking the token used (atomically: of two
-/// concurrent uses, one wins and the other is treated as reuse).
+/// concurrent uses, one wins and the other is treated as reuse). `now` is the service clock's.
 pub async fn consume(
     pool: &PgPool,
     token: &str,
+    now: DateTime<Utc>,
 ) -> Result<Result<(Uuid, Uuid), Refused>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let row: Option<TokenRow> = sqlx::query_as(
@@ -94,7 +100,7 @@ pub async fn consume(
     if revoked_at.is_some() {
         return Ok(Err(Refused::Revoked));
     }
-    if expires_at <= Utc::now() {
+    if expires_at <= now {
         return Ok(Err(Refused::Expired));
     }
     sqlx::query("UPDATE refresh_tokens SET used_at = now() WHERE id = $1")

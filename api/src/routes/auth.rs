@@ -69,9 +69,9 @@ async fn issue_tokens(
     let role = account.actor_role().map_err(ApiError::internal)?;
     let (access_token, expires_in) = state
         .jwt
-        .issue(account.id, account.clinic_id, role)
+        .issue(account.id, account.clinic_id, role, state.clock.now())
         .map_err(ApiError::internal)?;
-    let refresh_token = refresh::issue(&state.pool, account.id, family)
+    let refresh_token = refresh::issue(&state.pool, account.id, family, state.clock.now())
         .await
         .map_err(ApiError::internal)?;
     Ok(TokenResponse {
@@ -101,7 +101,7 @@ async fn login(
     if req.email.len() > 254 || req.password.len() > commands::credentials::MAX_LENGTH * 4 {
         return Err(ApiError::Unauthorized(BAD_CREDENTIALS.into()));
     }
-    if let Some(wait) = accounts::begin_attempt(&state.pool, &req.email)
+    if let Some(wait) = accounts::begin_attempt(&state.pool, &req.email, state.clock.now())
         .await
         .map_err(ApiError::internal)?
     {
@@ -157,7 +157,7 @@ async fn refresh_tokens(
             return Err(ApiError::ClinicSuspended);
         }
     }
-    let (account_id, family) = refresh::consume(&state.pool, &req.refresh_token)
+    let (account_id, family) = refresh::consume(&state.pool, &req.refresh_token, state.clock.now())
         .await
         .map_err(ApiError::internal)?
         .map_err(|why| {

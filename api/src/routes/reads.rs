@@ -605,7 +605,7 @@ async fn get_dashboard(
     let doctor = doctor_scope(&principal)?;
     params.reader(&[]).finish()?;
     wait_for(&state, reads_from::DASHBOARD, min).await?;
-    queries::dashboard(&state.pool, clinic, doctor)
+    queries::dashboard(&state.pool, clinic, doctor, state.clock.now())
         .await
         .map(Json)
         .map_err(ApiError::internal)
@@ -769,7 +769,8 @@ async fn doctor_availability(
         .unwrap_or(AVAILABILITY_DEFAULT_MINUTES);
     let from_ok = from_given.is_some() || p.raw("from").is_none();
     let to_ok = to_given.is_some() || p.raw("to").is_none();
-    let from = from_given.unwrap_or_else(Utc::now);
+    let now = state.clock.now();
+    let from = from_given.unwrap_or(now);
     let to = to_given.unwrap_or(from + Duration::days(AVAILABILITY_DEFAULT_DAYS));
     if from_ok && to_ok {
         if to <= from {
@@ -795,7 +796,7 @@ async fn doctor_availability(
         time_zone: &schedule.time_zone,
         step_minutes: schedule.step_minutes,
     }
-    .free_starts(from, to, length, &schedule.busy, Utc::now());
+    .free_starts(from, to, length, &schedule.busy, now);
     let tz = schedule.time_zone.tz();
     let local = |t: DateTime<Utc>| {
         t.with_timezone(&tz)
