@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::cli::{invalid, open_state, CliError};
 use crate::config::ReplayArgs;
-use crate::routes::audit::Replayed;
+use domain::replay::Replayed;
 
 const BUFFER: usize = 256;
 

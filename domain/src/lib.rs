@@ -10,6 +10,7 @@ pub mod clock;
 pub mod error;
 pub mod ids;
 pub mod patient;
+pub mod replay;
 pub mod schedule;
 pub mod staff;
 pub mod values;

@@ -20,12 +20,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use commands::ActorRole;
-use cqrs_es::Aggregate;
-use domain::appointment::Appointment;
-use domain::clinic::Clinic;
 use domain::ids::ClinicId;
-use domain::patient::Patient;
-use domain::staff::Staff;
+use domain::replay::{replay, StoredEvent};
 use futures::StreamExt;
 use projections::audit::{
     self, AccessFilter, AccessLogPage, AuditEvent, EventFilter, AGGREGATE_TYPES,
@@ -226,84 +222,13 @@ fn auditor_clinic(principal: &Principal) -> Result<ClinicId, ApiError> {
     principal.clinic()
 }
 
-// ---------------------------------------------------------------------------------------
-// Replaying aggregates.
-
-/// An aggregate rebuilt from its events through the domain's `Aggregate::apply`.
-#[derive(Debug, Clone)]
-pub enum Replayed {
-    Clinic(Clinic),
-    Staff(Staff),
-    Patient(Patient),
-    Appointment(Appointment),
-}
-
-fn apply_to<A: Aggregate>(aggregate: &mut A, payload: &Value) -> Result<(), serde_json::Error> {
-    let event: A::Event = serde_json::from_value(payload.clone())?;
-    aggregate.apply(event);
-    Ok(())
-}
-
-impl Replayed {
-    /// The empty aggregate of a type (`Clinic`, `Staff`, `Patient`, `Appointment`).
-    pub fn empty(aggregate_type: &str) -> Option<Self> {
-        match aggregate_type {
-            "Clinic" => Some(Replayed::Clinic(Clinic::default())),
-            "Staff" => Some(Replayed::Staff(Staff::default())),
-            "Patient" => Some(Replayed::Patient(Patient::default())),
-            "Appointment" => Some(Replayed::Appointment(Appointment::default())),
-            _ => None,
-        }
+/// An audit event as the domain's replay reads it.
+fn stored(e: &AuditEvent) -> StoredEvent<'_> {
+    StoredEvent {
+        position: e.position,
+        event_type: &e.event_type,
+        payload: &e.payload,
     }
-
-    /// Applies one stored payload (`{"<EventType>": {...}}`).
-    pub fn apply(&mut self, payload: &Value) -> Result<(), serde_json::Error> {
-        match self {
-            Replayed::Clinic(a) => apply_to(a, payload),
-            Replayed::Staff(a) => apply_to(a, payload),
-            Replayed::Patient(a) => apply_to(a, payload),
-            Replayed::Appointment(a) => apply_to(a, payload),
-        }
-    }
-
-    /// The aggregate serialised with serde.
-    pub fn to_json(&self) -> Value {
-        let value = match self {
-            Replayed::Clinic(a) => serde_json::to_value(a),
-            Replayed::Staff(a) => serde_json::to_value(a),
-            Replayed::Patient(a) => serde_json::to_value(a),
-            Replayed::Appointment(a) => serde_json::to_value(a),
-        };
-        value.unwrap_or(Value::Null)
-    }
-}
-
-/// A replay failure: an event whose payload the domain cannot read.
-#[derive(Debug, thiserror::Error)]
-#[error("event at position {position} ({event_type}) cannot be replayed: {source}")]
-pub struct ReplayError {
-    pub position: i64,
-    pub event_type: String,
-    #[source]
-    pub source: serde_json::Error,
-}
-
-/// Replays `events` (one record's, in sequence order) into an aggregate of `aggregate_type`.
-pub fn replay(
-    aggregate_type: &str,
-    events: &[AuditEvent],
-) -> Result<Option<Replayed>, ReplayError> {
-    let Some(mut aggregate) = Replayed::empty(aggregate_type) else {
-        return Ok(None);
-    };
-    for e in events {
-        aggregate.apply(&e.payload).map_err(|source| ReplayError {
-            position: e.position,
-            event_type: e.event_type.clone(),
-            source,
-        })?;
-    }
-    Ok(Some(aggregate))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -515,7 +440,7 @@ async fn state_inner(
         )));
     };
     let version = last.sequence;
-    let replayed = replay(kind, &events)
+    let replayed = replay(kind, events.iter().map(stored))
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::field("aggregate_type", "unknown aggregate type"))?;
     let patient = (kind == "Patient").then_some(id);
@@ -633,57 +558,11 @@ async fn access_log_list(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    fn event(position: i64, sequence: i64, payload: Value) -> AuditEvent {
-        AuditEvent {
-            position,
-            time: None,
-            aggregate_type: "Clinic".into(),
-            aggregate_id: Uuid::nil().to_string(),
-            sequence,
-            event_type: String::new(),
-            event_version: "1.0".into(),
-            payload,
-            actor: Uuid::nil().to_string(),
-            role: "system".into(),
-            request_id: String::new(),
-        }
-    }
 
     #[test]
     fn aggregate_types_are_read_in_any_case() {
         assert_eq!(aggregate_type("patient"), Ok("Patient"));
         assert_eq!(aggregate_type("APPOINTMENT"), Ok("Appointment"));
         assert!(aggregate_type("Invoice").is_err());
-    }
-
-    #[test]
-    fn replay_applies_the_stored_payloads_through_the_aggregate() {
-        let clinic = Uuid::from_u128(7);
-        let events = [
-            event(
-                1,
-                1,
-                json!({"ClinicRegistered": {"clinic_id": clinic, "name": "North", "code": "north",
-                       "time_zone": "Europe/Berlin", "plan": "standard", "slot_minutes": 15}}),
-            ),
-            event(
-                2,
-                2,
-                json!({"ClinicPlanChanged": {"from": "standard", "to": "enterprise"}}),
-            ),
-        ];
-        let state = replay("Clinic", &events).unwrap().unwrap().to_json();
-        assert_eq!(state["plan"], "enterprise");
-        assert_eq!(state["code"], "north");
-        assert_eq!(state["status"], "active");
-        let first = replay("Clinic", &events[..1]).unwrap().unwrap().to_json();
-        assert_eq!(first["plan"], "standard");
-
-        let broken = [event(3, 1, json!({"NoSuchEvent": {}}))];
-        let err = replay("Clinic", &broken).unwrap_err();
-        assert_eq!(err.position, 3);
-        assert!(replay("Invoice", &events).unwrap().is_none());
     }
 }
