@@ -288,6 +288,12 @@ pub struct ReplayError {
     pub source: serde_json::Error,
 }
 
+impl From<ReplayError> for ApiError {
+    fn from(err: ReplayError) -> Self {
+        ApiError::internal(err)
+    }
+}
+
 /// Replays `events` (one record's, in sequence order) into an aggregate of `aggregate_type`.
 pub fn replay(
     aggregate_type: &str,
@@ -356,10 +362,7 @@ async fn stream_events(
     let aggregate_id = p.parse("aggregate_id", uuid);
     let limit = p.parse("limit", |r| int_in(r, 1, MAX_STREAM_LIMIT));
     if let Some(after) = after_position.filter(|a| *a > 0) {
-        if !audit::is_clinic_event(&state.pool, clinic, after)
-            .await
-            .map_err(ApiError::internal)?
-        {
+        if !audit::is_clinic_event(&state.pool, clinic, after).await? {
             p.error(
                 "after_position",
                 "must be the position of one of this clinic's events (the last line received)",
@@ -426,9 +429,7 @@ async fn history(
 ) -> Result<Json<Vec<AuditEvent>>, ApiError> {
     let clinic = auditor_clinic(principal)?;
     params.reader(&[]).finish()?;
-    let events = audit::record_events(&state.pool, clinic, aggregate_type, id, None)
-        .await
-        .map_err(ApiError::internal)?;
+    let events = audit::record_events(&state.pool, clinic, aggregate_type, id, None).await?;
     if events.is_empty() {
         return Err(ApiError::NotFound(format!(
             "no {} with this id in your clinic",
@@ -505,9 +506,7 @@ async fn state_inner(
     let (Some(as_of), Some(kind), Some(id)) = (as_of, kind, id) else {
         return Err(ApiError::field("as_of", "is required"));
     };
-    let events = audit::record_events(&state.pool, clinic, kind, id, Some(as_of))
-        .await
-        .map_err(ApiError::internal)?;
+    let events = audit::record_events(&state.pool, clinic, kind, id, Some(as_of)).await?;
     let Some(last) = events.last() else {
         return Err(ApiError::NotFound(format!(
             "no {} with this id existed in your clinic at that instant",
@@ -515,8 +514,7 @@ async fn state_inner(
         )));
     };
     let version = last.sequence;
-    let replayed = replay(kind, &events)
-        .map_err(ApiError::internal)?
+    let replayed = replay(kind, &events)?
         .ok_or_else(|| ApiError::field("aggregate_type", "unknown aggregate type"))?;
     let patient = (kind == "Patient").then_some(id);
     Ok((
