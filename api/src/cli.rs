@@ -3,15 +3,15 @@
 use std::sync::Arc;
 
 use commands::accounts::{self, PlatformAdminOutcome};
-use commands::{Actor, EventStore};
+use commands::clinics::{self, NewAdmin, RegisterClinic};
+use commands::{Actor, CommandMeta, EventStore};
+use domain::ids::ClinicId;
 use domain::values::{ClinicCode, Email, NonEmptyText, PersonName, Plan, TimeZone};
 
 use crate::config::{
     AuthSettings, CliCommand, CreateSuperadminArgs, DatabaseSettings, Settings, SetupClinicArgs,
 };
 use crate::db::{self, Database};
-use crate::problem::ApiError;
-use crate::routes::clinics::{create_clinic_with_admin, hire_clinic_admin, CreateClinic, NewAdmin};
 use crate::startup::{jwt_keys, shutdown_signal, AppState, Application, StartupError};
 
 /// A CLI failure: one line that says what to fix.
@@ -93,18 +93,26 @@ pub async fn run(command: CliCommand) -> Result<(), CliError> {
     }
 }
 
+/// Opens (and migrates) the database and builds the event store the use cases run on.
+pub(crate) async fn open_store(
+    args: &crate::config::DatabaseArgs,
+) -> Result<(Database, EventStore), CliError> {
+    let settings = DatabaseSettings::from_args(args)?;
+    let database = db::open_and_migrate(&settings).await?;
+    let pool = db::app_pool(&database.owner_options, 2).await?;
+    let store = EventStore::new(pool, domain::clock::Services::system());
+    Ok((database, store))
+}
+
 /// Opens (and migrates) the database and builds the state the handlers use.
 pub(crate) async fn open_state(
     args: &crate::config::DatabaseArgs,
 ) -> Result<(Database, AppState), CliError> {
-    let settings = DatabaseSettings::from_args(args)?;
-    let database = db::open_and_migrate(&settings).await?;
-    let pool = db::app_pool(&database.owner_options, 2).await?;
-    let clock = domain::clock::Services::system();
+    let (database, store) = open_store(args).await?;
     let state = AppState {
-        store: EventStore::new(pool.clone(), clock.clone()),
-        clock,
-        pool,
+        clock: store.services().clone(),
+        pool: store.pool().clone(),
+        store,
         jwt: Arc::new(jwt_keys(&AuthSettings {
             jwt_secret: Some(vec![0; 32]),
             access_ttl: std::time::Duration::from_secs(60),
@@ -154,15 +162,15 @@ async fn setup_clinic(args: SetupClinicArgs) -> Result<(), CliError> {
     let admin_name = PersonName::parse(&args.admin_name).map_err(|e| invalid("--admin-name", e))?;
     commands::credentials::check_policy(&args.admin_password)
         .map_err(|m| invalid("--admin-password", m))?;
-    let (_database, state) = open_state(&args.database).await?;
-    let refused = |e: ApiError| CliError::Refused(e.problem().detail);
+    let (_database, store) = open_store(&args.database).await?;
+    let refused = |e: &dyn std::error::Error| CliError::Refused(e.to_string());
 
-    let existing = commands::registry::clinic_by_code(&state.pool, &code)
+    let existing = commands::registry::clinic_by_code(store.pool(), &code)
         .await
-        .map_err(|e| CliError::Refused(e.to_string()))?;
-    let account = accounts::find_by_email(&state.pool, admin_email.as_str())
+        .map_err(|e| refused(&e))?;
+    let account = accounts::find_by_email(store.pool(), admin_email.as_str())
         .await
-        .map_err(|e| CliError::Refused(e.to_string()))?;
+        .map_err(|e| refused(&e))?;
     match (existing, account) {
         (Some(clinic_id), Some(account)) if account.clinic_id == Some(clinic_id.as_uuid()) => {
             println!("clinic {code} ({clinic_id}) is already set up with admin {admin_email}; nothing to do");
@@ -180,37 +188,36 @@ async fn setup_clinic(args: SetupClinicArgs) -> Result<(), CliError> {
             // A clinic without this admin (e.g. a setup that stopped half way): add the admin.
             let hash = commands::credentials::hash(args.admin_password)
                 .await
-                .map_err(|e| CliError::Refused(e.to_string()))?;
-            let meta = commands::CommandMeta::new(clinic_id, Actor::system(), "cli:setup-clinic");
-            hire_clinic_admin(&state, &meta, admin_name, admin_email.clone(), hash)
+                .map_err(|e| refused(&e))?;
+            let meta = CommandMeta::new(clinic_id, Actor::system(), "cli:setup-clinic");
+            clinics::hire_admin(&store, &meta, admin_name, admin_email.clone(), hash)
                 .await
-                .map_err(refused)?;
+                .map_err(|e| refused(&e))?;
             println!(
                 "clinic {code} ({clinic_id}) already existed; added clinic admin {admin_email}"
             );
         }
         (None, None) => {
-            let (clinic_id, _) = create_clinic_with_admin(
-                &state,
-                Actor::system(),
-                "cli:setup-clinic",
-                CreateClinic {
-                    name,
-                    code: code.clone(),
-                    time_zone,
-                    plan,
-                    admin: NewAdmin {
-                        name: admin_name,
-                        email: admin_email.clone(),
-                        password: args.admin_password,
-                    },
-                },
-            )
-            .await
-            .map_err(refused)?;
+            let clinic_id = ClinicId::new();
+            let meta = CommandMeta::new(clinic_id, Actor::system(), "cli:setup-clinic");
+            let admin = NewAdmin {
+                name: admin_name,
+                email: admin_email.clone(),
+                password: args.admin_password,
+            };
+            let req = RegisterClinic {
+                name,
+                code: code.clone(),
+                time_zone,
+                plan,
+                admin,
+            };
+            clinics::register_with_admin(&store, &meta, req)
+                .await
+                .map_err(|e| refused(&e))?;
             println!("created clinic {code} ({clinic_id}) with clinic admin {admin_email}");
         }
     }
-    state.pool.close().await;
+    store.pool().close().await;
     Ok(())
 }

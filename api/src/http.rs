@@ -2,8 +2,6 @@
 //! authorisation (415/413/400/422 with the field named), `If-Match`, `Idempotency-Key`, and
 //! the command answers.
 
-use std::future::Future;
-
 use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::{CONTENT_TYPE, ETAG, IF_MATCH, LOCATION};
@@ -14,13 +12,10 @@ use bytes::Bytes;
 use commands::{Committed, Expect};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::auth::Principal;
 use crate::problem::{ApiError, FieldError};
-use crate::startup::AppState;
 
 /// A JSON request body, read but not yet parsed: handlers authorise first, then parse, so a
 /// caller without the right role learns nothing about validation.
@@ -139,8 +134,8 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
 pub struct CommandRequest {
     pub expect: Expect,
     pub idempotency_key: Option<String>,
-    method: Method,
-    path: String,
+    pub(crate) method: Method,
+    pub(crate) path: String,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for CommandRequest {
@@ -219,6 +214,12 @@ impl CommandResponse {
         }
     }
 
+    /// 201 for a record created in `collection` (its path, e.g. `/v1/patients`).
+    pub fn created_in(collection: &str, id: impl Into<Uuid>, committed: &Committed) -> Self {
+        let id = id.into();
+        Self::created(id, format!("{collection}/{id}"), committed)
+    }
+
     pub fn updated(id: Uuid, committed: &Committed) -> Self {
         CommandResponse {
             status: StatusCode::OK,
@@ -232,7 +233,7 @@ impl CommandResponse {
     }
 }
 
-fn respond(
+pub(crate) fn respond(
     status: StatusCode,
     location: Option<&str>,
     body: Vec<u8>,
@@ -265,128 +266,6 @@ impl IntoResponse for CommandResponse {
             Some(self.body.version),
             false,
         )
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct StoredAnswer {
-    request_hash: Vec<u8>,
-    status_code: Option<i32>,
-    response_body: Option<Vec<u8>>,
-    location: Option<String>,
-}
-
-impl CommandRequest {
-    /// Runs `command` once per `Idempotency-Key`: a retry with the same key and body gets the
-    /// first answer again (with `Idempotent-Replayed: true`) and runs nothing; the same key
-    /// with another body is a 422; a retry while the first is still running is a 409. Only
-    /// successful answers are kept (24 hours); after a failure the key may be used again.
-    pub async fn run<F>(
-        &self,
-        state: &AppState,
-        principal: &Principal,
-        body: &JsonBody,
-        command: F,
-    ) -> Result<Response, ApiError>
-    where
-        F: Future<Output = Result<CommandResponse, ApiError>>,
-    {
-        let Some(key) = &self.idempotency_key else {
-            return command.await.map(IntoResponse::into_response);
-        };
-        let mut hasher = Sha256::new();
-        hasher.update(self.method.as_str().as_bytes());
-        hasher.update(b" ");
-        hasher.update(self.path.as_bytes());
-        hasher.update(b"\n");
-        hasher.update(&body.0);
-        let request_hash = hasher.finalize().to_vec();
-
-        // Forget answers older than a day, then claim the key.
-        sqlx::query(
-            "DELETE FROM idempotency_keys WHERE account_id = $1 AND key = $2 \
-             AND created_at < now() - interval '24 hours'",
-        )
-        .bind(principal.account_id)
-        .bind(key)
-        .execute(&state.pool)
-        .await
-        .map_err(ApiError::internal)?;
-        let claimed = sqlx::query(
-            "INSERT INTO idempotency_keys (account_id, key, request_hash) VALUES ($1, $2, $3) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(principal.account_id)
-        .bind(key)
-        .bind(&request_hash)
-        .execute(&state.pool)
-        .await
-        .map_err(ApiError::internal)?
-        .rows_affected()
-            == 1;
-
-        if !claimed {
-            let row: Option<StoredAnswer> = sqlx::query_as(
-                "SELECT request_hash, status_code, response_body, location FROM idempotency_keys \
-                 WHERE account_id = $1 AND key = $2",
-            )
-            .bind(principal.account_id)
-            .bind(key)
-            .fetch_optional(&state.pool)
-            .await
-            .map_err(ApiError::internal)?;
-            return match row {
-                Some(stored) if stored.request_hash != request_hash => Err(ApiError::Unprocessable {
-                    slug: "idempotency-key-reused",
-                    detail: "This Idempotency-Key was used with another request; use a new key.".into(),
-                }),
-                Some(StoredAnswer {
-                    status_code: Some(status),
-                    response_body: Some(body),
-                    location,
-                    ..
-                }) => {
-                    let status = StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK);
-                    let version = serde_json::from_slice::<serde_json::Value>(&body)
-                        .ok()
-                        .and_then(|v| v["version"].as_u64());
-                    Ok(respond(status, location.as_deref(), body, version, true))
-                }
-                _ => Err(ApiError::Conflict {
-                    slug: "idempotency-in-progress",
-                    detail: "A request with this Idempotency-Key is still being processed; retry shortly.".into(),
-                    field: None,
-                }),
-            };
-        }
-
-        match command.await {
-            Ok(answer) => {
-                let body = serde_json::to_vec(&answer.body).map_err(ApiError::internal)?;
-                sqlx::query(
-                    "UPDATE idempotency_keys SET status_code = $3, response_body = $4, location = $5 \
-                     WHERE account_id = $1 AND key = $2",
-                )
-                .bind(principal.account_id)
-                .bind(key)
-                .bind(answer.status.as_u16() as i32)
-                .bind(&body)
-                .bind(answer.location.as_deref())
-                .execute(&state.pool)
-                .await
-                .map_err(ApiError::internal)?;
-                Ok(answer.into_response())
-            }
-            Err(err) => {
-                let _ =
-                    sqlx::query("DELETE FROM idempotency_keys WHERE account_id = $1 AND key = $2")
-                        .bind(principal.account_id)
-                        .bind(key)
-                        .execute(&state.pool)
-                        .await;
-                Err(err)
-            }
-        }
     }
 }
 

@@ -43,9 +43,7 @@ async fn projections_status(
     principal: Principal,
 ) -> Result<Json<Vec<ProjectionLag>>, ApiError> {
     principal.require(&[ActorRole::PlatformAdmin])?;
-    let status = projections::checkpoint::status(&state.pool)
-        .await
-        .map_err(ApiError::internal)?;
+    let status = projections::checkpoint::status(&state.pool).await?;
     Ok(Json(
         status
             .into_iter()

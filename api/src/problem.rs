@@ -5,7 +5,6 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use commands::CommandError;
 use domain::error::{DomainError, ErrorKind};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -251,57 +250,8 @@ impl ApiError {
         }
     }
 
-    /// Maps a command failure. Domain errors map by kind: not found → 404, conflict → 409,
-    /// invalid → 422 naming the field.
-    pub fn from_command<E>(err: CommandError<E>) -> Self
-    where
-        E: DomainError + Send + Sync + 'static,
-    {
-        match err {
-            CommandError::Domain(e) => Self::from_domain(&e),
-            CommandError::Concurrency => ApiError::Conflict {
-                slug: "concurrent-update",
-                detail: "The record was changed by a concurrent request; retry.".into(),
-                field: None,
-            },
-            CommandError::VersionMismatch { expected, actual } => {
-                ApiError::PreconditionFailed { expected, actual }
-            }
-            CommandError::ClinicCodeTaken => ApiError::Conflict {
-                slug: "clinic-code-taken",
-                detail: "The clinic code is already registered.".into(),
-                field: Some("code".into()),
-            },
-            CommandError::MrnTaken => ApiError::Conflict {
-                slug: "mrn-taken",
-                detail: "The MRN is already assigned in this clinic; retry.".into(),
-                field: None,
-            },
-            CommandError::EmailTaken => ApiError::Conflict {
-                slug: "email-taken",
-                detail: "The e-mail address already belongs to an account.".into(),
-                field: Some("email".into()),
-            },
-            CommandError::SlotTaken { busy, conflicts } => ApiError::SlotTaken {
-                detail: match busy {
-                    commands::Busy::Doctor => "The doctor already has an appointment at that time.",
-                    commands::Busy::Patient => {
-                        "The patient already has an appointment at that time."
-                    }
-                }
-                .into(),
-                conflicts: conflicts
-                    .into_iter()
-                    .map(|c| ConflictingRange {
-                        start: c.start,
-                        end: c.end,
-                    })
-                    .collect(),
-            },
-            CommandError::Store(e) => ApiError::internal(e),
-        }
-    }
-
+    /// Maps a domain rejection by kind: not found → 404, conflict → 409, invalid → 422 naming
+    /// the field, unavailable (outside working hours) → 422 `outside-working-hours`.
     pub fn from_domain<E: DomainError + ?Sized>(e: &E) -> Self {
         match e.kind() {
             ErrorKind::NotFound => ApiError::NotFound(e.to_string()),
@@ -311,6 +261,7 @@ impl ApiError {
                 field: None,
             },
             ErrorKind::Invalid => ApiError::field(api_field(e.field()), e.to_string()),
+            ErrorKind::Unavailable => ApiError::OutsideWorkingHours(e.to_string()),
         }
     }
 }

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Services;
 use crate::error::{DomainError, ErrorKind};
 use crate::ids::{AppointmentId, ClinicId, PatientId, StaffId};
-use crate::values::{NonEmptyText, TimeRange};
+use crate::schedule::{DoctorSchedule, Refusal};
+use crate::values::{NonEmptyText, TimeRange, TimeZone};
 
 /// The longest bookable appointment.
 pub const MAX_DURATION_HOURS: i64 = 12;
@@ -104,11 +105,18 @@ pub enum AppointmentCommand {
         /// slot grid); the caller checked the role, the event records it.
         #[serde(default)]
         override_hours: bool,
+        /// The doctor's schedule, which the slot must fit unless `override_hours`; `None`
+        /// when there is nothing to check against.
+        #[serde(default)]
+        schedule: Option<DoctorSchedule>,
     },
     Reschedule {
         slot: TimeRange,
         #[serde(default)]
         override_hours: bool,
+        /// As for `Book`.
+        #[serde(default)]
+        schedule: Option<DoctorSchedule>,
     },
     Cancel {
         reason: NonEmptyText,
@@ -214,6 +222,15 @@ pub enum AppointmentError {
     },
     #[error("appointment is already cancelled")]
     AlreadyCancelled,
+    #[error("must start on the clinic's {step_minutes}-minute grid in {time_zone} time")]
+    OffGrid {
+        step_minutes: u32,
+        time_zone: TimeZone,
+    },
+    #[error("the doctor does not work at that time (working hours are in {time_zone} time)")]
+    OutsideWorkingHours { time_zone: TimeZone },
+    #[error("the doctor is on time off at that time")]
+    DoctorOnTimeOff,
 }
 
 impl AppointmentError {
@@ -225,13 +242,20 @@ impl AppointmentError {
             | AppointmentError::AlreadyCancelled => ErrorKind::Conflict,
             AppointmentError::StartInPast
             | AppointmentError::TooLong { .. }
-            | AppointmentError::SameSlot => ErrorKind::Invalid,
+            | AppointmentError::SameSlot
+            | AppointmentError::OffGrid { .. } => ErrorKind::Invalid,
+            AppointmentError::OutsideWorkingHours { .. } | AppointmentError::DoctorOnTimeOff => {
+                ErrorKind::Unavailable
+            }
         }
     }
 
     pub fn field(&self) -> Option<&'static str> {
         match self {
-            AppointmentError::StartInPast => Some("start"),
+            AppointmentError::StartInPast
+            | AppointmentError::OffGrid { .. }
+            | AppointmentError::OutsideWorkingHours { .. }
+            | AppointmentError::DoctorOnTimeOff => Some("start"),
             AppointmentError::TooLong { .. } => Some("end"),
             AppointmentError::SameSlot => Some("slot"),
             _ => None,
@@ -271,6 +295,28 @@ fn check_slot(slot: &TimeRange, now: DateTime<Utc>) -> Result<(), AppointmentErr
         });
     }
     Ok(())
+}
+
+/// Refuses a slot outside the doctor's working hours, in their time off, or off the clinic's
+/// slot grid (all in clinic-local time), unless a clinic admin overrides the hours.
+fn check_schedule(
+    schedule: Option<&DoctorSchedule>,
+    override_hours: bool,
+    slot: &TimeRange,
+) -> Result<(), AppointmentError> {
+    let Some(schedule) = schedule.filter(|_| !override_hours) else {
+        return Ok(());
+    };
+    schedule.check(slot).map_err(|refusal| match refusal {
+        Refusal::OffGrid => AppointmentError::OffGrid {
+            step_minutes: schedule.step_minutes,
+            time_zone: schedule.time_zone,
+        },
+        Refusal::OutsideHours => AppointmentError::OutsideWorkingHours {
+            time_zone: schedule.time_zone,
+        },
+        Refusal::TimeOff => AppointmentError::DoctorOnTimeOff,
+    })
 }
 
 impl Appointment {
@@ -347,7 +393,9 @@ impl Appointment {
                 slot,
                 reason,
                 override_hours,
+                schedule,
             } => {
+                check_schedule(schedule.as_ref(), override_hours, &slot)?;
                 if self.is_booked() {
                     return Err(AppointmentError::AlreadyBooked);
                 }
@@ -366,7 +414,10 @@ impl Appointment {
             C::Reschedule {
                 slot,
                 override_hours,
+                schedule,
             } => {
+                self.current()?;
+                check_schedule(schedule.as_ref(), override_hours, &slot)?;
                 self.transition(S::Booked, "reschedule")?;
                 let from = self.slot.ok_or(AppointmentError::NotFound)?;
                 if from == slot {
@@ -506,6 +557,7 @@ mod tests {
             slot,
             reason: Some(text("check-up")),
             override_hours: false,
+            schedule: None,
         }
     }
 
@@ -654,6 +706,7 @@ mod tests {
             AppointmentCommand::Reschedule {
                 slot: slot(),
                 override_hours: false,
+                schedule: None,
             },
             cancel(),
             AppointmentCommand::CheckIn,
@@ -679,6 +732,7 @@ mod tests {
             .when(AppointmentCommand::Reschedule {
                 slot: to,
                 override_hours: false,
+                schedule: None,
             })
             .then_expect_events(vec![AppointmentEvent::AppointmentRescheduled {
                 from: slot(),
@@ -694,6 +748,7 @@ mod tests {
             .when(AppointmentCommand::Reschedule {
                 slot: range("2025-06-01T10:00:00Z", "2025-06-01T10:30:00Z"),
                 override_hours: false,
+                schedule: None,
             })
             .then_expect_error(AppointmentError::StartInPast);
     }
@@ -704,6 +759,7 @@ mod tests {
             .when(AppointmentCommand::Reschedule {
                 slot: range("2025-06-04T00:00:00Z", "2025-06-04T13:00:00Z"),
                 override_hours: false,
+                schedule: None,
             })
             .then_expect_error(AppointmentError::TooLong { max_hours: 12 });
     }
@@ -715,6 +771,7 @@ mod tests {
             .when(AppointmentCommand::Reschedule {
                 slot: slot(),
                 override_hours: false,
+                schedule: None,
             })
             .inspect_result();
         assert_eq!(r, Err(AppointmentError::SameSlot));
@@ -734,6 +791,7 @@ mod tests {
                 .when(AppointmentCommand::Reschedule {
                     slot: range("2025-06-04T10:00:00Z", "2025-06-04T10:30:00Z"),
                     override_hours: false,
+                    schedule: None,
                 })
                 .then_expect_error(AppointmentError::IllegalTransition {
                     from: status,
@@ -928,5 +986,145 @@ mod tests {
             json["AppointmentBooked"]["slot"]["start"],
             "2025-06-03T09:00:00Z"
         );
+    }
+
+    // --- the doctor's schedule (facts looked up by the booking use case) ---
+
+    /// Tuesdays 09:00-12:00 in Berlin (07:00-10:00 UTC in June), a 15-minute grid, time off on
+    /// Wednesday 4 June.
+    fn schedule() -> DoctorSchedule {
+        DoctorSchedule {
+            hours: serde_json::from_value(serde_json::json!({
+                "tue": [{"start": "09:00", "end": "12:00"}]
+            }))
+            .unwrap(),
+            time_off: vec![range("2025-06-04T00:00:00Z", "2025-06-05T00:00:00Z")],
+            time_zone: TimeZone::parse("Europe/Berlin").unwrap(),
+            step_minutes: 15,
+        }
+    }
+
+    fn book_within(slot: TimeRange, override_hours: bool) -> AppointmentCommand {
+        let mut command = book(slot);
+        if let AppointmentCommand::Book {
+            override_hours: o,
+            schedule: s,
+            ..
+        } = &mut command
+        {
+            *o = override_hours;
+            *s = Some(schedule());
+        }
+        command
+    }
+
+    fn berlin() -> TimeZone {
+        TimeZone::parse("Europe/Berlin").unwrap()
+    }
+
+    #[test]
+    fn booking_inside_the_doctors_hours_is_fine() {
+        fx().given_no_previous_events()
+            .when(book_within(slot(), false))
+            .then_expect_events(vec![booked()]);
+    }
+
+    #[test]
+    fn booking_off_the_clinics_grid_is_invalid_at_start() {
+        let r = fx()
+            .given_no_previous_events()
+            .when(book_within(
+                range("2025-06-03T08:10:00Z", "2025-06-03T08:30:00Z"),
+                false,
+            ))
+            .inspect_result();
+        assert_eq!(
+            r,
+            Err(AppointmentError::OffGrid {
+                step_minutes: 15,
+                time_zone: berlin()
+            })
+        );
+        assert_eq!(
+            kind_and_field(r.clone()),
+            (ErrorKind::Invalid, Some("start"))
+        );
+        assert_eq!(
+            r.unwrap_err().to_string(),
+            "must start on the clinic's 15-minute grid in Europe/Berlin time"
+        );
+    }
+
+    #[test]
+    fn booking_outside_working_hours_is_unavailable() {
+        let r = fx()
+            .given_no_previous_events()
+            .when(book_within(
+                range("2025-06-03T11:00:00Z", "2025-06-03T11:30:00Z"),
+                false,
+            ))
+            .inspect_result();
+        assert_eq!(
+            r,
+            Err(AppointmentError::OutsideWorkingHours {
+                time_zone: berlin()
+            })
+        );
+        assert_eq!(kind_and_field(r), (ErrorKind::Unavailable, Some("start")));
+    }
+
+    #[test]
+    fn booking_in_the_doctors_time_off_is_unavailable() {
+        let mut command = book_within(slot(), false);
+        if let AppointmentCommand::Book { schedule, .. } = &mut command {
+            let s = schedule.as_mut().unwrap();
+            s.time_off = vec![range("2025-06-03T00:00:00Z", "2025-06-04T00:00:00Z")];
+        }
+        fx().given_no_previous_events()
+            .when(command)
+            .then_expect_error(AppointmentError::DoctorOnTimeOff);
+    }
+
+    #[test]
+    fn an_override_books_outside_the_doctors_hours() {
+        let late = range("2025-06-03T18:05:00Z", "2025-06-03T18:35:00Z");
+        let r = fx()
+            .given_no_previous_events()
+            .when(book_within(late, true))
+            .inspect_result()
+            .unwrap();
+        assert!(matches!(
+            r.as_slice(),
+            [AppointmentEvent::AppointmentBooked {
+                override_hours: true,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn rescheduling_checks_the_doctors_schedule_before_the_transition() {
+        // Cancelled, and the new time is outside the hours: the schedule answers first.
+        fx().given(history(S::Cancelled))
+            .when(AppointmentCommand::Reschedule {
+                slot: range("2025-06-04T08:00:00Z", "2025-06-04T08:30:00Z"),
+                override_hours: false,
+                schedule: Some(schedule()),
+            })
+            .then_expect_error(AppointmentError::OutsideWorkingHours {
+                time_zone: berlin(),
+            });
+        fx().given(vec![booked()])
+            .when(AppointmentCommand::Reschedule {
+                slot: range("2025-06-03T08:00:00Z", "2025-06-03T08:30:00Z"),
+                override_hours: false,
+                schedule: Some(schedule()),
+            })
+            .then_expect_events(vec![AppointmentEvent::AppointmentRescheduled {
+                from: slot(),
+                to: range("2025-06-03T08:00:00Z", "2025-06-03T08:30:00Z"),
+                override_hours: false,
+                at: now(),
+            }]);
     }
 }

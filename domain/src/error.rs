@@ -10,6 +10,9 @@ pub enum ErrorKind {
     Conflict,
     /// The input is not acceptable.
     Invalid,
+    /// The input is well-formed but the time it asks for is not available (outside a doctor's
+    /// working hours, or in their time off).
+    Unavailable,
 }
 
 impl ErrorKind {
@@ -18,6 +21,7 @@ impl ErrorKind {
             ErrorKind::NotFound => "not_found",
             ErrorKind::Conflict => "conflict",
             ErrorKind::Invalid => "invalid",
+            ErrorKind::Unavailable => "unavailable",
         }
     }
 }

@@ -4,6 +4,7 @@
 //! what is booked was offered.
 
 use chrono::{DateTime, Duration, LocalResult, NaiveDate, TimeZone as _, Timelike, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::values::{TimeRange, TimeZone, WorkingHours};
 
@@ -27,6 +28,32 @@ pub struct Schedule<'a> {
     pub time_zone: &'a TimeZone,
     /// The clinic's slot step in minutes (e.g. 15).
     pub step_minutes: u32,
+}
+
+/// A doctor's schedule as a value, for a command to carry: the facts a booking is checked
+/// against, looked up from the doctor (hours, time off) and the clinic (time zone, grid).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DoctorSchedule {
+    pub hours: WorkingHours,
+    pub time_off: Vec<TimeRange>,
+    pub time_zone: TimeZone,
+    pub step_minutes: u32,
+}
+
+impl DoctorSchedule {
+    /// Whether `slot` is bookable as far as hours, time off and the grid go.
+    pub fn check(&self, slot: &TimeRange) -> Result<(), Refusal> {
+        self.borrowed().check(slot)
+    }
+
+    pub fn borrowed(&self) -> Schedule<'_> {
+        Schedule {
+            hours: &self.hours,
+            time_off: &self.time_off,
+            time_zone: &self.time_zone,
+            step_minutes: self.step_minutes,
+        }
+    }
 }
 
 impl Schedule<'_> {

@@ -99,8 +99,7 @@ impl FromRequestParts<AppState> for Principal {
             ApiError::Unauthorized("the access token is invalid or expired".into())
         })?;
         let account = commands::accounts::find_by_id(&state.pool, claims.sub)
-            .await
-            .map_err(ApiError::internal)?
+            .await?
             .ok_or_else(|| ApiError::Unauthorized("the account no longer exists".into()))?;
         if !account.active {
             return Err(ApiError::Unauthorized("the account is deactivated".into()));
@@ -114,7 +113,7 @@ impl FromRequestParts<AppState> for Principal {
         if account.clinic_suspended {
             return Err(ApiError::ClinicSuspended);
         }
-        let role = account.actor_role().map_err(ApiError::internal)?;
+        let role = account.actor_role()?;
         let request_id = parts
             .headers
             .get(REQUEST_ID_HEADER)

@@ -281,10 +281,7 @@ async fn stream_events(
     let aggregate_id = p.parse("aggregate_id", uuid);
     let limit = p.parse("limit", |r| int_in(r, 1, MAX_STREAM_LIMIT));
     if let Some(after) = after_position.filter(|a| *a > 0) {
-        if !audit::is_clinic_event(&state.pool, clinic, after)
-            .await
-            .map_err(ApiError::internal)?
-        {
+        if !audit::is_clinic_event(&state.pool, clinic, after).await? {
             p.error(
                 "after_position",
                 "must be the position of one of this clinic's events (the last line received)",
@@ -351,9 +348,7 @@ async fn history(
 ) -> Result<Json<Vec<AuditEvent>>, ApiError> {
     let clinic = auditor_clinic(principal)?;
     params.reader(&[]).finish()?;
-    let events = audit::record_events(&state.pool, clinic, aggregate_type, id, None)
-        .await
-        .map_err(ApiError::internal)?;
+    let events = audit::record_events(&state.pool, clinic, aggregate_type, id, None).await?;
     if events.is_empty() {
         return Err(ApiError::NotFound(format!(
             "no {} with this id in your clinic",
@@ -430,9 +425,7 @@ async fn state_inner(
     let (Some(as_of), Some(kind), Some(id)) = (as_of, kind, id) else {
         return Err(ApiError::field("as_of", "is required"));
     };
-    let events = audit::record_events(&state.pool, clinic, kind, id, Some(as_of))
-        .await
-        .map_err(ApiError::internal)?;
+    let events = audit::record_events(&state.pool, clinic, kind, id, Some(as_of)).await?;
     let Some(last) = events.last() else {
         return Err(ApiError::NotFound(format!(
             "no {} with this id existed in your clinic at that instant",
@@ -440,8 +433,7 @@ async fn state_inner(
         )));
     };
     let version = last.sequence;
-    let replayed = replay(kind, events.iter().map(stored))
-        .map_err(ApiError::internal)?
+    let replayed = replay(kind, events.iter().map(stored))?
         .ok_or_else(|| ApiError::field("aggregate_type", "unknown aggregate type"))?;
     let patient = (kind == "Patient").then_some(id);
     Ok((

@@ -132,9 +132,7 @@ async fn verify_chain(
     principal.require(CHAIN_ROLES)?;
     let clinic = principal.clinic()?;
     let expected = expected_head(&uri)?;
-    let verification = chain::verify(&state.pool, clinic, expected)
-        .await
-        .map_err(ApiError::internal)?;
+    let verification = chain::verify(&state.pool, clinic, expected).await?;
     Ok(Json(verification))
 }
 
@@ -151,8 +149,6 @@ async fn chain_head(
 ) -> Result<Json<ChainHead>, ApiError> {
     principal.require(CHAIN_ROLES)?;
     let clinic = principal.clinic()?;
-    let head = chain::head(&state.pool, clinic)
-        .await
-        .map_err(ApiError::internal)?;
+    let head = chain::head(&state.pool, clinic).await?;
     Ok(Json(head))
 }

@@ -66,14 +66,12 @@ async fn issue_tokens(
     account: &accounts::Account,
     family: Uuid,
 ) -> Result<TokenResponse, ApiError> {
-    let role = account.actor_role().map_err(ApiError::internal)?;
-    let (access_token, expires_in) = state
-        .jwt
-        .issue(account.id, account.clinic_id, role, state.clock.now())
-        .map_err(ApiError::internal)?;
-    let refresh_token = refresh::issue(&state.pool, account.id, family, state.clock.now())
-        .await
-        .map_err(ApiError::internal)?;
+    let role = account.actor_role()?;
+    let (access_token, expires_in) =
+        state
+            .jwt
+            .issue(account.id, account.clinic_id, role, state.clock.now())?;
+    let refresh_token = refresh::issue(&state.pool, account.id, family, state.clock.now()).await?;
     Ok(TokenResponse {
         access_token,
         refresh_token,
@@ -101,18 +99,13 @@ async fn login(
     if req.email.len() > 254 || req.password.len() > commands::credentials::MAX_LENGTH * 4 {
         return Err(ApiError::Unauthorized(BAD_CREDENTIALS.into()));
     }
-    if let Some(wait) = accounts::begin_attempt(&state.pool, &req.email, state.clock.now())
-        .await
-        .map_err(ApiError::internal)?
-    {
+    if let Some(wait) = accounts::begin_attempt(&state.pool, &req.email, state.clock.now()).await? {
         return Err(ApiError::TooManyRequests {
             retry_after_secs: wait,
             detail: "Too many failed log-ins for this e-mail; try again later.".into(),
         });
     }
-    let account = accounts::find_by_email(&state.pool, &req.email)
-        .await
-        .map_err(ApiError::internal)?;
+    let account = accounts::find_by_email(&state.pool, &req.email).await?;
     let hash = account.as_ref().and_then(|a| a.password_hash.clone());
     let verified = commands::credentials::verify(hash, req.password).await;
     let account = match account {
@@ -123,9 +116,7 @@ async fn login(
     if account.clinic_suspended {
         return Err(ApiError::ClinicSuspended);
     }
-    accounts::clear_failures(&state.pool, &req.email)
-        .await
-        .map_err(ApiError::internal)?;
+    accounts::clear_failures(&state.pool, &req.email).await?;
     tracing::info!(account_id = %account.id, "logged in");
     Ok(Json(issue_tokens(&state, &account, Uuid::new_v4()).await?))
 }
@@ -146,27 +137,20 @@ async fn refresh_tokens(
     let refused = || ApiError::Unauthorized("the refresh token is not valid".into());
     // A suspended clinic's token is refused without being spent, so it still works after the
     // clinic is reactivated.
-    if let Some(owner) = refresh::owner(&state.pool, &req.refresh_token)
-        .await
-        .map_err(ApiError::internal)?
-    {
-        let account = accounts::find_by_id(&state.pool, owner)
-            .await
-            .map_err(ApiError::internal)?;
+    if let Some(owner) = refresh::owner(&state.pool, &req.refresh_token).await? {
+        let account = accounts::find_by_id(&state.pool, owner).await?;
         if account.is_some_and(|a| a.clinic_suspended) {
             return Err(ApiError::ClinicSuspended);
         }
     }
     let (account_id, family) = refresh::consume(&state.pool, &req.refresh_token, state.clock.now())
-        .await
-        .map_err(ApiError::internal)?
+        .await?
         .map_err(|why| {
             tracing::info!(reason = ?why, "refresh token refused");
             refused()
         })?;
     let account = accounts::find_by_id(&state.pool, account_id)
-        .await
-        .map_err(ApiError::internal)?
+        .await?
         .filter(|a| a.active)
         .ok_or_else(refused)?;
     if account.clinic_suspended {
@@ -180,9 +164,7 @@ async fn refresh_tokens(
     responses((status = 204, description = "Logged out")))]
 async fn logout(State(state): State<AppState>, body: JsonBody) -> Result<StatusCode, ApiError> {
     let req: RefreshRequest = body.parse()?;
-    refresh::revoke(&state.pool, &req.refresh_token)
-        .await
-        .map_err(ApiError::internal)?;
+    refresh::revoke(&state.pool, &req.refresh_token).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -194,8 +176,7 @@ async fn logout(State(state): State<AppState>, body: JsonBody) -> Result<StatusC
     ))]
 async fn me(State(state): State<AppState>, principal: Principal) -> Result<Json<Me>, ApiError> {
     let account = accounts::find_by_id(&state.pool, principal.account_id)
-        .await
-        .map_err(ApiError::internal)?
+        .await?
         .ok_or_else(|| ApiError::Unauthorized("the account no longer exists".into()))?;
     Ok(Json(Me {
         id: account.id,

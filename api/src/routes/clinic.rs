@@ -1,7 +1,7 @@
 //! The caller's own clinic (clinic admin): settings and departments.
 
-use axum::extract::State;
 use axum::response::Response;
+use commands::Committed;
 use domain::clinic::{Clinic, ClinicCommand};
 use domain::ids::DepartmentId;
 use domain::values::{NonEmptyText, TimeZone};
@@ -11,8 +11,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{roles, CommandProblems};
-use crate::auth::Principal;
-use crate::http::{CommandAccepted, CommandRequest, CommandResponse, IdPath, JsonBody};
+use crate::http::{CommandAccepted, CommandResponse, IdPath};
+use crate::pipeline::{Command, Ctx};
 use crate::problem::ApiError;
 use crate::startup::AppState;
 
@@ -51,48 +51,54 @@ pub struct UpdateDepartment {
     pub closed: Option<bool>,
 }
 
-async fn execute(
-    state: &AppState,
-    principal: &Principal,
-    cmd: &CommandRequest,
-    command: ClinicCommand,
-) -> Result<commands::Committed, ApiError> {
-    let meta = principal.meta()?;
-    state
-        .store
-        .execute::<Clinic>(&meta, meta.clinic_id.as_uuid(), command, cmd.expect)
-        .await
-        .map_err(ApiError::from_command)
+const DEPARTMENTS: &str = "/v1/clinic/departments";
+
+/// Runs `command` on the caller's clinic.
+async fn execute<P>(ctx: &Ctx<P>, command: ClinicCommand) -> Result<Committed, ApiError> {
+    let clinic_id = ctx.meta()?.clinic_id;
+    ctx.execute::<Clinic>(clinic_id.as_uuid(), command).await
+}
+
+impl From<UpdateClinic> for ClinicCommand {
+    fn from(req: UpdateClinic) -> Self {
+        ClinicCommand::UpdateSettings {
+            name: req.name,
+            time_zone: req.time_zone,
+            slot_minutes: req.slot_minutes,
+        }
+    }
+}
+
+impl UpdateDepartment {
+    /// A rename or a close, one at a time.
+    fn into_command(self, department_id: DepartmentId) -> Result<ClinicCommand, ApiError> {
+        match (self.name, self.closed) {
+            (Some(name), None | Some(false)) => Ok(ClinicCommand::RenameDepartment {
+                department_id,
+                name,
+            }),
+            (None, Some(true)) => Ok(ClinicCommand::CloseDepartment { department_id }),
+            (Some(_), Some(true)) => Err(ApiError::field(
+                "closed",
+                "rename and close in separate requests",
+            )),
+            (None, _) => Err(ApiError::field(
+                "name",
+                "give a new name, or \"closed\": true",
+            )),
+        }
+    }
 }
 
 /// Change the clinic's settings.
 #[utoipa::path(patch, path = "/v1/clinic", tag = "clinic", request_body = UpdateClinic,
     security(("bearer" = [])),
     responses((status = 200, description = "Updated", body = CommandAccepted), CommandProblems))]
-async fn update_clinic(
-    State(state): State<AppState>,
-    principal: Principal,
-    cmd: CommandRequest,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    principal.require(roles::CLINIC_ADMIN)?;
-    cmd.run(&state, &principal, &body, async {
-        let req: UpdateClinic = body.parse()?;
-        let committed = execute(
-            &state,
-            &principal,
-            &cmd,
-            ClinicCommand::UpdateSettings {
-                name: req.name,
-                time_zone: req.time_zone,
-                slot_minutes: req.slot_minutes,
-            },
-        )
-        .await?;
-        Ok(CommandResponse::updated(
-            principal.clinic()?.as_uuid(),
-            &committed,
-        ))
+async fn update_clinic(cmd: Command) -> Result<Response, ApiError> {
+    cmd.run(roles::CLINIC_ADMIN, |req: UpdateClinic, ctx| async move {
+        let committed = execute(&ctx, req.into()).await?;
+        let clinic_id = ctx.principal.clinic()?;
+        Ok(CommandResponse::updated(clinic_id.as_uuid(), &committed))
     })
     .await
 }
@@ -101,31 +107,15 @@ async fn update_clinic(
 #[utoipa::path(post, path = "/v1/clinic/departments", tag = "clinic", request_body = AddDepartment,
     security(("bearer" = [])),
     responses((status = 201, description = "Added; the version is the clinic's", body = CommandAccepted), CommandProblems))]
-async fn add_department(
-    State(state): State<AppState>,
-    principal: Principal,
-    cmd: CommandRequest,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    principal.require(roles::CLINIC_ADMIN)?;
-    cmd.run(&state, &principal, &body, async {
-        let req: AddDepartment = body.parse()?;
-        let department_id = DepartmentId::new();
-        let committed = execute(
-            &state,
-            &principal,
-            &cmd,
-            ClinicCommand::AddDepartment {
-                department_id,
-                name: req.name,
-            },
-        )
-        .await?;
-        Ok(CommandResponse::created(
-            department_id.as_uuid(),
-            format!("/v1/clinic/departments/{department_id}"),
-            &committed,
-        ))
+async fn add_department(cmd: Command) -> Result<Response, ApiError> {
+    cmd.run(roles::CLINIC_ADMIN, |req: AddDepartment, ctx| async move {
+        let id = DepartmentId::new();
+        let add = ClinicCommand::AddDepartment {
+            department_id: id,
+            name: req.name,
+        };
+        let committed = execute(&ctx, add).await?;
+        Ok(CommandResponse::created_in(DEPARTMENTS, id, &committed))
     })
     .await
 }
@@ -134,38 +124,14 @@ async fn add_department(
 #[utoipa::path(patch, path = "/v1/clinic/departments/{id}", tag = "clinic", request_body = UpdateDepartment,
     security(("bearer" = [])), params(("id" = Uuid, Path, description = "Department id")),
     responses((status = 200, description = "Updated; the version is the clinic's", body = CommandAccepted), CommandProblems))]
-async fn update_department(
-    State(state): State<AppState>,
-    principal: Principal,
-    IdPath(id): IdPath,
-    cmd: CommandRequest,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    principal.require(roles::CLINIC_ADMIN)?;
-    cmd.run(&state, &principal, &body, async {
-        let req: UpdateDepartment = body.parse()?;
-        let department_id = DepartmentId::from_uuid(id);
-        let command = match (req.name, req.closed) {
-            (Some(name), None | Some(false)) => ClinicCommand::RenameDepartment {
-                department_id,
-                name,
-            },
-            (None, Some(true)) => ClinicCommand::CloseDepartment { department_id },
-            (Some(_), Some(true)) => {
-                return Err(ApiError::field(
-                    "closed",
-                    "rename and close in separate requests",
-                ))
-            }
-            (None, _) => {
-                return Err(ApiError::field(
-                    "name",
-                    "give a new name, or \"closed\": true",
-                ))
-            }
-        };
-        let committed = execute(&state, &principal, &cmd, command).await?;
-        Ok(CommandResponse::updated(id, &committed))
-    })
+async fn update_department(cmd: Command<IdPath>) -> Result<Response, ApiError> {
+    cmd.run(
+        roles::CLINIC_ADMIN,
+        |req: UpdateDepartment, ctx| async move {
+            let command = req.into_command(DepartmentId::from_uuid(ctx.id()))?;
+            let committed = execute(&ctx, command).await?;
+            Ok(CommandResponse::updated(ctx.id(), &committed))
+        },
+    )
     .await
 }

@@ -1,22 +1,19 @@
 //! Clinics of the platform (platform admin): create with a first admin, suspend, reactivate,
 //! change plan.
 
-use axum::extract::State;
 use axum::response::Response;
-use commands::{Actor, CommandMeta, Committed, Expect};
+use commands::clinics::{self, RegisterClinic};
 use domain::clinic::{Clinic, ClinicCommand};
-use domain::ids::{ClinicId, StaffId};
-use domain::staff::StaffCommand;
-use domain::values::{ClinicCode, Email, NonEmptyText, PersonName, Plan, Role, TimeZone};
+use domain::ids::ClinicId;
+use domain::values::{ClinicCode, Email, NonEmptyText, PersonName, Plan, TimeZone};
 use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use uuid::Uuid;
 
 use super::{roles, CommandProblems};
-use crate::auth::Principal;
-use crate::http::{CommandAccepted, CommandRequest, CommandResponse, IdPath, JsonBody};
+use crate::http::{CommandAccepted, CommandResponse, IdPath};
+use crate::pipeline::{Command, Ctx};
 use crate::problem::ApiError;
 use crate::startup::AppState;
 
@@ -57,90 +54,20 @@ pub struct CreateClinic {
     pub admin: NewAdmin,
 }
 
-/// Registers a clinic and hires its first admin (whose account is created with the hire).
-/// Checks the code and e-mail first so that a clash leaves nothing behind.
-pub async fn create_clinic_with_admin(
-    state: &AppState,
-    actor: Actor,
-    request_id: &str,
-    req: CreateClinic,
-) -> Result<(ClinicId, Committed), ApiError> {
-    if let Err(msg) = commands::credentials::check_policy(&req.admin.password) {
-        return Err(ApiError::field("admin.password", msg));
-    }
-    if commands::registry::clinic_by_code(&state.pool, &req.code)
-        .await
-        .map_err(ApiError::internal)?
-        .is_some()
-    {
-        return Err(ApiError::from_command::<domain::clinic::ClinicError>(
-            commands::CommandError::ClinicCodeTaken,
-        ));
-    }
-    if commands::accounts::find_by_email(&state.pool, req.admin.email.as_str())
-        .await
-        .map_err(ApiError::internal)?
-        .is_some()
-    {
-        return Err(ApiError::Conflict {
-            slug: "email-taken",
-            detail: "The e-mail address already belongs to an account.".into(),
-            field: Some("admin.email".into()),
-        });
-    }
-    let hash = commands::credentials::hash(req.admin.password)
-        .await
-        .map_err(ApiError::internal)?;
-    let clinic_id = ClinicId::new();
-    let meta = CommandMeta::new(clinic_id, actor, request_id);
-    state
-        .store
-        .execute::<Clinic>(
-            &meta,
-            clinic_id.as_uuid(),
-            ClinicCommand::Register {
-                clinic_id,
-                name: req.name,
-                code: req.code,
-                time_zone: req.time_zone,
-                plan: req.plan,
+impl From<CreateClinic> for RegisterClinic {
+    fn from(req: CreateClinic) -> Self {
+        RegisterClinic {
+            name: req.name,
+            code: req.code,
+            time_zone: req.time_zone,
+            plan: req.plan,
+            admin: clinics::NewAdmin {
+                name: req.admin.name,
+                email: req.admin.email,
+                password: req.admin.password,
             },
-            Expect::Any,
-        )
-        .await
-        .map_err(ApiError::from_command)?;
-    let hired = hire_clinic_admin(state, &meta, req.admin.name, req.admin.email, hash).await?;
-    Ok((clinic_id, hired))
-}
-
-/// Hires a clinic admin into `meta.clinic_id` with an already hashed password (the account
-/// is created with the hire).
-pub async fn hire_clinic_admin(
-    state: &AppState,
-    meta: &CommandMeta,
-    name: PersonName,
-    email: Email,
-    password_hash: String,
-) -> Result<Committed, ApiError> {
-    let staff_id = StaffId::new();
-    commands::accounts::hire_with_credentials(
-        &state.store,
-        meta,
-        staff_id,
-        StaffCommand::Hire {
-            staff_id,
-            clinic_id: meta.clinic_id,
-            name,
-            email,
-            role: Role::ClinicAdmin,
-            department_id: None,
-            specialty: None,
-            licence_number: None,
-        },
-        Some(password_hash),
-    )
-    .await
-    .map_err(ApiError::from_command)
+        }
+    }
 }
 
 /// Create a clinic and its first clinic admin. Platform admin only.
@@ -148,20 +75,14 @@ pub async fn hire_clinic_admin(
     security(("bearer" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
     responses((status = 201, description = "Created; `Location` names the clinic", body = CommandAccepted), CommandProblems))]
-async fn create_clinic(
-    State(state): State<AppState>,
-    principal: Principal,
-    cmd: CommandRequest,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    principal.require(roles::PLATFORM)?;
-    cmd.run(&state, &principal, &body, async {
-        let req: CreateClinic = body.parse()?;
-        let (clinic_id, committed) =
-            create_clinic_with_admin(&state, principal.actor(), &principal.request_id, req).await?;
-        Ok(CommandResponse::created(
-            clinic_id.as_uuid(),
-            format!("/v1/clinics/{clinic_id}"),
+async fn create_clinic(cmd: Command) -> Result<Response, ApiError> {
+    cmd.run(roles::PLATFORM, |req: CreateClinic, ctx| async move {
+        let clinic_id = ClinicId::new();
+        let meta = ctx.principal.meta_for(clinic_id);
+        let committed = clinics::register_with_admin(ctx.store(), &meta, req.into()).await?;
+        Ok(CommandResponse::created_in(
+            "/v1/clinics",
+            clinic_id,
             &committed,
         ))
     })
@@ -186,44 +107,23 @@ pub struct ChangePlan {
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
 
-async fn run_clinic_command(
-    state: &AppState,
-    principal: &Principal,
-    cmd: &CommandRequest,
-    clinic: Uuid,
-    command: ClinicCommand,
-) -> Result<CommandResponse, ApiError> {
-    let clinic_id = ClinicId::from_uuid(clinic);
-    let committed = state
-        .store
-        .execute::<Clinic>(&principal.meta_for(clinic_id), clinic, command, cmd.expect)
-        .await
-        .map_err(ApiError::from_command)?;
-    Ok(CommandResponse::updated(clinic, &committed))
+/// Runs `command` on the clinic the path names, as the platform admin.
+async fn on_clinic(ctx: Ctx<IdPath>, command: ClinicCommand) -> Result<CommandResponse, ApiError> {
+    let meta = ctx.principal.meta_for(ClinicId::from_uuid(ctx.id()));
+    let store = ctx.store();
+    let committed = store
+        .execute::<Clinic>(&meta, ctx.id(), command, ctx.expect)
+        .await?;
+    Ok(CommandResponse::updated(ctx.id(), &committed))
 }
 
 /// Suspend a clinic: its users can no longer log in or issue commands.
 #[utoipa::path(post, path = "/v1/clinics/{id}/suspend", tag = "clinics", request_body = SuspendClinic,
     security(("bearer" = [])), params(("id" = Uuid, Path, description = "Clinic id")),
     responses((status = 200, description = "Suspended", body = CommandAccepted), CommandProblems))]
-async fn suspend_clinic(
-    State(state): State<AppState>,
-    principal: Principal,
-    IdPath(id): IdPath,
-    cmd: CommandRequest,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    principal.require(roles::PLATFORM)?;
-    cmd.run(&state, &principal, &body, async {
-        let req: SuspendClinic = body.parse()?;
-        run_clinic_command(
-            &state,
-            &principal,
-            &cmd,
-            id,
-            ClinicCommand::Suspend { reason: req.reason },
-        )
-        .await
+async fn suspend_clinic(cmd: Command<IdPath>) -> Result<Response, ApiError> {
+    cmd.run(roles::PLATFORM, |req: SuspendClinic, ctx| {
+        on_clinic(ctx, ClinicCommand::Suspend { reason: req.reason })
     })
     .await
 }
@@ -232,17 +132,9 @@ async fn suspend_clinic(
 #[utoipa::path(post, path = "/v1/clinics/{id}/reactivate", tag = "clinics",
     security(("bearer" = [])), params(("id" = Uuid, Path, description = "Clinic id")),
     responses((status = 200, description = "Reactivated", body = CommandAccepted), CommandProblems))]
-async fn reactivate_clinic(
-    State(state): State<AppState>,
-    principal: Principal,
-    IdPath(id): IdPath,
-    cmd: CommandRequest,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    principal.require(roles::PLATFORM)?;
-    cmd.run(&state, &principal, &body, async {
-        let _: Empty = body.parse()?;
-        run_clinic_command(&state, &principal, &cmd, id, ClinicCommand::Reactivate).await
+async fn reactivate_clinic(cmd: Command<IdPath>) -> Result<Response, ApiError> {
+    cmd.run(roles::PLATFORM, |_: Empty, ctx| {
+        on_clinic(ctx, ClinicCommand::Reactivate)
     })
     .await
 }
@@ -251,24 +143,9 @@ async fn reactivate_clinic(
 #[utoipa::path(put, path = "/v1/clinics/{id}/plan", tag = "clinics", request_body = ChangePlan,
     security(("bearer" = [])), params(("id" = Uuid, Path, description = "Clinic id")),
     responses((status = 200, description = "Plan changed", body = CommandAccepted), CommandProblems))]
-async fn change_plan(
-    State(state): State<AppState>,
-    principal: Principal,
-    IdPath(id): IdPath,
-    cmd: CommandRequest,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    principal.require(roles::PLATFORM)?;
-    cmd.run(&state, &principal, &body, async {
-        let req: ChangePlan = body.parse()?;
-        run_clinic_command(
-            &state,
-            &principal,
-            &cmd,
-            id,
-            ClinicCommand::ChangePlan { plan: req.plan },
-        )
-        .await
+async fn change_plan(cmd: Command<IdPath>) -> Result<Response, ApiError> {
+    cmd.run(roles::PLATFORM, |req: ChangePlan, ctx| {
+        on_clinic(ctx, ClinicCommand::ChangePlan { plan: req.plan })
     })
     .await
 }

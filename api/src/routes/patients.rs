@@ -1,8 +1,8 @@
 //! Patients: register (the clinic assigns the MRN), update demographics, merge, deactivate.
 
-use axum::extract::State;
 use axum::response::Response;
 use chrono::NaiveDate;
+use commands::patients::{self, Register};
 use domain::ids::PatientId;
 use domain::patient::{Patient, PatientCommand};
 use domain::values::{
@@ -15,8 +15,8 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{roles, CommandProblems};
-use crate::auth::Principal;
-use crate::http::{CommandAccepted, CommandRequest, CommandResponse, IdPath, JsonBody};
+use crate::http::{CommandAccepted, CommandResponse, IdPath};
+use crate::pipeline::Command;
 use crate::problem::ApiError;
 use crate::startup::AppState;
 
@@ -129,87 +129,9 @@ pub struct DeactivatePatient {
     pub reason: Option<NonEmptyText>,
 }
 
-async fn execute(
-    state: &AppState,
-    principal: &Principal,
-    cmd: &CommandRequest,
-    id: Uuid,
-    command: PatientCommand,
-) -> Result<CommandResponse, ApiError> {
-    let committed = state
-        .store
-        .execute::<Patient>(&principal.meta()?, id, command, cmd.expect)
-        .await
-        .map_err(ApiError::from_command)?;
-    Ok(CommandResponse::updated(id, &committed))
-}
-
-/// Register a patient. The clinic assigns the MRN.
-#[utoipa::path(post, path = "/v1/patients", tag = "patients", request_body = RegisterPatient,
-    security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
-    responses((status = 201, description = "Registered; `Location` names the patient", body = CommandAccepted), CommandProblems))]
-async fn register(
-    State(state): State<AppState>,
-    principal: Principal,
-    cmd: CommandRequest,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    principal.require(roles::PATIENT_DESK)?;
-    cmd.run(&state, &principal, &body, async {
-        let req: RegisterPatient = body.parse()?;
-        let meta = principal.meta()?;
-        let mrn = commands::registry::next_mrn(&state.pool, meta.clinic_id)
-            .await
-            .map_err(ApiError::internal)?;
-        let patient_id = PatientId::new();
-        let committed = state
-            .store
-            .execute::<Patient>(
-                &meta,
-                patient_id.as_uuid(),
-                PatientCommand::Register {
-                    patient_id,
-                    clinic_id: meta.clinic_id,
-                    mrn,
-                    name: req.name,
-                    birth_date: req.birth_date,
-                    sex: req.sex,
-                    phone: req.phone,
-                    email: req.email,
-                    address: req.address,
-                    emergency_contact: req.emergency_contact,
-                    insurance: req.insurance,
-                    allergies: req.allergies,
-                },
-                cmd.expect,
-            )
-            .await
-            .map_err(ApiError::from_command)?;
-        Ok(CommandResponse::created(
-            patient_id.as_uuid(),
-            format!("/v1/patients/{patient_id}"),
-            &committed,
-        ))
-    })
-    .await
-}
-
-/// Update a patient's demographics. Doctors may do this too.
-#[utoipa::path(patch, path = "/v1/patients/{id}", tag = "patients", request_body = UpdatePatient,
-    security(("bearer" = [])), params(("id" = Uuid, Path, description = "Patient id")),
-    responses((status = 200, description = "Updated", body = CommandAccepted), CommandProblems))]
-async fn update(
-    State(state): State<AppState>,
-    principal: Principal,
-    IdPath(id): IdPath,
-    cmd: CommandRequest,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    principal.require(roles::PATIENT_DEMOGRAPHICS)?;
-    cmd.run(&state, &principal, &body, async {
-        let req: UpdatePatient = body.parse()?;
-        let command = PatientCommand::UpdateDemographics {
+impl From<RegisterPatient> for Register {
+    fn from(req: RegisterPatient) -> Self {
+        Register {
             name: req.name,
             birth_date: req.birth_date,
             sex: req.sex,
@@ -219,8 +141,51 @@ async fn update(
             emergency_contact: req.emergency_contact,
             insurance: req.insurance,
             allergies: req.allergies,
-        };
-        execute(&state, &principal, &cmd, id, command).await
+        }
+    }
+}
+
+impl From<UpdatePatient> for PatientCommand {
+    fn from(req: UpdatePatient) -> Self {
+        PatientCommand::UpdateDemographics {
+            name: req.name,
+            birth_date: req.birth_date,
+            sex: req.sex,
+            phone: req.phone,
+            email: req.email,
+            address: req.address,
+            emergency_contact: req.emergency_contact,
+            insurance: req.insurance,
+            allergies: req.allergies,
+        }
+    }
+}
+
+/// Register a patient. The clinic assigns the MRN.
+#[utoipa::path(post, path = "/v1/patients", tag = "patients", request_body = RegisterPatient,
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
+    responses((status = 201, description = "Registered; `Location` names the patient", body = CommandAccepted), CommandProblems))]
+async fn register(cmd: Command) -> Result<Response, ApiError> {
+    cmd.run(
+        roles::PATIENT_DESK,
+        |req: RegisterPatient, ctx| async move {
+            let meta = ctx.meta()?;
+            let registered = patients::register(ctx.store(), &meta, ctx.expect, req.into()).await?;
+            let (id, committed) = (registered.patient_id, &registered.committed);
+            Ok(CommandResponse::created_in("/v1/patients", id, committed))
+        },
+    )
+    .await
+}
+
+/// Update a patient's demographics. Doctors may do this too.
+#[utoipa::path(patch, path = "/v1/patients/{id}", tag = "patients", request_body = UpdatePatient,
+    security(("bearer" = [])), params(("id" = Uuid, Path, description = "Patient id")),
+    responses((status = 200, description = "Updated", body = CommandAccepted), CommandProblems))]
+async fn update(cmd: Command<IdPath>) -> Result<Response, ApiError> {
+    cmd.run(roles::PATIENT_DEMOGRAPHICS, |req: UpdatePatient, ctx| {
+        ctx.update::<Patient>(req.into())
     })
     .await
 }
@@ -229,51 +194,11 @@ async fn update(
 #[utoipa::path(post, path = "/v1/patients/{id}/merge", tag = "patients", request_body = MergePatient,
     security(("bearer" = [])), params(("id" = Uuid, Path, description = "The duplicate's id")),
     responses((status = 200, description = "Merged", body = CommandAccepted), CommandProblems))]
-async fn merge(
-    State(state): State<AppState>,
-    principal: Principal,
-    IdPath(id): IdPath,
-    cmd: CommandRequest,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    principal.require(roles::PATIENT_DESK)?;
-    cmd.run(&state, &principal, &body, async {
-        let req: MergePatient = body.parse()?;
-        let clinic = principal.clinic()?;
-        // The record itself must exist here first (404), then the survivor (422).
-        if state
-            .store
-            .load::<Patient>(clinic, id)
-            .await
-            .map_err(ApiError::internal)?
-            .is_none()
-        {
-            return Err(ApiError::NotFound("patient not found".into()));
-        }
-        match state
-            .store
-            .load::<Patient>(clinic, req.into)
-            .await
-            .map_err(ApiError::internal)?
-        {
-            Some((survivor, _)) if survivor.is_active() => {}
-            Some(_) => {
-                return Err(ApiError::field(
-                    "into",
-                    "the surviving patient is not active",
-                ))
-            }
-            None => return Err(ApiError::field("into", "no such patient in your clinic")),
-        }
-        let survivor = PatientId::from_uuid(req.into);
-        execute(
-            &state,
-            &principal,
-            &cmd,
-            id,
-            PatientCommand::MergeInto { survivor },
-        )
-        .await
+async fn merge(cmd: Command<IdPath>) -> Result<Response, ApiError> {
+    cmd.run(roles::PATIENT_DESK, |req: MergePatient, ctx| async move {
+        let (meta, into) = (ctx.meta()?, PatientId::from_uuid(req.into));
+        let committed = patients::merge(ctx.store(), &meta, ctx.expect, ctx.id(), into).await?;
+        Ok(CommandResponse::updated(ctx.id(), &committed))
     })
     .await
 }
@@ -282,24 +207,9 @@ async fn merge(
 #[utoipa::path(post, path = "/v1/patients/{id}/deactivate", tag = "patients", request_body = DeactivatePatient,
     security(("bearer" = [])), params(("id" = Uuid, Path, description = "Patient id")),
     responses((status = 200, description = "Deactivated", body = CommandAccepted), CommandProblems))]
-async fn deactivate(
-    State(state): State<AppState>,
-    principal: Principal,
-    IdPath(id): IdPath,
-    cmd: CommandRequest,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    principal.require(roles::PATIENT_DESK)?;
-    cmd.run(&state, &principal, &body, async {
-        let req: DeactivatePatient = body.parse()?;
-        execute(
-            &state,
-            &principal,
-            &cmd,
-            id,
-            PatientCommand::Deactivate { reason: req.reason },
-        )
-        .await
+async fn deactivate(cmd: Command<IdPath>) -> Result<Response, ApiError> {
+    cmd.run(roles::PATIENT_DESK, |req: DeactivatePatient, ctx| {
+        ctx.update::<Patient>(PatientCommand::Deactivate { reason: req.reason })
     })
     .await
 }

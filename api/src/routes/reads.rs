@@ -359,8 +359,7 @@ async fn read_patient(
     };
     wait_for(state, reads, min).await?;
     let record = queries::patient(&state.pool, clinic, PatientId::from_uuid(id), doctor)
-        .await
-        .map_err(ApiError::internal)?
+        .await?
         .ok_or_else(|| ApiError::NotFound("patient not found".into()))?;
     Ok(with_etag(record.version, record))
 }
@@ -415,8 +414,7 @@ async fn get_staff(
     params.reader(&[]).finish()?;
     wait_for(&state, reads_from::STAFF, min).await?;
     let member = queries::staff_member(&state.pool, clinic, StaffId::from_uuid(id))
-        .await
-        .map_err(ApiError::internal)?
+        .await?
         .ok_or_else(|| ApiError::NotFound("staff member not found".into()))?;
     Ok(with_etag(member.version, member))
 }
@@ -527,9 +525,7 @@ async fn read_appointments(
         after,
         limit,
     };
-    let mut page = queries::appointments(&state.pool, clinic, &filter)
-        .await
-        .map_err(ApiError::internal)?;
+    let mut page = queries::appointments(&state.pool, clinic, &filter).await?;
     if principal.role == ActorRole::Receptionist {
         page.items = page
             .items
@@ -575,8 +571,7 @@ async fn read_appointment(
     params.reader(&[]).finish()?;
     wait_for(state, reads_from::APPOINTMENTS, min).await?;
     let mut view = queries::appointment(&state.pool, clinic, AppointmentId::from_uuid(id), doctor)
-        .await
-        .map_err(ApiError::internal)?
+        .await?
         .ok_or_else(|| ApiError::NotFound("appointment not found".into()))?;
     if principal.role == ActorRole::Receptionist {
         view = view.without_clinical_notes();
@@ -626,8 +621,7 @@ async fn get_clinic(
     params.reader(&[]).finish()?;
     wait_for(&state, reads_from::CLINICS, min).await?;
     queries::clinic(&state.pool, clinic)
-        .await
-        .map_err(ApiError::internal)?
+        .await?
         .map(Json)
         .ok_or_else(|| ApiError::NotFound("clinic not found".into()))
 }
@@ -786,8 +780,7 @@ async fn doctor_availability(
 
     wait_for(&state, reads_from::AVAILABILITY, min).await?;
     let schedule = queries::doctor_schedule(&state.pool, clinic, StaffId::from_uuid(id), from, to)
-        .await
-        .map_err(ApiError::internal)?
+        .await?
         .ok_or_else(|| ApiError::NotFound("doctor not found".into()))?;
     let length = Duration::minutes(duration);
     let starts = Schedule {

@@ -1,11 +1,10 @@
 //! Staff members (clinic admin). Hiring creates the member's account in the same
 //! transaction; deactivating disables it and revokes its refresh tokens.
 
-use axum::extract::State;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
-use domain::clinic::Clinic;
-use domain::ids::{DepartmentId, StaffId};
+use commands::staff::{self, Hire};
+use domain::ids::DepartmentId;
 use domain::staff::{Staff, StaffCommand};
 use domain::values::{Email, NonEmptyText, PersonName, Role, TimeRange, WorkingHours};
 use serde::Deserialize;
@@ -15,8 +14,8 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{roles, CommandProblems};
-use crate::auth::Principal;
-use crate::http::{CommandAccepted, CommandRequest, CommandResponse, IdPath, JsonBody};
+use crate::http::{CommandAccepted, CommandResponse, IdPath};
+use crate::pipeline::Command;
 use crate::problem::ApiError;
 use crate::startup::AppState;
 
@@ -103,44 +102,30 @@ pub struct Deactivate {
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
 
-/// 422 naming `field` unless the department is open in the caller's clinic.
-async fn check_department(
-    state: &AppState,
-    principal: &Principal,
-    department: Option<Uuid>,
-    field: &str,
-) -> Result<Option<DepartmentId>, ApiError> {
-    let Some(id) = department.map(DepartmentId::from_uuid) else {
-        return Ok(None);
-    };
-    let clinic_id = principal.clinic()?;
-    let clinic = state
-        .store
-        .load::<Clinic>(clinic_id, clinic_id.as_uuid())
-        .await
-        .map_err(ApiError::internal)?;
-    match clinic {
-        Some((clinic, _)) if clinic.has_open_department(id) => Ok(Some(id)),
-        _ => Err(ApiError::field(
-            field,
-            "no open department with this id in your clinic",
-        )),
+impl From<HireStaff> for Hire {
+    fn from(req: HireStaff) -> Self {
+        Hire {
+            name: req.name,
+            email: req.email,
+            role: req.role,
+            department_id: req.department_id.map(DepartmentId::from_uuid),
+            specialty: req.specialty,
+            licence_number: req.licence_number,
+            password: req.password,
+        }
     }
 }
 
-async fn execute(
-    state: &AppState,
-    principal: &Principal,
-    cmd: &CommandRequest,
-    id: Uuid,
-    command: StaffCommand,
-) -> Result<CommandResponse, ApiError> {
-    let committed = state
-        .store
-        .execute::<Staff>(&principal.meta()?, id, command, cmd.expect)
-        .await
-        .map_err(ApiError::from_command)?;
-    Ok(CommandResponse::updated(id, &committed))
+impl From<UpdateProfile> for staff::UpdateProfile {
+    fn from(req: UpdateProfile) -> Self {
+        staff::UpdateProfile {
+            name: req.name,
+            email: req.email,
+            department_id: req.department_id.map(DepartmentId::from_uuid),
+            specialty: req.specialty,
+            licence_number: req.licence_number,
+        }
+    }
 }
 
 /// Hire a staff member and create their account.
@@ -148,47 +133,13 @@ async fn execute(
     security(("bearer" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
     responses((status = 201, description = "Hired; `Location` names the member", body = CommandAccepted), CommandProblems))]
-async fn hire(
-    State(state): State<AppState>,
-    principal: Principal,
-    cmd: CommandRequest,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    principal.require(roles::CLINIC_ADMIN)?;
-    cmd.run(&state, &principal, &body, async {
-        let req: HireStaff = body.parse()?;
-        if let Err(msg) = commands::credentials::check_policy(&req.password) {
-            return Err(ApiError::field("password", msg));
-        }
-        let department_id =
-            check_department(&state, &principal, req.department_id, "department_id").await?;
-        let meta = principal.meta()?;
-        let staff_id = StaffId::new();
-        let hash = commands::credentials::hash(req.password)
-            .await
-            .map_err(ApiError::internal)?;
-        let committed = commands::accounts::hire_with_credentials(
-            &state.store,
-            &meta,
-            staff_id,
-            StaffCommand::Hire {
-                staff_id,
-                clinic_id: meta.clinic_id,
-                name: req.name,
-                email: req.email,
-                role: req.role,
-                department_id,
-                specialty: req.specialty,
-                licence_number: req.licence_number,
-            },
-            Some(hash),
-        )
-        .await
-        .map_err(ApiError::from_command)?;
-        Ok(CommandResponse::created(
-            staff_id.as_uuid(),
-            format!("/v1/staff/{staff_id}"),
-            &committed,
+async fn hire(cmd: Command) -> Result<Response, ApiError> {
+    cmd.run(roles::CLINIC_ADMIN, |req: HireStaff, ctx| async move {
+        let hired = staff::hire(ctx.store(), &ctx.meta()?, req.into()).await?;
+        Ok(CommandResponse::created_in(
+            "/v1/staff",
+            hired.staff_id,
+            &hired.committed,
         ))
     })
     .await
@@ -198,26 +149,12 @@ async fn hire(
 #[utoipa::path(patch, path = "/v1/staff/{id}", tag = "staff", request_body = UpdateProfile,
     security(("bearer" = [])), params(("id" = Uuid, Path, description = "Staff id")),
     responses((status = 200, description = "Updated", body = CommandAccepted), CommandProblems))]
-async fn update_profile(
-    State(state): State<AppState>,
-    principal: Principal,
-    IdPath(id): IdPath,
-    cmd: CommandRequest,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    principal.require(roles::CLINIC_ADMIN)?;
-    cmd.run(&state, &principal, &body, async {
-        let req: UpdateProfile = body.parse()?;
-        let department_id =
-            check_department(&state, &principal, req.department_id, "department_id").await?;
-        let command = StaffCommand::UpdateProfile {
-            name: req.name,
-            email: req.email,
-            department_id,
-            specialty: req.specialty,
-            licence_number: req.licence_number,
-        };
-        execute(&state, &principal, &cmd, id, command).await
+async fn update_profile(cmd: Command<IdPath>) -> Result<Response, ApiError> {
+    cmd.run(roles::CLINIC_ADMIN, |req: UpdateProfile, ctx| async move {
+        let (meta, req) = (ctx.meta()?, req.into());
+        let committed =
+            staff::update_profile(ctx.store(), &meta, ctx.expect, ctx.id(), req).await?;
+        Ok(CommandResponse::updated(ctx.id(), &committed))
     })
     .await
 }
@@ -226,24 +163,9 @@ async fn update_profile(
 #[utoipa::path(put, path = "/v1/staff/{id}/role", tag = "staff", request_body = ChangeRole,
     security(("bearer" = [])), params(("id" = Uuid, Path, description = "Staff id")),
     responses((status = 200, description = "Changed", body = CommandAccepted), CommandProblems))]
-async fn change_role(
-    State(state): State<AppState>,
-    principal: Principal,
-    IdPath(id): IdPath,
-    cmd: CommandRequest,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    principal.require(roles::CLINIC_ADMIN)?;
-    cmd.run(&state, &principal, &body, async {
-        let req: ChangeRole = body.parse()?;
-        execute(
-            &state,
-            &principal,
-            &cmd,
-            id,
-            StaffCommand::ChangeRole { role: req.role },
-        )
-        .await
+async fn change_role(cmd: Command<IdPath>) -> Result<Response, ApiError> {
+    cmd.run(roles::CLINIC_ADMIN, |req: ChangeRole, ctx| {
+        ctx.update::<Staff>(StaffCommand::ChangeRole { role: req.role })
     })
     .await
 }
@@ -252,24 +174,9 @@ async fn change_role(
 #[utoipa::path(put, path = "/v1/staff/{id}/working-hours", tag = "staff", request_body = SetWorkingHours,
     security(("bearer" = [])), params(("id" = Uuid, Path, description = "Staff id")),
     responses((status = 200, description = "Set", body = CommandAccepted), CommandProblems))]
-async fn set_working_hours(
-    State(state): State<AppState>,
-    principal: Principal,
-    IdPath(id): IdPath,
-    cmd: CommandRequest,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    principal.require(roles::CLINIC_ADMIN)?;
-    cmd.run(&state, &principal, &body, async {
-        let req: SetWorkingHours = body.parse()?;
-        execute(
-            &state,
-            &principal,
-            &cmd,
-            id,
-            StaffCommand::SetWorkingHours { hours: req.hours },
-        )
-        .await
+async fn set_working_hours(cmd: Command<IdPath>) -> Result<Response, ApiError> {
+    cmd.run(roles::CLINIC_ADMIN, |req: SetWorkingHours, ctx| {
+        ctx.update::<Staff>(StaffCommand::SetWorkingHours { hours: req.hours })
     })
     .await
 }
@@ -278,29 +185,13 @@ async fn set_working_hours(
 #[utoipa::path(post, path = "/v1/staff/{id}/time-off", tag = "staff", request_body = AddTimeOff,
     security(("bearer" = [])), params(("id" = Uuid, Path, description = "Staff id")),
     responses((status = 200, description = "Added", body = CommandAccepted), CommandProblems))]
-async fn add_time_off(
-    State(state): State<AppState>,
-    principal: Principal,
-    IdPath(id): IdPath,
-    cmd: CommandRequest,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    principal.require(roles::CLINIC_ADMIN)?;
-    cmd.run(&state, &principal, &body, async {
-        let req: AddTimeOff = body.parse()?;
+async fn add_time_off(cmd: Command<IdPath>) -> Result<Response, ApiError> {
+    cmd.run(roles::CLINIC_ADMIN, |req: AddTimeOff, ctx| async move {
         let range = TimeRange::new(req.start, req.end)
             .map_err(|e| ApiError::field("end", e.to_string()))?;
-        execute(
-            &state,
-            &principal,
-            &cmd,
-            id,
-            StaffCommand::AddTimeOff {
-                range,
-                reason: req.reason,
-            },
-        )
-        .await
+        let reason = req.reason;
+        ctx.update::<Staff>(StaffCommand::AddTimeOff { range, reason })
+            .await
     })
     .await
 }
@@ -309,24 +200,9 @@ async fn add_time_off(
 #[utoipa::path(post, path = "/v1/staff/{id}/deactivate", tag = "staff", request_body = Deactivate,
     security(("bearer" = [])), params(("id" = Uuid, Path, description = "Staff id")),
     responses((status = 200, description = "Deactivated", body = CommandAccepted), CommandProblems))]
-async fn deactivate(
-    State(state): State<AppState>,
-    principal: Principal,
-    IdPath(id): IdPath,
-    cmd: CommandRequest,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    principal.require(roles::CLINIC_ADMIN)?;
-    cmd.run(&state, &principal, &body, async {
-        let req: Deactivate = body.parse()?;
-        execute(
-            &state,
-            &principal,
-            &cmd,
-            id,
-            StaffCommand::Deactivate { reason: req.reason },
-        )
-        .await
+async fn deactivate(cmd: Command<IdPath>) -> Result<Response, ApiError> {
+    cmd.run(roles::CLINIC_ADMIN, |req: Deactivate, ctx| {
+        ctx.update::<Staff>(StaffCommand::Deactivate { reason: req.reason })
     })
     .await
 }
@@ -335,17 +211,9 @@ async fn deactivate(
 #[utoipa::path(post, path = "/v1/staff/{id}/reactivate", tag = "staff",
     security(("bearer" = [])), params(("id" = Uuid, Path, description = "Staff id")),
     responses((status = 200, description = "Reactivated", body = CommandAccepted), CommandProblems))]
-async fn reactivate(
-    State(state): State<AppState>,
-    principal: Principal,
-    IdPath(id): IdPath,
-    cmd: CommandRequest,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    principal.require(roles::CLINIC_ADMIN)?;
-    cmd.run(&state, &principal, &body, async {
-        let _: Empty = body.parse()?;
-        execute(&state, &principal, &cmd, id, StaffCommand::Reactivate).await
+async fn reactivate(cmd: Command<IdPath>) -> Result<Response, ApiError> {
+    cmd.run(roles::CLINIC_ADMIN, |_: Empty, ctx| {
+        ctx.update::<Staff>(StaffCommand::Reactivate)
     })
     .await
 }

@@ -1,0 +1,149 @@
+//! The one path every command endpoint takes: authenticate, authorise by role, then parse the
+//! body (so a caller without the role learns nothing about validation), run the command once
+//! per `Idempotency-Key` with the `If-Match` version, and answer (201 + `Location` or 200, with
+//! `ETag`).
+//!
+//! A handler names the roles, the body type and what to run:
+//!
+//! ```ignore
+//! async fn deactivate(cmd: Command<IdPath>) -> Result<Response, ApiError> {
+//!     cmd.run(roles::PATIENT_DESK, |req: DeactivatePatient, ctx| {
+//!         ctx.update::<Patient>(PatientCommand::Deactivate { reason: req.reason })
+//!     })
+//!     .await
+//! }
+//! ```
+
+use std::future::Future;
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::response::Response;
+use commands::{ActorRole, CommandMeta, Committed, EventStore, Expect};
+use cqrs_es::Aggregate;
+use domain::clock::Services;
+use domain::error::DomainError;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use crate::auth::Principal;
+use crate::http::{CommandRequest, CommandResponse, IdPath, JsonBody};
+use crate::idempotency;
+use crate::problem::ApiError;
+use crate::startup::AppState;
+
+/// A command request: the caller, the path parameters `P` (`()` or [`IdPath`]), `If-Match`
+/// and `Idempotency-Key`, and the body, read but not yet parsed. Extracted in that order, as
+/// separate extractors would be.
+pub struct Command<P = ()> {
+    state: AppState,
+    principal: Principal,
+    path: P,
+    request: CommandRequest,
+    body: JsonBody,
+}
+
+impl<P> FromRequest<AppState> for Command<P>
+where
+    P: FromRequestParts<AppState> + Send,
+    ApiError: From<P::Rejection>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = req.into_parts();
+        let principal = Principal::from_request_parts(&mut parts, state).await?;
+        let path = P::from_request_parts(&mut parts, state).await?;
+        let request = CommandRequest::from_request_parts(&mut parts, state).await?;
+        let body = JsonBody::from_request(Request::from_parts(parts, body), state).await?;
+        Ok(Command {
+            state: state.clone(),
+            principal,
+            path,
+            request,
+            body,
+        })
+    }
+}
+
+impl<P> Command<P> {
+    /// Runs `command` with the body parsed as `B`, if the caller has one of `roles`.
+    pub async fn run<B, F, Fut>(self, roles: &[ActorRole], command: F) -> Result<Response, ApiError>
+    where
+        B: DeserializeOwned,
+        F: FnOnce(B, Ctx<P>) -> Fut,
+        Fut: Future<Output = Result<CommandResponse, ApiError>>,
+    {
+        self.principal.require(roles)?;
+        let Command {
+            state,
+            principal,
+            path,
+            request,
+            body,
+        } = self;
+        let pool = state.pool.clone();
+        let account_id = principal.account_id;
+        let ctx = Ctx {
+            state,
+            principal,
+            path,
+            expect: request.expect,
+        };
+        idempotency::run_once(&pool, account_id, &request, &body, async {
+            command(body.parse()?, ctx).await
+        })
+        .await
+    }
+}
+
+/// What a command gets once the caller is authorised and the body parsed.
+pub struct Ctx<P> {
+    pub state: AppState,
+    pub principal: Principal,
+    pub path: P,
+    /// `If-Match`.
+    pub expect: Expect,
+}
+
+impl<P> Ctx<P> {
+    pub fn store(&self) -> &EventStore {
+        &self.state.store
+    }
+
+    /// Metadata for a command in the caller's own clinic (403 for the platform admin).
+    pub fn meta(&self) -> Result<CommandMeta, ApiError> {
+        self.principal.meta()
+    }
+
+    /// Runs `command` on aggregate `id` of the caller's clinic.
+    pub async fn execute<A>(&self, id: Uuid, command: A::Command) -> Result<Committed, ApiError>
+    where
+        A: Aggregate<Services = Services>,
+        A::Error: DomainError + Send + Sync + 'static,
+        A::Command: Send,
+    {
+        let meta = self.meta()?;
+        Ok(self
+            .store()
+            .execute::<A>(&meta, id, command, self.expect)
+            .await?)
+    }
+}
+
+impl Ctx<IdPath> {
+    /// The `{id}` of the path.
+    pub fn id(&self) -> Uuid {
+        self.path.0
+    }
+
+    /// Runs `command` on the aggregate the path names and answers 200.
+    pub async fn update<A>(self, command: A::Command) -> Result<CommandResponse, ApiError>
+    where
+        A: Aggregate<Services = Services>,
+        A::Error: DomainError + Send + Sync + 'static,
+        A::Command: Send,
+    {
+        let committed = self.execute::<A>(self.id(), command).await?;
+        Ok(CommandResponse::updated(self.id(), &committed))
+    }
+}

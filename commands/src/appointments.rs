@@ -1,0 +1,356 @@
+//! Appointment use cases: booking and rescheduling look at the patient, the doctor and the
+//! clinic before the appointment decides; a doctor may only act on their own appointments.
+//!
+//! The doctor's schedule (hours, time off, the clinic's grid) is checked by the `Appointment`
+//! aggregate itself, from the [`DoctorSchedule`] these use cases put in the command.
+
+use domain::appointment::{Appointment, AppointmentCommand, AppointmentError};
+use domain::clinic::Clinic;
+use domain::ids::{AppointmentId, PatientId, StaffId};
+use domain::patient::Patient;
+use domain::schedule::DoctorSchedule;
+use domain::staff::Staff;
+use domain::values::{NonEmptyText, Role, TimeRange};
+use uuid::Uuid;
+
+use crate::error::{CommandError, StoreError};
+use crate::metadata::{ActorRole, CommandMeta};
+use crate::store::{Committed, EventStore, Expect};
+
+/// Book `patient_id` with `doctor_id` in `slot`.
+#[derive(Debug, Clone)]
+pub struct Book {
+    pub patient_id: PatientId,
+    pub doctor_id: StaffId,
+    pub slot: TimeRange,
+    pub reason: Option<NonEmptyText>,
+    /// Clinic admins only: book outside the doctor's working hours, time off or grid.
+    pub override_hours: bool,
+}
+
+/// Move an appointment to `slot`.
+#[derive(Debug, Clone)]
+pub struct Reschedule {
+    pub slot: TimeRange,
+    /// Clinic admins only, as for booking.
+    pub override_hours: bool,
+}
+
+/// A booking that committed.
+#[derive(Debug, Clone)]
+pub struct Booked {
+    pub appointment_id: AppointmentId,
+    pub committed: Committed,
+}
+
+/// Why a booking, a reschedule or another appointment command did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum BookingError {
+    #[error("no such patient in your clinic")]
+    PatientNotFound,
+    #[error("the patient is not active")]
+    PatientInactive,
+    #[error("no such doctor in your clinic")]
+    DoctorNotFound,
+    #[error("the doctor is not active")]
+    DoctorInactive,
+    #[error("this staff member is not a doctor")]
+    NotADoctor,
+    /// A doctor booking another doctor (forbidden).
+    #[error("a doctor may only book their own appointments")]
+    NotOwnBooking,
+    /// A doctor acting on another doctor's appointment (forbidden).
+    #[error("a doctor may only act on their own appointments")]
+    NotOwnAppointment,
+    /// Overriding the working hours without being a clinic admin (forbidden).
+    #[error("only a clinic admin may override working hours")]
+    OverrideNotAllowed,
+    #[error("appointment not found")]
+    AppointmentNotFound,
+    #[error("clinic not found")]
+    ClinicNotFound,
+    #[error(transparent)]
+    Command(#[from] CommandError<AppointmentError>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl BookingError {
+    /// The request field at fault, for the errors about one.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            BookingError::PatientNotFound | BookingError::PatientInactive => Some("patient_id"),
+            BookingError::DoctorNotFound
+            | BookingError::DoctorInactive
+            | BookingError::NotADoctor => Some("doctor_id"),
+            _ => None,
+        }
+    }
+
+    /// Whether the caller's role or identity forbids the command.
+    pub fn is_forbidden(&self) -> bool {
+        matches!(
+            self,
+            BookingError::NotOwnBooking
+                | BookingError::NotOwnAppointment
+                | BookingError::OverrideNotAllowed
+        )
+    }
+}
+
+/// Books an appointment: the patient and the doctor must be active in the caller's clinic, the
+/// doctor must be a doctor (and, for a doctor caller, the caller), and the slot must fit the
+/// doctor's schedule unless a clinic admin overrides it.
+pub async fn book(
+    store: &EventStore,
+    meta: &CommandMeta,
+    expect: Expect,
+    req: Book,
+) -> Result<Booked, BookingError> {
+    check_own_booking(meta, req.doctor_id)?;
+    let patient = store.load::<Patient>(meta.clinic_id, req.patient_id.as_uuid());
+    check_patient(patient.await?.map(|(p, _)| p).as_ref())?;
+    let doctor = store.load::<Staff>(meta.clinic_id, req.doctor_id.as_uuid());
+    let doctor = doctor.await?.map(|(d, _)| d);
+    let doctor = check_doctor(doctor.as_ref())?;
+    let schedule = schedule_to_check(store, meta, doctor, req.override_hours).await?;
+    let appointment_id = AppointmentId::new();
+    let command = AppointmentCommand::Book {
+        appointment_id,
+        clinic_id: meta.clinic_id,
+        patient_id: req.patient_id,
+        doctor_id: req.doctor_id,
+        slot: req.slot,
+        reason: req.reason,
+        override_hours: req.override_hours,
+        schedule,
+    };
+    let committed = store
+        .execute::<Appointment>(meta, appointment_id.as_uuid(), command, expect)
+        .await?;
+    Ok(Booked {
+        appointment_id,
+        committed,
+    })
+}
+
+/// Moves appointment `id` to another slot, which must fit its doctor's schedule unless a
+/// clinic admin overrides it.
+pub async fn reschedule(
+    store: &EventStore,
+    meta: &CommandMeta,
+    expect: Expect,
+    id: Uuid,
+    req: Reschedule,
+) -> Result<Committed, BookingError> {
+    let appointment = own_appointment(store, meta, id).await?;
+    let mut schedule = None;
+    if let Some(doctor_id) = appointment.doctor_id() {
+        if let Some((doctor, _)) = store
+            .load::<Staff>(meta.clinic_id, doctor_id.as_uuid())
+            .await?
+        {
+            schedule = schedule_to_check(store, meta, &doctor, req.override_hours).await?;
+        }
+    }
+    let command = AppointmentCommand::Reschedule {
+        slot: req.slot,
+        override_hours: req.override_hours,
+        schedule,
+    };
+    Ok(store
+        .execute::<Appointment>(meta, id, command, expect)
+        .await?)
+}
+
+/// Runs `command` on appointment `id`; a doctor may only act on their own appointments. For
+/// other roles the domain's own NotFound answers for a missing appointment, so nothing is
+/// loaded twice.
+pub async fn act(
+    store: &EventStore,
+    meta: &CommandMeta,
+    expect: Expect,
+    id: Uuid,
+    command: AppointmentCommand,
+) -> Result<Committed, BookingError> {
+    if meta.actor.role == ActorRole::Doctor {
+        own_appointment(store, meta, id).await?;
+    }
+    Ok(store
+        .execute::<Appointment>(meta, id, command, expect)
+        .await?)
+}
+
+/// An appointment of the caller's clinic; a doctor only gets their own.
+async fn own_appointment(
+    store: &EventStore,
+    meta: &CommandMeta,
+    id: Uuid,
+) -> Result<Appointment, BookingError> {
+    let (appointment, _) = store
+        .load::<Appointment>(meta.clinic_id, id)
+        .await?
+        .ok_or(BookingError::AppointmentNotFound)?;
+    check_own_appointment(meta, &appointment)?;
+    Ok(appointment)
+}
+
+/// The schedule the slot must fit: none when a clinic admin overrides the hours.
+async fn schedule_to_check(
+    store: &EventStore,
+    meta: &CommandMeta,
+    doctor: &Staff,
+    override_hours: bool,
+) -> Result<Option<DoctorSchedule>, BookingError> {
+    if check_override(meta, override_hours)? {
+        return Ok(None);
+    }
+    let clinic = store
+        .load::<Clinic>(meta.clinic_id, meta.clinic_id.as_uuid())
+        .await?
+        .map(|(c, _)| c);
+    doctor_schedule(doctor, clinic.as_ref()).map(Some)
+}
+
+fn check_own_booking(meta: &CommandMeta, doctor_id: StaffId) -> Result<(), BookingError> {
+    if meta.actor.role == ActorRole::Doctor && meta.actor.id != doctor_id.as_uuid() {
+        return Err(BookingError::NotOwnBooking);
+    }
+    Ok(())
+}
+
+fn check_own_appointment(
+    meta: &CommandMeta,
+    appointment: &Appointment,
+) -> Result<(), BookingError> {
+    if meta.actor.role == ActorRole::Doctor
+        && appointment.doctor_id() != Some(StaffId::from_uuid(meta.actor.id))
+    {
+        return Err(BookingError::NotOwnAppointment);
+    }
+    Ok(())
+}
+
+/// Whether the hours are overridden; only a clinic admin may.
+fn check_override(meta: &CommandMeta, override_hours: bool) -> Result<bool, BookingError> {
+    if override_hours && meta.actor.role != ActorRole::ClinicAdmin {
+        return Err(BookingError::OverrideNotAllowed);
+    }
+    Ok(override_hours)
+}
+
+fn check_patient(patient: Option<&Patient>) -> Result<(), BookingError> {
+    match patient {
+        Some(p) if p.is_active() => Ok(()),
+        Some(_) => Err(BookingError::PatientInactive),
+        None => Err(BookingError::PatientNotFound),
+    }
+}
+
+fn check_doctor(doctor: Option<&Staff>) -> Result<&Staff, BookingError> {
+    match doctor {
+        None => Err(BookingError::DoctorNotFound),
+        Some(d) if !d.is_active() => Err(BookingError::DoctorInactive),
+        Some(d) if d.role() != Some(Role::Doctor) => Err(BookingError::NotADoctor),
+        Some(d) => Ok(d),
+    }
+}
+
+/// The doctor's schedule in the clinic's time zone and on its grid.
+fn doctor_schedule(
+    doctor: &Staff,
+    clinic: Option<&Clinic>,
+) -> Result<DoctorSchedule, BookingError> {
+    let clinic = clinic.ok_or(BookingError::ClinicNotFound)?;
+    let time_zone = clinic.time_zone().ok_or(BookingError::ClinicNotFound)?;
+    Ok(DoctorSchedule {
+        hours: doctor.working_hours().clone(),
+        time_off: doctor.time_off().iter().map(|t| t.range).collect(),
+        time_zone,
+        step_minutes: clinic.slot_minutes(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{clinic, doctor, meta, patient, staff};
+
+    #[test]
+    fn a_doctor_books_only_themselves() {
+        let me = StaffId::new();
+        let as_doctor = meta(ActorRole::Doctor, me.as_uuid());
+        assert!(check_own_booking(&as_doctor, me).is_ok());
+        assert!(matches!(
+            check_own_booking(&as_doctor, StaffId::new()),
+            Err(BookingError::NotOwnBooking)
+        ));
+        let desk = meta(ActorRole::Receptionist, Uuid::new_v4());
+        assert!(check_own_booking(&desk, StaffId::new()).is_ok());
+    }
+
+    #[test]
+    fn only_a_clinic_admin_overrides_hours() {
+        let admin = meta(ActorRole::ClinicAdmin, Uuid::new_v4());
+        assert!(check_override(&admin, true).unwrap());
+        assert!(!check_override(&admin, false).unwrap());
+        for role in [ActorRole::Doctor, ActorRole::Nurse, ActorRole::Receptionist] {
+            let m = meta(role, Uuid::new_v4());
+            let err = check_override(&m, true).unwrap_err();
+            assert!(matches!(err, BookingError::OverrideNotAllowed));
+            assert!(err.is_forbidden());
+            assert!(!check_override(&m, false).unwrap());
+        }
+    }
+
+    #[test]
+    fn the_patient_must_exist_and_be_active() {
+        assert!(check_patient(Some(&patient(true))).is_ok());
+        let e = check_patient(Some(&patient(false))).unwrap_err();
+        assert!(matches!(e, BookingError::PatientInactive));
+        assert_eq!(e.field(), Some("patient_id"));
+        let e = check_patient(None).unwrap_err();
+        assert!(matches!(e, BookingError::PatientNotFound));
+        assert_eq!(e.to_string(), "no such patient in your clinic");
+    }
+
+    #[test]
+    fn the_doctor_must_exist_be_active_and_be_a_doctor() {
+        assert!(check_doctor(Some(&doctor(true))).is_ok());
+        let e = check_doctor(Some(&doctor(false))).unwrap_err();
+        assert!(matches!(e, BookingError::DoctorInactive));
+        assert_eq!(e.field(), Some("doctor_id"));
+        let e = check_doctor(Some(&staff(Role::Nurse, true))).unwrap_err();
+        assert!(matches!(e, BookingError::NotADoctor));
+        assert_eq!(e.field(), Some("doctor_id"));
+        assert!(matches!(
+            check_doctor(None),
+            Err(BookingError::DoctorNotFound)
+        ));
+    }
+
+    #[test]
+    fn a_doctor_acts_only_on_their_own_appointments() {
+        let (me, other) = (StaffId::new(), StaffId::new());
+        let booked = crate::testing::appointment(me);
+        assert!(check_own_appointment(&meta(ActorRole::Doctor, me.as_uuid()), &booked).is_ok());
+        let e = check_own_appointment(&meta(ActorRole::Doctor, other.as_uuid()), &booked);
+        assert!(matches!(e, Err(BookingError::NotOwnAppointment)));
+        let nurse = meta(ActorRole::Nurse, other.as_uuid());
+        assert!(check_own_appointment(&nurse, &booked).is_ok());
+    }
+
+    #[test]
+    fn the_schedule_is_the_doctors_on_the_clinics_grid() {
+        let d = doctor(true);
+        let c = clinic();
+        let s = doctor_schedule(&d, Some(&c)).unwrap();
+        assert_eq!(s.step_minutes, c.slot_minutes());
+        assert_eq!(Some(s.time_zone), c.time_zone());
+        assert_eq!(&s.hours, d.working_hours());
+        assert!(matches!(
+            doctor_schedule(&d, None),
+            Err(BookingError::ClinicNotFound)
+        ));
+    }
+}

@@ -1,0 +1,167 @@
+//! Staff use cases: hiring creates the member's account with the hire; a department named in
+//! a hire or a profile must be open in the clinic.
+
+use domain::clinic::Clinic;
+use domain::ids::{DepartmentId, StaffId};
+use domain::staff::{Staff, StaffCommand, StaffError};
+use domain::values::{Email, NonEmptyText, PersonName, Role};
+use uuid::Uuid;
+
+use crate::accounts::hire_with_credentials;
+use crate::credentials;
+use crate::error::{CommandError, StoreError};
+use crate::metadata::CommandMeta;
+use crate::store::{Committed, EventStore, Expect};
+
+/// A new staff member and their initial password.
+#[derive(Debug, Clone)]
+pub struct Hire {
+    pub name: PersonName,
+    pub email: Email,
+    pub role: Role,
+    pub department_id: Option<DepartmentId>,
+    pub specialty: Option<NonEmptyText>,
+    pub licence_number: Option<NonEmptyText>,
+    pub password: String,
+}
+
+/// Profile fields to change; absent fields stay as they are.
+#[derive(Debug, Clone)]
+pub struct UpdateProfile {
+    pub name: Option<PersonName>,
+    pub email: Option<Email>,
+    pub department_id: Option<DepartmentId>,
+    pub specialty: Option<NonEmptyText>,
+    pub licence_number: Option<NonEmptyText>,
+}
+
+/// A hire that committed.
+#[derive(Debug, Clone)]
+pub struct Hired {
+    pub staff_id: StaffId,
+    pub committed: Committed,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StaffingError {
+    /// The initial password breaks the policy (the message says how).
+    #[error("{0}")]
+    WeakPassword(String),
+    #[error("no open department with this id in your clinic")]
+    DepartmentNotFound,
+    #[error(transparent)]
+    Command(#[from] CommandError<StaffError>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl StaffingError {
+    /// The request field at fault, for the errors about one.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            StaffingError::WeakPassword(_) => Some("password"),
+            StaffingError::DepartmentNotFound => Some("department_id"),
+            _ => None,
+        }
+    }
+}
+
+/// Hires a staff member into the caller's clinic and creates their account.
+pub async fn hire(
+    store: &EventStore,
+    meta: &CommandMeta,
+    req: Hire,
+) -> Result<Hired, StaffingError> {
+    credentials::check_policy(&req.password).map_err(StaffingError::WeakPassword)?;
+    let department_id = open_department(store, meta, req.department_id).await?;
+    let hash = credentials::hash(req.password).await?;
+    let staff_id = StaffId::new();
+    let command = StaffCommand::Hire {
+        staff_id,
+        clinic_id: meta.clinic_id,
+        name: req.name,
+        email: req.email,
+        role: req.role,
+        department_id,
+        specialty: req.specialty,
+        licence_number: req.licence_number,
+    };
+    let committed = hire_with_credentials(store, meta, staff_id, command, Some(hash)).await?;
+    Ok(Hired {
+        staff_id,
+        committed,
+    })
+}
+
+/// Updates staff member `id`'s profile.
+pub async fn update_profile(
+    store: &EventStore,
+    meta: &CommandMeta,
+    expect: Expect,
+    id: Uuid,
+    req: UpdateProfile,
+) -> Result<Committed, StaffingError> {
+    let command = StaffCommand::UpdateProfile {
+        name: req.name,
+        email: req.email,
+        department_id: open_department(store, meta, req.department_id).await?,
+        specialty: req.specialty,
+        licence_number: req.licence_number,
+    };
+    Ok(store.execute::<Staff>(meta, id, command, expect).await?)
+}
+
+/// `department`, if it is open in the caller's clinic.
+async fn open_department(
+    store: &EventStore,
+    meta: &CommandMeta,
+    department: Option<DepartmentId>,
+) -> Result<Option<DepartmentId>, StaffingError> {
+    let Some(id) = department else {
+        return Ok(None);
+    };
+    let clinic = store
+        .load::<Clinic>(meta.clinic_id, meta.clinic_id.as_uuid())
+        .await?;
+    check_department(clinic.map(|(c, _)| c).as_ref(), id).map(Some)
+}
+
+fn check_department(
+    clinic: Option<&Clinic>,
+    id: DepartmentId,
+) -> Result<DepartmentId, StaffingError> {
+    match clinic {
+        Some(clinic) if clinic.has_open_department(id) => Ok(id),
+        _ => Err(StaffingError::DepartmentNotFound),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::clinic_with;
+
+    #[test]
+    fn a_department_must_be_open_in_the_clinic() {
+        let (open, closed, unknown) = (
+            DepartmentId::new(),
+            DepartmentId::new(),
+            DepartmentId::new(),
+        );
+        let clinic = clinic_with(&[open], &[closed]);
+        assert_eq!(check_department(Some(&clinic), open).unwrap(), open);
+        for id in [closed, unknown] {
+            let e = check_department(Some(&clinic), id).unwrap_err();
+            assert!(matches!(e, StaffingError::DepartmentNotFound));
+            assert_eq!(e.field(), Some("department_id"));
+        }
+        assert!(check_department(None, open).is_err());
+    }
+
+    #[test]
+    fn a_weak_password_names_the_password_field() {
+        let e = StaffingError::WeakPassword("must be at least 12 characters".into());
+        assert_eq!(e.field(), Some("password"));
+        assert_eq!(e.to_string(), "must be at least 12 characters");
+    }
+}
