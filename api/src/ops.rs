@@ -50,7 +50,7 @@ async fn projections_status(
         status
             .into_iter()
             .map(|s| ProjectionLag {
-                name: s.name,
+                name: s.projection.name.to_owned(),
                 position: s.position,
                 lag_events: s.lag_events,
                 lag_ms: s.lag_ms,

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
+use projections::Projection;
 use serde::Deserialize;
 use tokio::time::Instant;
 use utoipa::IntoParams;
@@ -73,7 +74,7 @@ impl<S: Send + Sync> FromRequestParts<S> for MinPosition {
 /// one, or for position 0). After [`WAIT_LIMIT`] the answer is a 503 with `Retry-After`.
 pub async fn wait_for(
     state: &AppState,
-    projections: &[&str],
+    projections: &[Projection],
     min: Option<i64>,
 ) -> Result<(), ApiError> {
     let Some(position) = min.filter(|p| *p > 0) else {

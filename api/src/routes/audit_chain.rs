@@ -2,13 +2,13 @@
 //! reports the first altered position (or "intact"); `GET /v1/audit/chain/head` exports the
 //! chain head, for an auditor to keep outside the system and check later
 //! (`?head_position=&head_hash=`). Auditors and clinic admins of the clinic only; the chain
-//! is built by the `audit_chain` projection (`projections::chain`).
+//! is built by the `audit_chain` projection (`projections::audit_chain`).
 
 use axum::extract::{Query, State};
 use axum::http::Uri;
 use axum::Json;
 use commands::ActorRole;
-use projections::chain::{self, ChainHead, ExpectedHead, Verification};
+use projections::audit_chain::{self as chain, ChainHead, ExpectedHead, Verification};
 use utoipa::IntoResponses;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

@@ -1,5 +1,5 @@
 //! The query endpoints: patients, staff, appointments, the dashboard, the clinic, and the
-//! platform's clinics and overview. They read the read models (through `projections::queries`,
+//! platform's clinics and overview. They read the read models (through the read-model modules of `projections`,
 //! always scoped by clinic) under role checks:
 //!
 //! - a doctor sees only their own appointments and the patients they have (or had) an
@@ -23,11 +23,17 @@ use domain::appointment::AppointmentStatus;
 use domain::ids::{AppointmentId, DepartmentId, PatientId, StaffId};
 use domain::schedule::Schedule;
 use domain::values::Role;
-use projections::queries::{
-    self, AppointmentCursor, AppointmentFilter, AppointmentPage, AppointmentView, ClinicList,
-    ClinicView, Dashboard, PatientCursor, PatientPage, PatientQuery, PatientRecord, PatientSearch,
-    PlatformOverview, StaffFilter, StaffList, StaffMember,
+use projections::appointments::{
+    self, AppointmentCursor, AppointmentFilter, AppointmentPage, AppointmentView,
 };
+use projections::clinics::{self, ClinicList, ClinicView, PlatformOverview};
+use projections::dashboard::{self, Dashboard};
+use projections::page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+use projections::patients::{
+    self, PatientCursor, PatientPage, PatientQuery, PatientRecord, PatientSearch,
+};
+use projections::staff::{self, StaffFilter, StaffList, StaffMember};
+use projections::{availability, Projection};
 use serde::Serialize;
 use utoipa::{IntoResponses, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -72,14 +78,31 @@ pub mod read_roles {
 
 /// The projections each endpoint reads, for `X-Min-Position`.
 mod reads_from {
-    pub const PATIENTS: &[&str] = &["patients"];
+    use super::Projection;
+    use projections::{appointments, clinics, patients, staff};
+
+    pub const PATIENTS: &[Projection] = &[patients::PROJECTION];
     /// A doctor's view of patients depends on their appointments too.
-    pub const PATIENTS_FOR_DOCTOR: &[&str] = &["patients", "appointments"];
-    pub const STAFF: &[&str] = &["staff"];
-    pub const APPOINTMENTS: &[&str] = &["appointments", "patients", "staff"];
-    pub const DASHBOARD: &[&str] = &["clinics", "staff", "patients", "appointments"];
-    pub const CLINICS: &[&str] = &["clinics"];
-    pub const AVAILABILITY: &[&str] = &["staff", "appointments", "clinics"];
+    pub const PATIENTS_FOR_DOCTOR: &[Projection] =
+        &[patients::PROJECTION, appointments::PROJECTION];
+    pub const STAFF: &[Projection] = &[staff::PROJECTION];
+    pub const APPOINTMENTS: &[Projection] = &[
+        appointments::PROJECTION,
+        patients::PROJECTION,
+        staff::PROJECTION,
+    ];
+    pub const DASHBOARD: &[Projection] = &[
+        clinics::PROJECTION,
+        staff::PROJECTION,
+        patients::PROJECTION,
+        appointments::PROJECTION,
+    ];
+    pub const CLINICS: &[Projection] = &[clinics::PROJECTION];
+    pub const AVAILABILITY: &[Projection] = &[
+        staff::PROJECTION,
+        appointments::PROJECTION,
+        clinics::PROJECTION,
+    ];
 }
 
 /// The problems any query endpoint may answer with (documentation only).
@@ -222,8 +245,8 @@ fn uuid(raw: &str) -> Result<Uuid, String> {
 fn limit(raw: &str) -> Result<i64, String> {
     raw.parse::<i64>()
         .ok()
-        .filter(|n| (1..=queries::MAX_PAGE_SIZE).contains(n))
-        .ok_or_else(|| format!("must be an integer from 1 to {}", queries::MAX_PAGE_SIZE))
+        .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
+        .ok_or_else(|| format!("must be an integer from 1 to {}", MAX_PAGE_SIZE))
 }
 
 /// An RFC 3339 instant. A `+` left unencoded in the query string arrives as a space; it is
@@ -300,9 +323,7 @@ async fn list_patients(
     let after = p.parse("page_token", |t| {
         PatientCursor::decode(t).map_err(|e| e.to_string())
     });
-    let limit = p
-        .parse("limit", limit)
-        .unwrap_or(queries::DEFAULT_PAGE_SIZE);
+    let limit = p.parse("limit", limit).unwrap_or(DEFAULT_PAGE_SIZE);
     p.finish()?;
 
     let reads = if doctor.is_some() {
@@ -317,7 +338,7 @@ async fn list_patients(
         after,
         limit,
     };
-    queries::search_patients(&state.pool, clinic, &query)
+    patients::search_patients(&state.pool, clinic, &query)
         .await
         .map(Json)
         .map_err(ApiError::internal)
@@ -358,7 +379,7 @@ async fn read_patient(
         reads_from::PATIENTS
     };
     wait_for(state, reads, min).await?;
-    let record = queries::patient(&state.pool, clinic, PatientId::from_uuid(id), doctor)
+    let record = patients::patient(&state.pool, clinic, PatientId::from_uuid(id), doctor)
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::NotFound("patient not found".into()))?;
@@ -393,7 +414,7 @@ async fn list_staff(
     };
     p.finish()?;
     wait_for(&state, reads_from::STAFF, min).await?;
-    queries::staff_list(&state.pool, clinic, &filter)
+    staff::staff_list(&state.pool, clinic, &filter)
         .await
         .map(Json)
         .map_err(ApiError::internal)
@@ -414,7 +435,7 @@ async fn get_staff(
     let clinic = principal.clinic()?;
     params.reader(&[]).finish()?;
     wait_for(&state, reads_from::STAFF, min).await?;
-    let member = queries::staff_member(&state.pool, clinic, StaffId::from_uuid(id))
+    let member = staff::staff_member(&state.pool, clinic, StaffId::from_uuid(id))
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::NotFound("staff member not found".into()))?;
@@ -502,9 +523,7 @@ async fn read_appointments(
     let after = p.parse("page_token", |t| {
         AppointmentCursor::decode(t).map_err(|e| e.to_string())
     });
-    let limit = p
-        .parse("limit", limit)
-        .unwrap_or(queries::DEFAULT_PAGE_SIZE);
+    let limit = p.parse("limit", limit).unwrap_or(DEFAULT_PAGE_SIZE);
     let doctor_given = p.raw("doctor_id").is_some();
     p.finish()?;
 
@@ -527,7 +546,7 @@ async fn read_appointments(
         after,
         limit,
     };
-    let mut page = queries::appointments(&state.pool, clinic, &filter)
+    let mut page = appointments::appointments(&state.pool, clinic, &filter)
         .await
         .map_err(ApiError::internal)?;
     if principal.role == ActorRole::Receptionist {
@@ -574,10 +593,11 @@ async fn read_appointment(
     let doctor = doctor_scope(principal)?;
     params.reader(&[]).finish()?;
     wait_for(state, reads_from::APPOINTMENTS, min).await?;
-    let mut view = queries::appointment(&state.pool, clinic, AppointmentId::from_uuid(id), doctor)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::NotFound("appointment not found".into()))?;
+    let mut view =
+        appointments::appointment(&state.pool, clinic, AppointmentId::from_uuid(id), doctor)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::NotFound("appointment not found".into()))?;
     if principal.role == ActorRole::Receptionist {
         view = view.without_clinical_notes();
     }
@@ -605,7 +625,7 @@ async fn get_dashboard(
     let doctor = doctor_scope(&principal)?;
     params.reader(&[]).finish()?;
     wait_for(&state, reads_from::DASHBOARD, min).await?;
-    queries::dashboard(&state.pool, clinic, doctor, state.clock.now())
+    dashboard::dashboard(&state.pool, clinic, doctor, state.clock.now())
         .await
         .map(Json)
         .map_err(ApiError::internal)
@@ -625,7 +645,7 @@ async fn get_clinic(
     let clinic = principal.clinic()?;
     params.reader(&[]).finish()?;
     wait_for(&state, reads_from::CLINICS, min).await?;
-    queries::clinic(&state.pool, clinic)
+    clinics::clinic(&state.pool, clinic)
         .await
         .map_err(ApiError::internal)?
         .map(Json)
@@ -648,7 +668,7 @@ async fn list_clinics(
     principal.require(read_roles::PLATFORM)?;
     params.reader(&[]).finish()?;
     wait_for(&state, reads_from::CLINICS, min).await?;
-    queries::platform_clinics(&state.pool)
+    clinics::platform_clinics(&state.pool)
         .await
         .map(Json)
         .map_err(ApiError::internal)
@@ -668,7 +688,7 @@ async fn platform_overview(
     principal.require(read_roles::PLATFORM)?;
     params.reader(&[]).finish()?;
     wait_for(&state, reads_from::CLINICS, min).await?;
-    queries::platform_overview(&state.pool)
+    clinics::platform_overview(&state.pool)
         .await
         .map(Json)
         .map_err(ApiError::internal)
@@ -785,10 +805,11 @@ async fn doctor_availability(
     p.finish()?;
 
     wait_for(&state, reads_from::AVAILABILITY, min).await?;
-    let schedule = queries::doctor_schedule(&state.pool, clinic, StaffId::from_uuid(id), from, to)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::NotFound("doctor not found".into()))?;
+    let schedule =
+        availability::doctor_schedule(&state.pool, clinic, StaffId::from_uuid(id), from, to)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::NotFound("doctor not found".into()))?;
     let length = Duration::minutes(duration);
     let starts = Schedule {
         hours: &schedule.hours,
