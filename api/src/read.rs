@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{FromRequestParts, Query};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use projections::Projection;
 use serde::Deserialize;
@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use utoipa::IntoParams;
 
 use crate::problem::ApiError;
+use crate::query;
 use crate::startup::AppState;
 
 pub const MIN_POSITION_HEADER: &str = "x-min-position";
@@ -56,14 +57,10 @@ impl<S: Send + Sync> FromRequestParts<S> for MinPosition {
             let position = parse_position("X-Min-Position", raw)?;
             min = min.max(Some(position));
         }
-        if parts.uri.query().is_some() {
-            let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
-                .map_err(|e| ApiError::BadRequest(format!("malformed query string: {e}")))?;
-            for (name, raw) in pairs {
-                if name == MIN_POSITION_PARAM {
-                    let position = parse_position(MIN_POSITION_PARAM, &raw)?;
-                    min = min.max(Some(position));
-                }
+        for (name, raw) in query::pairs(&parts.uri)? {
+            if name == MIN_POSITION_PARAM {
+                let position = parse_position(MIN_POSITION_PARAM, &raw)?;
+                min = min.max(Some(position));
             }
         }
         Ok(MinPosition(min))
