@@ -2,7 +2,6 @@
 
 use axum::extract::State;
 use axum::Json;
-use commands::ActorRole;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -10,6 +9,7 @@ use utoipa_axum::routes;
 
 use crate::auth::Principal;
 use crate::problem::{ApiError, Problem};
+use crate::roles;
 use crate::startup::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -42,13 +42,13 @@ async fn projections_status(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<Vec<ProjectionLag>>, ApiError> {
-    principal.require(&[ActorRole::PlatformAdmin])?;
+    principal.require(roles::PLATFORM)?;
     let status = projections::checkpoint::status(&state.pool).await?;
     Ok(Json(
         status
             .into_iter()
             .map(|s| ProjectionLag {
-                name: s.name,
+                name: s.projection.name.to_owned(),
                 position: s.position,
                 lag_events: s.lag_events,
                 lag_ms: s.lag_ms,

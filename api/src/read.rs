@@ -7,13 +7,15 @@
 
 use std::time::Duration;
 
-use axum::extract::{FromRequestParts, Query};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use projections::Projection;
 use serde::Deserialize;
 use tokio::time::Instant;
 use utoipa::IntoParams;
 
 use crate::problem::ApiError;
+use crate::query;
 use crate::startup::AppState;
 
 pub const MIN_POSITION_HEADER: &str = "x-min-position";
@@ -55,14 +57,10 @@ impl<S: Send + Sync> FromRequestParts<S> for MinPosition {
             let position = parse_position("X-Min-Position", raw)?;
             min = min.max(Some(position));
         }
-        if parts.uri.query().is_some() {
-            let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
-                .map_err(|e| ApiError::BadRequest(format!("malformed query string: {e}")))?;
-            for (name, raw) in pairs {
-                if name == MIN_POSITION_PARAM {
-                    let position = parse_position(MIN_POSITION_PARAM, &raw)?;
-                    min = min.max(Some(position));
-                }
+        for (name, raw) in query::pairs(&parts.uri)? {
+            if name == MIN_POSITION_PARAM {
+                let position = parse_position(MIN_POSITION_PARAM, &raw)?;
+                min = min.max(Some(position));
             }
         }
         Ok(MinPosition(min))
@@ -73,7 +71,7 @@ impl<S: Send + Sync> FromRequestParts<S> for MinPosition {
 /// one, or for position 0). After [`WAIT_LIMIT`] the answer is a 503 with `Retry-After`.
 pub async fn wait_for(
     state: &AppState,
-    projections: &[&str],
+    projections: &[Projection],
     min: Option<i64>,
 ) -> Result<(), ApiError> {
     let Some(position) = min.filter(|p| *p > 0) else {
@@ -81,10 +79,7 @@ pub async fn wait_for(
     };
     let deadline = Instant::now() + WAIT_LIMIT;
     loop {
-        if projections::checkpoint::covers(&state.pool, projections, position)
-            .await
-            .map_err(ApiError::internal)?
-        {
+        if projections::checkpoint::covers(&state.pool, projections, position).await? {
             return Ok(());
         }
         if Instant::now() >= deadline {

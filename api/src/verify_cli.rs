@@ -1,9 +1,9 @@
-//! `clinic verify`: recomputes a clinic's hash chain (see `projections::chain`) and prints one
+//! `clinic verify`: recomputes a clinic's hash chain (see `projections::audit_chain`) and prints one
 //! line, `intact: N events, head POS HEX` or `tampered: changed at position P`. A tampered
 //! history is an error (exit status 1).
 
 use domain::values::ClinicCode;
-use projections::chain::{self, ChainStatus, ExpectedHead};
+use projections::audit_chain::{self as chain, ChainStatus, ExpectedHead};
 
 use crate::cli::{invalid, open_state, CliError};
 

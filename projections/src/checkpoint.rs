@@ -1,23 +1,25 @@
 //! Checkpoints: how far each projection has read, for read-your-writes and lag figures.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use sqlx::PgPool;
+
+use crate::Projection;
 
 /// True when every one of `projections` has applied the event at `position` (an event that
 /// does not exist yet — not committed, or a position from the future — is not covered).
 pub async fn covers(
     pool: &PgPool,
-    projections: &[&str],
+    projections: &[Projection],
     position: i64,
 ) -> Result<bool, sqlx::Error> {
+    let names: Vec<&str> = projections.iter().map(|p| p.name).collect();
     let uncovered: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM projection_checkpoints c \
          WHERE c.name = ANY($1) AND NOT EXISTS ( \
              SELECT 1 FROM events e WHERE e.position = $2 \
                AND (e.transaction_id, e.position) <= (c.transaction_id, c.position))",
     )
-    .bind(projections)
+    .bind(names)
     .bind(position)
     .fetch_one(pool)
     .await?;
@@ -25,9 +27,9 @@ pub async fn covers(
 }
 
 /// One projection's progress.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ProjectionStatus {
-    pub name: String,
+    pub projection: Projection,
     /// Position of the last applied event (0 before the first).
     pub position: i64,
     /// Committed events not yet applied.
@@ -51,7 +53,7 @@ struct StatusRow {
     last_error: Option<String>,
 }
 
-/// The progress of every projection.
+/// The progress of every projection, ordered by name.
 pub async fn status(pool: &PgPool) -> Result<Vec<ProjectionStatus>, sqlx::Error> {
     let rows: Vec<StatusRow> = sqlx::query_as(
         "SELECT c.name, c.position, \
@@ -68,8 +70,10 @@ pub async fn status(pool: &PgPool) -> Result<Vec<ProjectionStatus>, sqlx::Error>
     let now = Utc::now();
     Ok(rows
         .into_iter()
-        .map(|r| ProjectionStatus {
-            name: r.name,
+        // A checkpoint row of no projection this build knows (none exist) is not reported.
+        .filter_map(|r| Some((Projection::named(&r.name).ok()?, r)))
+        .map(|(projection, r)| ProjectionStatus {
+            projection,
             position: r.position,
             lag_events: r.lag_events,
             lag_ms: r

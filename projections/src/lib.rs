@@ -1,27 +1,38 @@
 //! The read side: projection workers that tail the event store in commit order and build the
 //! per-clinic read models (schema `rm`), and the queries that read them.
 //!
+//! One folder per read model, with its apply function and its queries: [`clinics`],
+//! [`staff`], [`patients`], [`appointments`], and the tamper-evidence chain [`audit_chain`].
+//! [`dashboard`] and [`availability`] read several read models; [`audit`] reads the event
+//! log itself. Every projection is a [`Projection`], listed in [`PROJECTIONS`].
+//!
+//! Every clinic query opens its own read transaction with [`scope::clinic_tx`], so row-level
+//! security limits it to the caller's clinic, and filters on `clinic_id` itself as well
+//! (defence in depth). The two platform queries ([`clinics::platform_clinics`],
+//! [`clinics::platform_overview`]) use [`scope::platform_tx`] and read `rm.clinics` only,
+//! which holds no patient data. Who may see what (a doctor only their own patients and
+//! appointments, a receptionist no clinical notes) is decided by the API; the queries take the
+//! resulting restriction as an explicit argument.
+//!
 //! `commands` and `projections` never call each other; they meet in the event store.
 
+pub mod appointments;
 pub mod audit;
-pub mod chain;
+pub mod audit_chain;
+pub mod availability;
 pub mod checkpoint;
-pub mod queries;
+pub mod clinics;
+pub mod dashboard;
+pub mod event;
+pub mod page;
+pub mod patients;
+pub mod projection;
+pub mod rebuild;
 pub mod scope;
+pub mod staff;
 pub mod worker;
 
-mod apply;
-pub mod rebuild;
-
-/// The projections, in the order a rebuild runs them. `audit_chain` (tamper evidence, see
-/// [`chain`]) is run by the workers but never rebuilt.
-pub const PROJECTIONS: &[&str] = &[
-    "clinics",
-    "staff",
-    "patients",
-    "appointments",
-    "audit_chain",
-];
+pub use projection::{Projection, PROJECTIONS};
 
 /// Errors of the read side.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +46,7 @@ pub enum ProjectionError {
         event_type: String,
         reason: String,
     },
-    #[error("unknown projection `{0}` (known: clinics, staff, patients, appointments)")]
+    #[error("unknown projection `{0}` (known: {known})", known = projection::rebuildable_names())]
     UnknownProjection(String),
     /// The hash chain is evidence, not a read model: rebuilding it would forge it.
     #[error("`{0}` is not a read model and is never rebuilt (it is the tamper-evidence chain)")]

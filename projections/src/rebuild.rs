@@ -8,19 +8,16 @@ use std::time::{Duration, Instant};
 
 use sqlx::{Connection, Executor, PgConnection};
 
-use crate::apply::{apply, read_after};
-use crate::{ProjectionError, PROJECTIONS};
+use crate::event::read_after;
+use crate::{Projection, ProjectionError, PROJECTIONS};
 
-/// The tables each projection owns.
-pub fn tables(name: &str) -> Result<&'static [&'static str], ProjectionError> {
-    Ok(match name {
-        "clinics" => &["clinics"],
-        "staff" => &["staff"],
-        "patients" => &["patients"],
-        "appointments" => &["appointments"],
-        crate::chain::NAME => return Err(ProjectionError::NotRebuildable(name.to_owned())),
-        other => return Err(ProjectionError::UnknownProjection(other.to_owned())),
-    })
+/// The read model called `name`: an error for an unknown name, or for the hash chain.
+pub fn rebuildable(name: &str) -> Result<Projection, ProjectionError> {
+    let projection = Projection::named(name)?;
+    if !projection.rebuildable {
+        return Err(ProjectionError::NotRebuildable(name.to_owned()));
+    }
+    Ok(projection)
 }
 
 /// What a rebuild did.
@@ -42,7 +39,7 @@ impl RebuildReport {
 /// in batches; returns the new position and the count.
 async fn catch_up(
     conn: &mut PgConnection,
-    name: &str,
+    projection: &Projection,
     schema: &str,
     from: (String, i64),
     batch: i64,
@@ -58,12 +55,12 @@ async fn catch_up(
         let next = (last.transaction_id.clone(), last.position);
         if in_one_tx {
             for event in &events {
-                apply(name, schema, conn, event).await?;
+                projection.apply(schema, conn, event).await?;
             }
         } else {
             let mut tx = conn.begin().await?;
             for event in &events {
-                apply(name, schema, &mut tx, event).await?;
+                projection.apply(schema, &mut tx, event).await?;
             }
             tx.commit().await?;
         }
@@ -72,12 +69,16 @@ async fn catch_up(
     }
 }
 
-/// Rebuilds `name`. `conn` must be the tables' owner (it creates schemas and moves tables).
+/// Rebuilds `projection`. `conn` must be the tables' owner (it creates schemas and moves
+/// tables).
 pub async fn rebuild_one(
     conn: &mut PgConnection,
-    name: &str,
+    projection: &Projection,
 ) -> Result<RebuildReport, ProjectionError> {
-    let tables = tables(name)?;
+    if !projection.rebuildable {
+        return Err(ProjectionError::NotRebuildable(projection.name.to_owned()));
+    }
+    let name = projection.name;
     let started = Instant::now();
     let schema = format!("rm_rebuild_{name}");
     conn.execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE").as_str())
@@ -91,7 +92,7 @@ pub async fn rebuild_one(
     // The bulk of the work, outside any lock, as the worker role (row-level security holds
     // for the owner too: the tables FORCE it).
     conn.execute("SET ROLE clinic_worker").await?;
-    let built = catch_up(conn, name, &schema, ("0".into(), 0), 2000, false).await;
+    let built = catch_up(conn, projection, &schema, ("0".into(), 0), 2000, false).await;
     conn.execute("RESET ROLE").await?;
     let (position, mut events) = built?;
 
@@ -103,10 +104,10 @@ pub async fn rebuild_one(
         .await?;
     tx.execute("SET LOCAL ROLE clinic_worker").await?;
     let ((final_tx, final_pos), more) =
-        catch_up(&mut tx, name, &schema, position, 2000, true).await?;
+        catch_up(&mut tx, projection, &schema, position, 2000, true).await?;
     tx.execute("RESET ROLE").await?;
     events += more;
-    for table in tables {
+    for table in projection.tables {
         tx.execute(format!("DROP TABLE rm.{table}").as_str())
             .await?;
         tx.execute(format!("ALTER TABLE {schema}.{table} SET SCHEMA rm").as_str())
@@ -145,21 +146,18 @@ pub async fn rebuild(
     conn: &mut PgConnection,
     only: Option<&str>,
 ) -> Result<Vec<RebuildReport>, ProjectionError> {
-    let names: Vec<&str> = match only {
-        Some(name) => {
-            tables(name)?;
-            vec![name]
-        }
+    let chosen: Vec<Projection> = match only {
+        Some(name) => vec![rebuildable(name)?],
         // Every read model; not the hash chain.
         None => PROJECTIONS
             .iter()
             .copied()
-            .filter(|name| tables(name).is_ok())
+            .filter(|p| p.rebuildable)
             .collect(),
     };
     let mut reports = Vec::new();
-    for name in names {
-        reports.push(rebuild_one(conn, name).await?);
+    for projection in &chosen {
+        reports.push(rebuild_one(conn, projection).await?);
     }
     Ok(reports)
 }

@@ -14,8 +14,8 @@ use sqlx::{ConnectOptions, Connection, Executor, PgConnection};
 use tokio::sync::watch;
 use tracing::{instrument, Instrument};
 
-use crate::apply::{apply, read_after};
-use crate::{ProjectionError, PROJECTIONS};
+use crate::event::read_after;
+use crate::{Projection, ProjectionError, PROJECTIONS};
 
 /// The NOTIFY channel the event trigger signals.
 pub const CHANNEL: &str = "clinic_events";
@@ -29,7 +29,7 @@ pub struct WorkerConfig {
     /// How often to look for events when no notification arrives.
     pub poll_interval: Duration,
     /// Which projections to run (default: all).
-    pub projections: Vec<String>,
+    pub projections: Vec<Projection>,
     /// Test hook: fail a batch after applying this many of its events (before commit), as a
     /// crash would.
     pub crash_after: Option<usize>,
@@ -40,7 +40,7 @@ impl Default for WorkerConfig {
         WorkerConfig {
             batch_size: 500,
             poll_interval: Duration::from_secs(1),
-            projections: PROJECTIONS.iter().map(|p| p.to_string()).collect(),
+            projections: PROJECTIONS.to_vec(),
             crash_after: None,
         }
     }
@@ -60,14 +60,15 @@ pub struct Batch {
     pub position: i64,
 }
 
-/// Applies the next batch of `name` to the tables in `schema` and moves its checkpoint.
+/// Applies the next batch of `projection` to its tables in `rm` and moves its checkpoint.
 /// `Ok(None)` when there was nothing to do.
-#[instrument(skip(conn, config), fields(position))]
+#[instrument(skip_all, fields(name = projection.name, position))]
 pub async fn run_batch(
     conn: &mut PgConnection,
-    name: &str,
+    projection: &Projection,
     config: &WorkerConfig,
 ) -> Result<Option<Batch>, ProjectionError> {
+    let name = projection.name;
     let mut tx = conn.begin().await?;
     // Locking the checkpoint row first serialises batches with each other and with a rebuild's
     // swap, before any read-model row is touched.
@@ -90,7 +91,7 @@ pub async fn run_batch(
                 "simulated crash after {i} events of a batch"
             ))));
         }
-        apply(name, "rm", &mut tx, event).await?;
+        projection.apply("rm", &mut tx, event).await?;
     }
     let moved = sqlx::query(
         "UPDATE projection_checkpoints SET transaction_id = $2::xid8, position = $3, updated_at = now(), \
@@ -148,7 +149,7 @@ fn lease_key(name: &str) -> i64 {
 /// Runs one projection until `shutdown` turns true (or it meets an event it cannot apply).
 async fn run_projection(
     options: PgConnectOptions,
-    name: String,
+    projection: Projection,
     config: WorkerConfig,
     mut wake: watch::Receiver<u64>,
     mut shutdown: watch::Receiver<bool>,
@@ -175,7 +176,7 @@ async fn run_projection(
             }
         };
         let leased: bool = match sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(lease_key(&name))
+            .bind(lease_key(projection.name))
             .fetch_one(&mut conn)
             .await
         {
@@ -200,7 +201,7 @@ async fn run_projection(
             // Look at the wake-up counter before the batch, so a notification that arrives
             // during it is not lost.
             wake.borrow_and_update();
-            match run_batch(&mut conn, &name, &config).await {
+            match run_batch(&mut conn, &projection, &config).await {
                 Ok(Some(batch)) => {
                     tracing::info!(
                         position = batch.position,
@@ -211,7 +212,7 @@ async fn run_projection(
                 Ok(None) => idle(&mut wake, &mut shutdown, config.poll_interval).await,
                 Err(err @ ProjectionError::Poison { .. }) => {
                     tracing::error!(error = %err, "projection stopped at an event it cannot apply");
-                    record_failure(&mut conn, &name, &err).await;
+                    record_failure(&mut conn, projection.name, &err).await;
                     let _ = conn.close().await;
                     return;
                 }
@@ -275,12 +276,12 @@ pub fn spawn(
         let tasks: Vec<_> = config
             .projections
             .iter()
-            .map(|name| {
-                let span = tracing::info_span!("projection", projection = %name);
+            .map(|projection| {
+                let span = tracing::info_span!("projection", projection = projection.name);
                 tokio::spawn(
                     run_projection(
                         options.clone(),
-                        name.clone(),
+                        *projection,
                         config.clone(),
                         wake_rx.clone(),
                         shutdown.clone(),

@@ -4,7 +4,7 @@
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use projections::chain::{self, CanonicalEvent};
+use projections::audit_chain::{self as chain, CanonicalEvent};
 use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;

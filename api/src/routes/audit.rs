@@ -12,23 +12,21 @@
 use std::str::FromStr;
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Query, State};
+use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
-use axum::http::request::Parts;
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use commands::ActorRole;
 use domain::ids::ClinicId;
 use domain::replay::{replay, StoredEvent};
 use futures::StreamExt;
 use projections::audit::{
     self, AccessFilter, AccessLogPage, AuditEvent, EventFilter, AGGREGATE_TYPES,
 };
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
-use utoipa::{IntoResponses, ToSchema};
+use utoipa::{IntoParams, IntoResponses, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -37,6 +35,8 @@ use crate::access_log::{self, ClientIp};
 use crate::auth::Principal;
 use crate::http::IdPath;
 use crate::problem::{ApiError, FieldError, Problem};
+use crate::query::{self, NoParams, Query};
+use crate::roles;
 use crate::startup::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -47,9 +47,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(state_as_of))
         .routes(routes!(access_log_list))
 }
-
-/// Who may use the audit endpoints.
-pub const AUDIT_ROLES: &[ActorRole] = &[ActorRole::Auditor, ActorRole::ClinicAdmin];
 
 /// NDJSON's media type.
 pub const NDJSON: &str = "application/x-ndjson";
@@ -93,118 +90,21 @@ pub enum AuditProblems {
 }
 
 // ---------------------------------------------------------------------------------------
-// Query parameters: each endpoint names the ones it knows; an unknown one, one given twice,
-// or a value that does not parse is a 422 naming it. An empty value counts as absent.
+// Query parameters (read with [`crate::query::Query`]).
 
-#[derive(Debug, Clone, Default)]
-pub struct AuditParams(Vec<(String, String)>);
-
-impl<S: Send + Sync> FromRequestParts<S> for AuditParams {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        if parts.uri.query().is_none() {
-            return Ok(AuditParams::default());
-        }
-        Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
-            .map(|Query(pairs)| AuditParams(pairs))
-            .map_err(|e| ApiError::BadRequest(format!("malformed query string: {e}")))
-    }
+/// `Patient`, `patient`, `PATIENT` → `Patient` (as a query parameter).
+fn kind<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    query::with(d, |raw| aggregate_type(raw).map(str::to_owned))
 }
 
-struct Reader<'a> {
-    params: &'a AuditParams,
-    errors: Vec<FieldError>,
-}
-
-impl AuditParams {
-    fn reader(&self, known: &[&str]) -> Reader<'_> {
-        let mut errors: Vec<FieldError> = Vec::new();
-        for (i, (name, _)) in self.0.iter().enumerate() {
-            if errors.iter().any(|e| &e.field == name) {
-                continue;
-            }
-            if !known.contains(&name.as_str()) {
-                errors.push(FieldError::new(
-                    name.clone(),
-                    format!("unknown query parameter (known: {})", known.join(", ")),
-                ));
-            } else if self.0[..i].iter().any(|(n, _)| n == name) {
-                errors.push(FieldError::new(name.clone(), "given more than once"));
-            }
+/// A 422 unless `until` is at or after `since`.
+fn check_window(since: Option<DateTime<Utc>>, until: Option<DateTime<Utc>>) -> Option<FieldError> {
+    match (since, until) {
+        (Some(since), Some(until)) if until < since => {
+            Some(FieldError::new("until", "must not be before `since`"))
         }
-        Reader {
-            params: self,
-            errors,
-        }
+        _ => None,
     }
-}
-
-impl Reader<'_> {
-    fn parse<T>(&mut self, name: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
-        let raw = self
-            .params
-            .0
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.trim())
-            .filter(|v| !v.is_empty())?;
-        match parse(raw) {
-            Ok(v) => Some(v),
-            Err(message) => {
-                self.error(name, message);
-                None
-            }
-        }
-    }
-
-    /// Like `parse`, but the parameter must be given.
-    fn required<T>(
-        &mut self,
-        name: &str,
-        parse: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Option<T> {
-        let given = self
-            .params
-            .0
-            .iter()
-            .any(|(n, v)| n == name && !v.trim().is_empty());
-        if !given {
-            self.error(name, "is required");
-            return None;
-        }
-        self.parse(name, parse)
-    }
-
-    fn error(&mut self, name: &str, message: impl Into<String>) {
-        self.errors.push(FieldError::new(name, message));
-    }
-
-    fn finish(self) -> Result<(), ApiError> {
-        if self.errors.is_empty() {
-            Ok(())
-        } else {
-            Err(ApiError::Validation(self.errors))
-        }
-    }
-}
-
-fn uuid(raw: &str) -> Result<Uuid, String> {
-    Uuid::parse_str(raw).map_err(|_| "must be a UUID".into())
-}
-
-/// An RFC 3339 instant; an unencoded `+` (arriving as a space) is read as `+`.
-fn instant(raw: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(&raw.replace(' ', "+"))
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| "must be an RFC 3339 instant, e.g. 2026-03-01T09:00:00Z".into())
-}
-
-fn int_in(raw: &str, min: i64, max: i64) -> Result<i64, String> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|n| (min..=max).contains(n))
-        .ok_or_else(|| format!("must be an integer from {min} to {max}"))
 }
 
 /// `Patient`, `patient`, `PATIENT` → `Patient`.
@@ -218,7 +118,7 @@ pub fn aggregate_type(raw: &str) -> Result<&'static str, String> {
 
 /// 403 unless an auditor or clinic admin; the caller's clinic.
 fn auditor_clinic(principal: &Principal) -> Result<ClinicId, ApiError> {
-    principal.require(AUDIT_ROLES)?;
+    principal.require(roles::AUDIT)?;
     principal.clinic()
 }
 
@@ -234,6 +134,34 @@ fn stored(e: &AuditEvent) -> StoredEvent<'_> {
 // ---------------------------------------------------------------------------------------
 // The event stream.
 
+/// The filters of the event stream.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EventParams {
+    /// Resume after the event at this position (the last line received); it must be one of the clinic's events. 0 or absent: from the start
+    #[serde(default, deserialize_with = "query::int_in::<_, 0, { i64::MAX }>")]
+    #[param(minimum = 0)]
+    pub after_position: Option<i64>,
+    /// Events that occurred at or after this instant (RFC 3339)
+    #[serde(default, deserialize_with = "query::instant")]
+    pub since: Option<DateTime<Utc>>,
+    /// Events that occurred at or before this instant (RFC 3339)
+    #[serde(default, deserialize_with = "query::instant")]
+    pub until: Option<DateTime<Utc>>,
+    /// `Clinic`, `Staff`, `Patient` or `Appointment`
+    #[serde(default, deserialize_with = "kind")]
+    #[param(value_type = Option<String>)]
+    pub aggregate_type: Option<String>,
+    /// One record's events (its id)
+    #[serde(default, deserialize_with = "query::uuid")]
+    pub aggregate_id: Option<Uuid>,
+    /// At most this many events (1 to 1000000); default all
+    #[serde(default, deserialize_with = "query::int_in::<_, 1, MAX_STREAM_LIMIT>")]
+    #[param(minimum = 1, maximum = 1000000)]
+    pub limit: Option<i64>,
+}
+
 /// The clinic's events as NDJSON, in commit order.
 ///
 /// One line per event: `{position, time, aggregate_type, aggregate_id, sequence, event_type,
@@ -243,14 +171,7 @@ fn stored(e: &AuditEvent) -> StoredEvent<'_> {
 /// received never misses an event and never repeats one. The answer is streamed from a
 /// database cursor; `limit` bounds one request.
 #[utoipa::path(get, path = "/v1/audit/events", tag = "audit", security(("bearer" = [])),
-    params(
-        ("after_position" = Option<i64>, Query, description = "Resume after the event at this position (the last line received); it must be one of the clinic's events. 0 or absent: from the start", minimum = 0),
-        ("since" = Option<DateTime<Utc>>, Query, description = "Events that occurred at or after this instant (RFC 3339)"),
-        ("until" = Option<DateTime<Utc>>, Query, description = "Events that occurred at or before this instant (RFC 3339)"),
-        ("aggregate_type" = Option<String>, Query, description = "`Clinic`, `Staff`, `Patient` or `Appointment`"),
-        ("aggregate_id" = Option<Uuid>, Query, description = "One record's events (its id)"),
-        ("limit" = Option<i64>, Query, description = "At most this many events (1 to 1000000); default all", minimum = 1, maximum = 1000000),
-    ),
+    params(EventParams),
     responses(
         (status = 200, description = "One `AuditEvent` JSON object per line", body = AuditEvent, content_type = "application/x-ndjson"),
         AuditProblems,
@@ -258,45 +179,32 @@ fn stored(e: &AuditEvent) -> StoredEvent<'_> {
 async fn stream_events(
     State(state): State<AppState>,
     principal: Principal,
-    params: AuditParams,
+    params: Result<Query<EventParams>, ApiError>,
 ) -> Result<Response, ApiError> {
     let clinic = auditor_clinic(&principal)?;
-    let mut p = params.reader(&[
-        "after_position",
-        "since",
-        "until",
-        "aggregate_type",
-        "aggregate_id",
-        "limit",
-    ]);
-    let after_position = p.parse("after_position", |r| int_in(r, 0, i64::MAX));
-    let since = p.parse("since", instant);
-    let until = p.parse("until", instant);
-    if let (Some(since), Some(until)) = (since, until) {
-        if until < since {
-            p.error("until", "must not be before `since`");
-        }
-    }
-    let kind = p.parse("aggregate_type", aggregate_type);
-    let aggregate_id = p.parse("aggregate_id", uuid);
-    let limit = p.parse("limit", |r| int_in(r, 1, MAX_STREAM_LIMIT));
-    if let Some(after) = after_position.filter(|a| *a > 0) {
+    let Query(params) = params?;
+    let mut errors: Vec<FieldError> = check_window(params.since, params.until)
+        .into_iter()
+        .collect();
+    if let Some(after) = params.after_position.filter(|a| *a > 0) {
         if !audit::is_clinic_event(&state.pool, clinic, after).await? {
-            p.error(
+            errors.push(FieldError::new(
                 "after_position",
                 "must be the position of one of this clinic's events (the last line received)",
-            );
+            ));
         }
     }
-    p.finish()?;
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
 
     let filter = EventFilter {
-        after_position,
-        since,
-        until,
-        aggregate_type: kind.map(str::to_owned),
-        aggregate_id,
-        limit,
+        after_position: params.after_position,
+        since: params.since,
+        until: params.until,
+        aggregate_type: params.aggregate_type,
+        aggregate_id: params.aggregate_id,
+        limit: params.limit,
     };
     ndjson_response(audit::stream_events(
         state.pool.clone(),
@@ -344,10 +252,10 @@ async fn history(
     principal: &Principal,
     aggregate_type: &str,
     id: Uuid,
-    params: &AuditParams,
+    params: Result<Query<NoParams>, ApiError>,
 ) -> Result<Json<Vec<AuditEvent>>, ApiError> {
     let clinic = auditor_clinic(principal)?;
-    params.reader(&[]).finish()?;
+    params?;
     let events = audit::record_events(&state.pool, clinic, aggregate_type, id, None).await?;
     if events.is_empty() {
         return Err(ApiError::NotFound(format!(
@@ -368,9 +276,9 @@ async fn patient_history(
     principal: Principal,
     client_ip: ClientIp,
     IdPath(id): IdPath,
-    params: AuditParams,
+    params: Result<Query<NoParams>, ApiError>,
 ) -> Result<Json<Vec<AuditEvent>>, ApiError> {
-    let result = history(&state, &principal, "Patient", id, &params).await;
+    let result = history(&state, &principal, "Patient", id, params).await;
     access_log::logged(
         &state,
         &principal,
@@ -390,9 +298,9 @@ async fn appointment_history(
     State(state): State<AppState>,
     principal: Principal,
     IdPath(id): IdPath,
-    params: AuditParams,
+    params: Result<Query<NoParams>, ApiError>,
 ) -> Result<Json<Vec<AuditEvent>>, ApiError> {
-    history(&state, &principal, "Appointment", id, &params).await
+    history(&state, &principal, "Appointment", id, params).await
 }
 
 // ---------------------------------------------------------------------------------------
@@ -411,19 +319,49 @@ pub struct StateAsOf {
     pub state: Value,
 }
 
+/// Which aggregate, and when: all three are required.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct StateParams {
+    /// The instant (RFC 3339)
+    #[serde(default, deserialize_with = "query::instant")]
+    #[param(required = true, value_type = DateTime<Utc>)]
+    pub as_of: Option<DateTime<Utc>>,
+    /// `Clinic`, `Staff`, `Patient` or `Appointment`
+    #[serde(default, deserialize_with = "kind")]
+    #[param(required = true, value_type = String)]
+    pub aggregate_type: Option<String>,
+    /// The record's id (for `Clinic`, the clinic's id)
+    #[serde(default, deserialize_with = "query::uuid")]
+    #[param(required = true, value_type = Uuid)]
+    pub aggregate_id: Option<Uuid>,
+}
+
 async fn state_inner(
     state: &AppState,
     principal: &Principal,
-    params: &AuditParams,
+    params: Result<Query<StateParams>, ApiError>,
 ) -> Result<(Json<StateAsOf>, Option<Uuid>), ApiError> {
     let clinic = auditor_clinic(principal)?;
-    let mut p = params.reader(&["as_of", "aggregate_type", "aggregate_id"]);
-    let as_of = p.required("as_of", instant);
-    let kind = p.required("aggregate_type", aggregate_type);
-    let id = p.required("aggregate_id", uuid);
-    p.finish()?;
-    let (Some(as_of), Some(kind), Some(id)) = (as_of, kind, id) else {
-        return Err(ApiError::field("as_of", "is required"));
+    let Query(params) = params?;
+    let (Some(as_of), Some(kind), Some(id)) = (
+        params.as_of,
+        params.aggregate_type.as_deref(),
+        params.aggregate_id,
+    ) else {
+        let missing = [
+            ("as_of", params.as_of.is_none()),
+            ("aggregate_type", params.aggregate_type.is_none()),
+            ("aggregate_id", params.aggregate_id.is_none()),
+        ];
+        return Err(ApiError::Validation(
+            missing
+                .into_iter()
+                .filter(|(_, missing)| *missing)
+                .map(|(name, _)| FieldError::new(name, "is required"))
+                .collect(),
+        ));
     };
     let events = audit::record_events(&state.pool, clinic, kind, id, Some(as_of)).await?;
     let Some(last) = events.last() else {
@@ -452,31 +390,23 @@ async fn state_inner(
 /// occurred at or before then through the domain aggregate. 404 if it did not exist yet (or
 /// is not the caller's clinic's). A patient's state is recorded in the access log.
 #[utoipa::path(get, path = "/v1/audit/state", tag = "audit", security(("bearer" = [])),
-    params(
-        ("as_of" = DateTime<Utc>, Query, description = "The instant (RFC 3339)"),
-        ("aggregate_type" = String, Query, description = "`Clinic`, `Staff`, `Patient` or `Appointment`"),
-        ("aggregate_id" = Uuid, Query, description = "The record's id (for `Clinic`, the clinic's id)"),
-    ),
+    params(StateParams),
     responses((status = 200, description = "The state then", body = StateAsOf), AuditProblems))]
 async fn state_as_of(
     State(state): State<AppState>,
     principal: Principal,
     client_ip: ClientIp,
-    params: AuditParams,
+    uri: Uri,
+    params: Result<Query<StateParams>, ApiError>,
 ) -> Result<Json<StateAsOf>, ApiError> {
-    let result = state_inner(&state, &principal, &params).await;
+    let result = state_inner(&state, &principal, params).await;
     let patient = match &result {
         Ok((_, patient)) => *patient,
+        // A refused read of a patient's state is logged too.
         Err(_) => {
-            let asked_patient = params
-                .0
-                .iter()
-                .any(|(n, v)| n == "aggregate_type" && v.trim().eq_ignore_ascii_case("patient"));
-            let id = params
-                .0
-                .iter()
-                .find(|(n, _)| n == "aggregate_id")
-                .and_then(|(_, v)| Uuid::from_str(v.trim()).ok());
+            let asked_patient = query::raw(&uri, "aggregate_type")
+                .is_some_and(|kind| kind.eq_ignore_ascii_case("patient"));
+            let id = query::raw(&uri, "aggregate_id").and_then(|v| Uuid::from_str(&v).ok());
             id.filter(|_| asked_patient)
         }
     };
@@ -500,51 +430,58 @@ async fn state_as_of(
 // ---------------------------------------------------------------------------------------
 // The access log.
 
+/// The filters of the access log.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AccessParams {
+    /// Only accesses to this patient's data
+    #[serde(default, deserialize_with = "query::uuid")]
+    pub patient_id: Option<Uuid>,
+    /// Only this account's accesses
+    #[serde(default, deserialize_with = "query::uuid")]
+    pub actor_id: Option<Uuid>,
+    /// At or after this instant (RFC 3339)
+    #[serde(default, deserialize_with = "query::instant")]
+    pub since: Option<DateTime<Utc>>,
+    /// At or before this instant (RFC 3339)
+    #[serde(default, deserialize_with = "query::instant")]
+    pub until: Option<DateTime<Utc>>,
+    /// At most this many rows, 1 to 1000 (default 100)
+    #[serde(default, deserialize_with = "query::int_in::<_, 1, MAX_ACCESS_LIMIT>")]
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+}
+
 /// Who read which patient's data: the clinic's access log, newest first.
 ///
 /// Every read of a patient's data is recorded once per request, allowed or refused:
 /// `GET /v1/patients/{id}`, `GET /v1/appointments?patient_id=…`, `GET /v1/appointments/{id}`,
 /// `GET /v1/audit/patients/{id}/history` and a patient's `GET /v1/audit/state`.
 #[utoipa::path(get, path = "/v1/audit/access-log", tag = "audit", security(("bearer" = [])),
-    params(
-        ("patient_id" = Option<Uuid>, Query, description = "Only accesses to this patient's data"),
-        ("actor_id" = Option<Uuid>, Query, description = "Only this account's accesses"),
-        ("since" = Option<DateTime<Utc>>, Query, description = "At or after this instant (RFC 3339)"),
-        ("until" = Option<DateTime<Utc>>, Query, description = "At or before this instant (RFC 3339)"),
-        ("limit" = Option<i64>, Query, description = "At most this many rows, 1 to 1000 (default 100)", minimum = 1, maximum = 1000),
-    ),
+    params(AccessParams),
     responses((status = 200, description = "The access log, newest first", body = AccessLogPage), AuditProblems))]
 async fn access_log_list(
     State(state): State<AppState>,
     principal: Principal,
-    params: AuditParams,
+    params: Result<Query<AccessParams>, ApiError>,
 ) -> Result<Json<AccessLogPage>, ApiError> {
     let clinic = auditor_clinic(&principal)?;
-    let mut p = params.reader(&["patient_id", "actor_id", "since", "until", "limit"]);
-    let patient_id = p.parse("patient_id", uuid);
-    let actor_id = p.parse("actor_id", uuid);
-    let since = p.parse("since", instant);
-    let until = p.parse("until", instant);
-    if let (Some(since), Some(until)) = (since, until) {
-        if until < since {
-            p.error("until", "must not be before `since`");
-        }
+    let Query(params) = params?;
+    if let Some(error) = check_window(params.since, params.until) {
+        return Err(ApiError::Validation(vec![error]));
     }
-    let limit = p
-        .parse("limit", |r| int_in(r, 1, MAX_ACCESS_LIMIT))
-        .unwrap_or(DEFAULT_ACCESS_LIMIT);
-    p.finish()?;
     let filter = AccessFilter {
-        patient_id,
-        actor_id,
-        since,
-        until,
-        limit,
+        patient_id: params.patient_id,
+        actor_id: params.actor_id,
+        since: params.since,
+        until: params.until,
+        limit: params.limit.unwrap_or(DEFAULT_ACCESS_LIMIT),
     };
     audit::access_log(&state.pool, clinic, &filter)
         .await
         .map(Json)
-        .map_err(ApiError::internal)
+        .map_err(Into::into)
 }
 
 #[cfg(test)]

@@ -2,19 +2,20 @@
 //! reports the first altered position (or "intact"); `GET /v1/audit/chain/head` exports the
 //! chain head, for an auditor to keep outside the system and check later
 //! (`?head_position=&head_hash=`). Auditors and clinic admins of the clinic only; the chain
-//! is built by the `audit_chain` projection (`projections::chain`).
+//! is built by the `audit_chain` projection (`projections::audit_chain`).
 
-use axum::extract::{Query, State};
-use axum::http::Uri;
+use axum::extract::State;
 use axum::Json;
-use commands::ActorRole;
-use projections::chain::{self, ChainHead, ExpectedHead, Verification};
-use utoipa::IntoResponses;
+use projections::audit_chain::{self as chain, ChainHead, ExpectedHead, Verification};
+use serde::{Deserialize, Deserializer};
+use utoipa::{IntoParams, IntoResponses};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::Principal;
-use crate::problem::{ApiError, FieldError, Problem};
+use crate::problem::{ApiError, Problem};
+use crate::query::{self, Query};
+use crate::roles;
 use crate::startup::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -22,9 +23,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(verify_chain))
         .routes(routes!(chain_head))
 }
-
-/// Who may verify a clinic's history.
-pub const CHAIN_ROLES: &[ActorRole] = &[ActorRole::Auditor, ActorRole::ClinicAdmin];
 
 /// The problems the chain endpoints may answer with (documentation only).
 #[allow(dead_code)]
@@ -56,57 +54,43 @@ pub enum ChainProblems {
     Unprocessable(Problem),
 }
 
-/// Reads `head_position` and `head_hash` (both or neither); anything else is a 422.
-fn expected_head(uri: &Uri) -> Result<Option<ExpectedHead>, ApiError> {
-    let pairs: Vec<(String, String)> = match uri.query() {
-        None => Vec::new(),
-        Some(_) => Query::<Vec<(String, String)>>::try_from_uri(uri)
-            .map(|Query(pairs)| pairs)
-            .map_err(|e| ApiError::BadRequest(format!("malformed query string: {e}")))?,
-    };
-    let mut errors = Vec::new();
-    let mut position = None;
-    let mut hash = None;
-    for (name, value) in &pairs {
-        let value = value.trim();
-        match name.as_str() {
-            "head_position" | "head_hash"
-                if pairs.iter().filter(|(n, _)| n == name).count() > 1 =>
-            {
-                if !errors.iter().any(|e: &FieldError| &e.field == name) {
-                    errors.push(FieldError::new(name.clone(), "given more than once"));
-                }
-            }
-            "head_position" => match value.parse::<i64>() {
-                Ok(p) if p > 0 => position = Some(p),
-                _ => errors.push(FieldError::new(
-                    "head_position",
-                    "must be a positive integer (a position exported by /v1/audit/chain/head)",
-                )),
-            },
-            "head_hash" => match chain::parse_hash(value) {
-                Some(h) => hash = Some(h),
-                None => errors.push(FieldError::new("head_hash", "must be 64 hex digits")),
-            },
-            other => errors.push(FieldError::new(
-                other,
-                "unknown query parameter (known: head_position, head_hash)",
-            )),
+/// An exported head to check, `head_position` and `head_hash` (both or neither).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct VerifyParams {
+    /// Position of an exported chain head
+    #[serde(default, deserialize_with = "head_position")]
+    pub head_position: Option<i64>,
+    /// Its hash, 64 hex digits
+    #[serde(default, deserialize_with = "head_hash")]
+    #[param(value_type = Option<String>)]
+    pub head_hash: Option<[u8; 32]>,
+}
+
+fn head_position<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    query::with(d, |raw| {
+        raw.parse::<i64>().ok().filter(|p| *p > 0).ok_or_else(|| {
+            "must be a positive integer (a position exported by /v1/audit/chain/head)".into()
+        })
+    })
+}
+
+fn head_hash<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[u8; 32]>, D::Error> {
+    query::with(d, |raw| {
+        chain::parse_hash(raw).ok_or_else(|| "must be 64 hex digits".into())
+    })
+}
+
+impl VerifyParams {
+    fn expected_head(&self) -> Result<Option<ExpectedHead>, ApiError> {
+        match (self.head_position, self.head_hash) {
+            (Some(position), Some(hash)) => Ok(Some(ExpectedHead { position, hash })),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(ApiError::field("head_hash", "required with head_position")),
+            (None, Some(_)) => Err(ApiError::field("head_position", "required with head_hash")),
         }
     }
-    if errors.is_empty() {
-        match (position, hash) {
-            (Some(position), Some(hash)) => return Ok(Some(ExpectedHead { position, hash })),
-            (None, None) => return Ok(None),
-            (Some(_), None) => {
-                errors.push(FieldError::new("head_hash", "required with head_position"))
-            }
-            (None, Some(_)) => {
-                errors.push(FieldError::new("head_position", "required with head_hash"))
-            }
-        }
-    }
-    Err(ApiError::Validation(errors))
 }
 
 /// Verify the clinic's event history against its hash chain.
@@ -119,19 +103,17 @@ fn expected_head(uri: &Uri) -> Result<Option<ExpectedHead>, ApiError> {
 /// mismatch means history was rewritten together with the stored chain. Always 200: the
 /// answer is a report.
 #[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", security(("bearer" = [])),
-    params(
-        ("head_position" = Option<i64>, Query, description = "Position of an exported chain head"),
-        ("head_hash" = Option<String>, Query, description = "Its hash, 64 hex digits"),
-    ),
+    params(VerifyParams),
     responses((status = 200, description = "The verification report", body = Verification), ChainProblems))]
 async fn verify_chain(
     State(state): State<AppState>,
     principal: Principal,
-    uri: Uri,
+    params: Result<Query<VerifyParams>, ApiError>,
 ) -> Result<Json<Verification>, ApiError> {
-    principal.require(CHAIN_ROLES)?;
+    principal.require(roles::AUDIT)?;
     let clinic = principal.clinic()?;
-    let expected = expected_head(&uri)?;
+    let Query(params) = params?;
+    let expected = params.expected_head()?;
     let verification = chain::verify(&state.pool, clinic, expected).await?;
     Ok(Json(verification))
 }
@@ -147,7 +129,7 @@ async fn chain_head(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<ChainHead>, ApiError> {
-    principal.require(CHAIN_ROLES)?;
+    principal.require(roles::AUDIT)?;
     let clinic = principal.clinic()?;
     let head = chain::head(&state.pool, clinic).await?;
     Ok(Json(head))

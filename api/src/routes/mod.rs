@@ -11,7 +11,6 @@ pub mod patients;
 pub mod reads;
 pub mod staff;
 
-use commands::ActorRole;
 use utoipa::IntoResponses;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -31,17 +30,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(reads::router())
 }
 
-/// Role sets used by the handlers (see the roles table in docs/api.md).
-pub mod roles {
-    use super::ActorRole::{self, *};
-
-    pub const PLATFORM: &[ActorRole] = &[PlatformAdmin];
-    pub const CLINIC_ADMIN: &[ActorRole] = &[ClinicAdmin];
-    pub const PATIENT_DESK: &[ActorRole] = &[ClinicAdmin, Receptionist, Nurse];
-    pub const PATIENT_DEMOGRAPHICS: &[ActorRole] = &[ClinicAdmin, Receptionist, Nurse, Doctor];
-    pub const BOOKING: &[ActorRole] = &[ClinicAdmin, Receptionist, Nurse, Doctor];
-    pub const CLINICAL: &[ActorRole] = &[ClinicAdmin, Nurse, Doctor];
-}
+/// The role sets (kept in [`crate::roles`]; re-exported for the handlers here).
+pub use crate::roles;
 
 /// The problems any command endpoint may answer with (documentation only).
 #[allow(dead_code)]

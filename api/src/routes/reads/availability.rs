@@ -1,0 +1,188 @@
+//! `GET /v1/doctors/{id}/availability`: a doctor's bookable slots.
+
+use axum::extract::State;
+use axum::Json;
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use domain::ids::StaffId;
+use domain::schedule::Schedule;
+use projections::{appointments, availability, clinics, staff, Projection};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::ReadProblems;
+use crate::auth::Principal;
+use crate::http::IdPath;
+use crate::problem::ApiError;
+use crate::query::{self, Query, ReadQuery};
+use crate::read::{wait_for, MinPosition, MinPositionHeader, MinPositionQuery};
+use crate::roles;
+use crate::startup::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(doctor_availability))
+}
+
+/// The projections availability reads, for `X-Min-Position`.
+const READS: &[Projection] = &[
+    staff::PROJECTION,
+    appointments::PROJECTION,
+    clinics::PROJECTION,
+];
+
+/// How far ahead availability looks without `to`.
+pub const AVAILABILITY_DEFAULT_DAYS: i64 = 14;
+/// The longest window one availability request may cover.
+pub const AVAILABILITY_MAX_DAYS: i64 = 31;
+/// The slot length without `duration`, in minutes.
+pub const AVAILABILITY_DEFAULT_MINUTES: i64 = 30;
+/// The allowed slot lengths, in minutes.
+pub const AVAILABILITY_MINUTES: std::ops::RangeInclusive<i64> = 5..=480;
+
+/// A doctor's free slots.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Availability {
+    pub doctor_id: Uuid,
+    /// The clinic's time zone, in which working hours are read and `local_*` are given.
+    #[schema(example = "Europe/Berlin")]
+    pub time_zone: String,
+    /// The clinic's slot grid: a slot starts at a local time whose minutes since midnight are
+    /// a multiple of this.
+    #[schema(example = 15)]
+    pub step_minutes: u32,
+    /// The length of every slot listed.
+    #[schema(example = 30)]
+    pub duration_minutes: i64,
+    /// The bookable slots, soonest first.
+    pub slots: Vec<FreeSlot>,
+}
+
+/// One bookable slot `[start, end)`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FreeSlot {
+    /// UTC, RFC 3339.
+    #[schema(example = "2027-03-29T07:00:00Z")]
+    pub start: DateTime<Utc>,
+    /// UTC, RFC 3339.
+    #[schema(example = "2027-03-29T07:30:00Z")]
+    pub end: DateTime<Utc>,
+    /// `start` in the clinic's time zone, RFC 3339 with its offset.
+    #[schema(example = "2027-03-29T09:00:00+02:00")]
+    pub local_start: String,
+    /// `end` in the clinic's time zone, RFC 3339 with its offset.
+    #[schema(example = "2027-03-29T09:30:00+02:00")]
+    pub local_end: String,
+}
+
+/// The window and slot length of an availability request.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AvailabilityParams {
+    /// Window start (RFC 3339); default now
+    #[serde(default, deserialize_with = "query::instant")]
+    pub from: Option<DateTime<Utc>>,
+    /// Window end (RFC 3339), after `from` and at most 31 days later; default `from` + 14 days
+    #[serde(default, deserialize_with = "query::instant")]
+    pub to: Option<DateTime<Utc>>,
+    /// Slot length in minutes, 5 to 480 (default 30)
+    #[serde(default, deserialize_with = "duration_minutes")]
+    #[param(minimum = 5, maximum = 480)]
+    pub duration: Option<i64>,
+}
+
+fn duration_minutes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    query::with(d, |raw| {
+        raw.parse::<i64>()
+            .ok()
+            .filter(|n| AVAILABILITY_MINUTES.contains(n))
+            .ok_or_else(|| {
+                format!(
+                    "must be a whole number of minutes from {} to {}",
+                    AVAILABILITY_MINUTES.start(),
+                    AVAILABILITY_MINUTES.end()
+                )
+            })
+    })
+}
+
+/// A doctor's bookable slots: the start times in `[from, to)` at which a slot of `duration`
+/// minutes fits the doctor's working hours (clinic-local time) on the clinic's slot grid, is
+/// clear of their time off and active appointments, is not in the past and ends by `to`.
+/// Exactly these slots can be booked (`POST /v1/appointments`), other patients' bookings
+/// permitting; the answer names no patient.
+///
+/// `from` defaults to now and `to` to 14 days after `from`; the window is at most 31 days.
+/// Another clinic's doctor, a staff member who is not a doctor, a deactivated doctor or an
+/// unknown id is a 404.
+#[utoipa::path(get, path = "/v1/doctors/{id}/availability", tag = "appointments", security(("bearer" = [])),
+    params(
+        ("id" = Uuid, Path, description = "The doctor's staff id"),
+        AvailabilityParams, MinPositionQuery, MinPositionHeader,
+    ),
+    responses((status = 200, description = "The doctor's free slots", body = Availability), ReadProblems))]
+async fn doctor_availability(
+    State(state): State<AppState>,
+    principal: Principal,
+    IdPath(id): IdPath,
+    MinPosition(min): MinPosition,
+    params: Result<ReadQuery<AvailabilityParams>, ApiError>,
+) -> Result<Json<Availability>, ApiError> {
+    principal.require(roles::read::AVAILABILITY)?;
+    let clinic = principal.clinic()?;
+    let Query(params) = params?;
+    let duration = params.duration.unwrap_or(AVAILABILITY_DEFAULT_MINUTES);
+    let now = state.clock.now();
+    let from = params.from.unwrap_or(now);
+    let to = params
+        .to
+        .unwrap_or(from + Duration::days(AVAILABILITY_DEFAULT_DAYS));
+    if to <= from {
+        return Err(ApiError::field("to", "must be after `from`"));
+    } else if to - from > Duration::days(AVAILABILITY_MAX_DAYS) {
+        return Err(ApiError::field(
+            "to",
+            format!("the window may cover at most {AVAILABILITY_MAX_DAYS} days"),
+        ));
+    }
+
+    wait_for(&state, READS, min).await?;
+    let schedule =
+        availability::doctor_schedule(&state.pool, clinic, StaffId::from_uuid(id), from, to)
+            .await?
+            .ok_or_else(|| ApiError::NotFound("doctor not found".into()))?;
+    let length = Duration::minutes(duration);
+    let starts = Schedule {
+        hours: &schedule.hours,
+        time_off: &schedule.time_off,
+        time_zone: &schedule.time_zone,
+        step_minutes: schedule.step_minutes,
+    }
+    .free_starts(from, to, length, &schedule.busy, now);
+    let tz = schedule.time_zone.tz();
+    let local = |t: DateTime<Utc>| {
+        t.with_timezone(&tz)
+            .to_rfc3339_opts(SecondsFormat::Secs, false)
+    };
+    let slots = starts
+        .into_iter()
+        .map(|start| {
+            let end = start + length;
+            FreeSlot {
+                start,
+                end,
+                local_start: local(start),
+                local_end: local(end),
+            }
+        })
+        .collect();
+    Ok(Json(Availability {
+        doctor_id: schedule.doctor_id,
+        time_zone: schedule.time_zone.name().to_owned(),
+        step_minutes: schedule.step_minutes,
+        duration_minutes: duration,
+        slots,
+    }))
+}

@@ -1,0 +1,17 @@
+//! The patients read model: one row per patient record. Its apply function, patient search and
+//! the whole record.
+
+mod apply;
+mod queries;
+
+pub use queries::*;
+
+use crate::projection::Projection;
+
+/// The projection of `rm.patients`.
+pub const PROJECTION: Projection = Projection::read_model(
+    "patients",
+    &["patients"],
+    Some("Patient"),
+    |schema, conn, event| Box::pin(apply::apply(schema, conn, event)),
+);
