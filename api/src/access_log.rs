@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::problem::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The client's IP address, from the connection (`ConnectInfo`); `None` when the server was
 /// not started with connect info. Never rejects.

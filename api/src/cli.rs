@@ -12,7 +12,8 @@ use crate::config::{
     AuthSettings, CliCommand, CreateSuperadminArgs, DatabaseSettings, Settings, SetupClinicArgs,
 };
 use crate::db::{self, Database};
-use crate::startup::{jwt_keys, shutdown_signal, AppState, Application, StartupError};
+use crate::startup::{jwt_keys, shutdown_signal, Application, StartupError};
+use crate::state::AppState;
 
 /// A CLI failure: one line that says what to fix.
 #[derive(Debug, thiserror::Error)]

@@ -19,5 +19,6 @@ pub mod replay_cli;
 pub mod roles;
 pub mod routes;
 pub mod startup;
+pub mod state;
 pub mod telemetry;
 pub mod verify_cli;

@@ -10,7 +10,7 @@ use utoipa_axum::routes;
 use crate::auth::Principal;
 use crate::problem::{ApiError, Problem};
 use crate::roles;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(projections_status))

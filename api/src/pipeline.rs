@@ -29,7 +29,7 @@ use crate::auth::Principal;
 use crate::http::{CommandRequest, CommandResponse, IdPath, JsonBody};
 use crate::idempotency;
 use crate::problem::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// A command request: the caller, the path parameters `P` (`()` or [`IdPath`]), `If-Match`
 /// and `Idempotency-Key`, and the body, read but not yet parsed. Extracted in that order, as

@@ -16,7 +16,7 @@ use utoipa::IntoParams;
 
 use crate::problem::ApiError;
 use crate::query;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub const MIN_POSITION_HEADER: &str = "x-min-position";
 pub const MIN_POSITION_PARAM: &str = "min_position";

@@ -8,7 +8,6 @@ use axum::http::{HeaderName, Request, StatusCode};
 use axum::response::IntoResponse;
 use axum::Router;
 use commands::EventStore;
-use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::cors::CorsLayer;
@@ -28,20 +27,8 @@ use crate::auth::JwtKeys;
 use crate::config::{AuthSettings, ConfigError, Settings};
 use crate::db::{self, Database, DbError};
 use crate::problem::ApiError;
+use crate::state::{AppState, REQUEST_ID_HEADER};
 use projections::worker::WorkerConfig;
-
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
-
-/// Shared, cloneable state of every handler.
-#[derive(Clone, Debug)]
-pub struct AppState {
-    pub pool: PgPool,
-    pub store: EventStore,
-    pub jwt: Arc<JwtKeys>,
-    /// The service clock: the only source of "now" for business rules (the same one the
-    /// aggregates decide with).
-    pub clock: domain::clock::Services,
-}
 
 #[derive(OpenApi)]
 #[openapi(

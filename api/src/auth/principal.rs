@@ -11,7 +11,7 @@ use domain::ids::{ClinicId, StaffId};
 use uuid::Uuid;
 
 use crate::problem::ApiError;
-use crate::startup::{AppState, REQUEST_ID_HEADER};
+use crate::state::{AppState, REQUEST_ID_HEADER};
 
 #[derive(Clone, Debug)]
 pub struct Principal {

@@ -17,7 +17,7 @@ use super::{roles, CommandProblems};
 use crate::http::{CommandAccepted, CommandResponse, IdPath};
 use crate::pipeline::{Command, Ctx};
 use crate::problem::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

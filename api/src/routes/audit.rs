@@ -37,7 +37,7 @@ use crate::http::IdPath;
 use crate::problem::{ApiError, FieldError, Problem};
 use crate::query::{self, NoParams, Query};
 use crate::roles;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

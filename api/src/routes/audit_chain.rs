@@ -16,7 +16,7 @@ use crate::auth::Principal;
 use crate::problem::{ApiError, Problem};
 use crate::query::{self, Query};
 use crate::roles;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::auth::{refresh, Principal};
 use crate::http::JsonBody;
 use crate::problem::{ApiError, Problem};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -15,7 +15,7 @@ use utoipa::IntoResponses;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::problem::Problem;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -19,7 +19,7 @@ use crate::problem::ApiError;
 use crate::query::{self, Query, ReadQuery};
 use crate::read::{wait_for, MinPosition, MinPositionHeader, MinPositionQuery};
 use crate::roles;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(doctor_availability))

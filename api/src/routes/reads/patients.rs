@@ -23,7 +23,7 @@ use crate::problem::ApiError;
 use crate::query::{self, NoParams, Query, ReadQuery};
 use crate::read::{wait_for, MinPosition, MinPositionHeader, MinPositionQuery};
 use crate::roles;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -1,0 +1,24 @@
+//! The state every handler shares: the database pool, the event store, the token keys and
+//! the service clock. It depends on nothing else of the HTTP layer, so routes import it from
+//! here without an import cycle through `startup`.
+
+use std::sync::Arc;
+
+use commands::EventStore;
+use sqlx::PgPool;
+
+use crate::auth::JwtKeys;
+
+/// The header that carries a request's id (kept when the client sends one).
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Shared, cloneable state of every handler.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub store: EventStore,
+    pub jwt: Arc<JwtKeys>,
+    /// The service clock: the only source of "now" for business rules (the same one the
+    /// aggregates decide with).
+    pub clock: domain::clock::Services,
+}
