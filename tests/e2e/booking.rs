@@ -229,14 +229,8 @@ pub(crate) async fn a_patient_cannot_hold_two_overlapping_appointments_at(now: D
 }
 
 async fn get_appointment(app: &TestApp, clinic: &ClinicFixture, id: Uuid, position: i64) -> Answer {
-    app.send_with(
-        reqwest::Method::GET,
-        &format!("/v1/appointments/{id}"),
-        Some(&clinic.admin),
-        None,
-        &[("x-min-position", &position.to_string())],
-    )
-    .await
+    app.read_at(&format!("/v1/appointments/{id}"), &clinic.admin, position)
+        .await
 }
 
 #[tokio::test]

@@ -554,6 +554,31 @@ impl TestApp {
         }
     }
 
+    /// `GET path` as `token`, reading its own write at `position` (`X-Min-Position`). Like a
+    /// well-behaved client, it retries while the answer is a 503 with `Retry-After` (the read
+    /// models not there yet), for up to 30 s: on a loaded machine the workers may need longer
+    /// than the server's 2-second wait. (Tests of that 503 itself use `send_with`.)
+    pub async fn read_at(&self, path: &str, token: &str, position: i64) -> Answer {
+        let position = position.to_string();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let answer = self
+                .send_with(
+                    reqwest::Method::GET,
+                    path,
+                    Some(token),
+                    None,
+                    &[("x-min-position", &position)],
+                )
+                .await;
+            let not_yet = answer.status == 503 && answer.header("retry-after").is_some();
+            if !not_yet || std::time::Instant::now() >= deadline {
+                return answer;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
     pub async fn post(&self, path: &str, token: &str, body: serde_json::Value) -> Answer {
         self.send(reqwest::Method::POST, path, Some(token), Some(&body))
             .await
