@@ -1,14 +1,15 @@
-//! The `/v1` resources. Each module owns its `router()` and OpenAPI paths; handlers are
-//! parse → authorise → execute → map.
+//! The `/v1` resources. Each module owns its `router()` and OpenAPI paths, the reads and the
+//! commands of its resource: a command handler runs through [`crate::pipeline`], a query
+//! handler through [`crate::read::Read`].
 
 pub mod appointments;
 pub mod audit;
 pub mod audit_chain;
 pub mod auth;
+pub mod availability;
 pub mod clinic;
 pub mod clinics;
 pub mod patients;
-pub mod reads;
 pub mod staff;
 
 use utoipa::IntoResponses;
@@ -25,9 +26,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(staff::router())
         .merge(patients::router())
         .merge(appointments::router())
+        .merge(availability::router())
         .merge(audit::router())
         .merge(audit_chain::router())
-        .merge(reads::router())
 }
 
 /// The role sets (kept in [`crate::roles`]; re-exported for the handlers here).
