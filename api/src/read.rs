@@ -14,6 +14,7 @@
 //! - a receptionist sees no clinical notes (an appointment's `reason` is absent);
 //! - the platform admin sees clinics and counts, never patient data.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::extract::FromRequestParts;
@@ -28,10 +29,11 @@ use projections::Projection;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
+use utoipa::openapi::{RefOr, Response as OpenApiResponse};
 use utoipa::{IntoParams, IntoResponses};
 
 use crate::auth::Principal;
-use crate::problem::{ApiError, Problem};
+use crate::problem::{problem_responses, ApiError, UNAUTHORIZED};
 use crate::query::{self, NoParams, Query, ReadQuery};
 use crate::state::AppState;
 
@@ -222,45 +224,19 @@ pub fn found<T>(record: Option<T>, what: &str) -> Result<T, ApiError> {
 }
 
 /// The problems any query endpoint may answer with (documentation only).
-#[allow(dead_code)]
-#[derive(IntoResponses)]
-pub enum ReadProblems {
-    #[response(
-        status = 400,
-        description = "Malformed `X-Min-Position` / `min_position`",
-        content_type = "application/problem+json"
-    )]
-    BadRequest(Problem),
-    #[response(
-        status = 401,
-        description = "No token, or an invalid, expired, `alg: none` or wrong-audience token",
-        content_type = "application/problem+json"
-    )]
-    Unauthorized(Problem),
-    #[response(
-        status = 403,
-        description = "The caller's role may not read this (or, for a doctor, filters on another doctor), or the clinic is suspended",
-        content_type = "application/problem+json"
-    )]
-    Forbidden(Problem),
-    #[response(
-        status = 404,
-        description = "No such record in the caller's clinic (for a doctor: not one of theirs)",
-        content_type = "application/problem+json"
-    )]
-    NotFound(Problem),
-    #[response(
-        status = 422,
-        description = "An invalid query parameter (or a malformed `{id}`), named in `errors`",
-        content_type = "application/problem+json"
-    )]
-    Unprocessable(Problem),
-    #[response(
-        status = 503,
-        description = "The read models have not reached `X-Min-Position` within 2 s; retry after `Retry-After`",
-        content_type = "application/problem+json"
-    )]
-    Unavailable(Problem),
+pub struct ReadProblems;
+
+impl IntoResponses for ReadProblems {
+    fn responses() -> BTreeMap<String, RefOr<OpenApiResponse>> {
+        problem_responses(&[
+            (400, "Malformed `X-Min-Position` / `min_position`"),
+            (401, UNAUTHORIZED),
+            (403, "The caller's role may not read this (or, for a doctor, filters on another doctor), or the clinic is suspended"),
+            (404, "No such record in the caller's clinic (for a doctor: not one of theirs)"),
+            (422, "An invalid query parameter (or a malformed `{id}`), named in `errors`"),
+            (503, "The read models have not reached `X-Min-Position` within 2 s; retry after `Retry-After`"),
+        ])
+    }
 }
 
 /// Documentation of `?min_position=` (the [`MinPosition`] extractor reads it).
