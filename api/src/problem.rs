@@ -333,3 +333,26 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     }
     out
 }
+
+/// The 401 of every endpoint that takes a bearer token (documentation).
+pub const UNAUTHORIZED: &str =
+    "No token, or an invalid, expired, `alg: none` or wrong-audience token";
+
+/// Documents the problems an endpoint may answer with, one `(status, description)` a row,
+/// each a [`Problem`] as `application/problem+json`.
+pub fn problem_responses(
+    rows: &[(u16, &str)],
+) -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::Response>> {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    rows.iter()
+        .map(|(status, description)| {
+            let schema = Ref::from_schema_name("Problem");
+            let content = ContentBuilder::new().schema(Some(schema)).build();
+            let response = ResponseBuilder::new()
+                .description(*description)
+                .content("application/problem+json", content)
+                .build();
+            (status.to_string(), response.into())
+        })
+        .collect()
+}

@@ -4,18 +4,37 @@
 //! sends it back as `X-Min-Position: N` (or `?min_position=N`) with a query gets an answer
 //! from read models that include that event: the handler waits (polling the projections'
 //! checkpoints) for at most [`WAIT_LIMIT`], then answers 503 with `Retry-After`.
+//!
+//! A query endpoint takes a [`Read`]: the caller, the path, `X-Min-Position` and the query
+//! string. It checks the caller's role, then their scope (the clinic, a doctor's own
+//! records), then the query string, and waits for the read models it reads:
+//!
+//! - a doctor sees only their own appointments and the patients they have (or had) an
+//!   appointment with; anything else is a 404 (a filter on another doctor is a 403);
+//! - a receptionist sees no clinical notes (an appointment's `reason` is absent);
+//! - the platform admin sees clinics and counts, never patient data.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::extract::FromRequestParts;
+use axum::http::header::ETAG;
 use axum::http::request::Parts;
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use commands::ActorRole;
+use domain::ids::{ClinicId, StaffId};
 use projections::Projection;
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
-use utoipa::IntoParams;
+use utoipa::openapi::{RefOr, Response as OpenApiResponse};
+use utoipa::{IntoParams, IntoResponses};
 
-use crate::problem::ApiError;
-use crate::query;
+use crate::auth::Principal;
+use crate::problem::{problem_responses, ApiError, UNAUTHORIZED};
+use crate::query::{self, NoParams, Query, ReadQuery};
 use crate::state::AppState;
 
 pub const MIN_POSITION_HEADER: &str = "x-min-position";
@@ -92,6 +111,131 @@ pub async fn wait_for(
             });
         }
         tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+/// A query request: the caller, the path parameters `P` (`()` or [`crate::http::IdPath`]),
+/// `X-Min-Position` and the query string `Q`. Extracted in that order, as separate extractors
+/// would be; the query string is judged only by [`Read::authorise`], after the caller's role.
+pub struct Read<Q = NoParams, P = ()> {
+    pub state: AppState,
+    pub principal: Principal,
+    pub path: P,
+    min: Option<i64>,
+    params: Option<Result<Q, ApiError>>,
+}
+
+impl<Q, P> FromRequestParts<AppState> for Read<Q, P>
+where
+    Q: DeserializeOwned + Send,
+    P: FromRequestParts<AppState> + Send,
+    ApiError: From<P::Rejection>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let principal = Principal::from_request_parts(parts, state).await?;
+        let path = P::from_request_parts(parts, state).await?;
+        let MinPosition(min) = MinPosition::from_request_parts(parts, state).await?;
+        let params = ReadQuery::<Q>::from_request_parts(parts, state).await;
+        Ok(Read {
+            state: state.clone(),
+            principal,
+            path,
+            min,
+            params: Some(params.map(|Query(q)| q)),
+        })
+    }
+}
+
+impl<Q, P> Read<Q, P> {
+    /// Checks, in this order, that the caller has one of `roles`, their `scope` (one of
+    /// [`platform`], [`in_clinic`], [`clinic_and_doctor`]) and the query string. Returns the
+    /// scope and the parameters.
+    pub fn authorise<S>(
+        &mut self,
+        roles: &[ActorRole],
+        scope: fn(&Principal) -> Result<S, ApiError>,
+    ) -> Result<(S, Q), ApiError> {
+        self.principal.require(roles)?;
+        let scope = scope(&self.principal)?;
+        let params = self.params.take().ok_or_else(|| {
+            ApiError::Internal("the query string of a read was taken twice".into())
+        })??;
+        Ok((scope, params))
+    }
+
+    /// Waits until every one of `projections` has reached `X-Min-Position` (see [`wait_for`]).
+    pub async fn wait(&self, projections: &[Projection]) -> Result<(), ApiError> {
+        wait_for(&self.state, projections, self.min).await
+    }
+
+    /// [`Read::authorise`], then [`Read::wait`] for `projections`.
+    pub async fn ready<S>(
+        &mut self,
+        roles: &[ActorRole],
+        scope: fn(&Principal) -> Result<S, ApiError>,
+        projections: &[Projection],
+    ) -> Result<(S, Q), ApiError> {
+        let authorised = self.authorise(roles, scope)?;
+        self.wait(projections).await?;
+        Ok(authorised)
+    }
+}
+
+/// The scope of a platform read: none.
+pub fn platform(_: &Principal) -> Result<(), ApiError> {
+    Ok(())
+}
+
+/// The scope of a clinic read: the caller's clinic.
+pub fn in_clinic(principal: &Principal) -> Result<ClinicId, ApiError> {
+    principal.clinic()
+}
+
+/// The caller's clinic, and the caller as a doctor if they are one (see [`doctor_scope`]).
+pub fn clinic_and_doctor(principal: &Principal) -> Result<(ClinicId, Option<StaffId>), ApiError> {
+    Ok((principal.clinic()?, doctor_scope(principal)?))
+}
+
+/// The caller as a doctor, if they are one: their view is limited to their own records.
+pub fn doctor_scope(principal: &Principal) -> Result<Option<StaffId>, ApiError> {
+    if principal.role != ActorRole::Doctor {
+        return Ok(None);
+    }
+    principal
+        .staff_id()
+        .map(Some)
+        .ok_or_else(|| ApiError::Forbidden("a doctor must belong to a clinic".into()))
+}
+
+/// A record with its version in `ETag`, as command answers carry it.
+pub fn with_etag<T: Serialize>(version: i64, body: T) -> Response {
+    let mut response = Json(body).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{version}\"")) {
+        response.headers_mut().insert(ETAG, v);
+    }
+    response
+}
+
+/// The record found, or a 404 saying which kind was not.
+pub fn found<T>(record: Option<T>, what: &str) -> Result<T, ApiError> {
+    record.ok_or_else(|| ApiError::NotFound(format!("{what} not found")))
+}
+
+/// The problems any query endpoint may answer with (documentation only).
+pub struct ReadProblems;
+
+impl IntoResponses for ReadProblems {
+    fn responses() -> BTreeMap<String, RefOr<OpenApiResponse>> {
+        problem_responses(&[
+            (400, "Malformed `X-Min-Position` / `min_position`"),
+            (401, UNAUTHORIZED),
+            (403, "The caller's role may not read this (or, for a doctor, filters on another doctor), or the clinic is suspended"),
+            (404, "No such record in the caller's clinic (for a doctor: not one of theirs)"),
+            (422, "An invalid query parameter (or a malformed `{id}`), named in `errors`"),
+            (503, "The read models have not reached `X-Min-Position` within 2 s; retry after `Retry-After`"),
+        ])
     }
 }
 

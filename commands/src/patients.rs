@@ -7,6 +7,7 @@ use domain::patient::{Patient, PatientCommand, PatientError};
 use domain::values::{
     Address, Allergy, Email, EmergencyContact, Insurance, PatientName, Phone, Sex,
 };
+use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::error::{CommandError, StoreError};
@@ -14,8 +15,10 @@ use crate::metadata::CommandMeta;
 use crate::registry;
 use crate::store::{Committed, EventStore, Expect};
 
-/// A new patient's demographics; the clinic assigns the MRN.
-#[derive(Debug, Clone)]
+/// A new patient's demographics; the clinic assigns the MRN. The body of
+/// `POST /v1/patients` is read straight into it (serde's name for it is the HTTP body's).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename = "RegisterPatient")]
 pub struct Register {
     pub name: PatientName,
     pub birth_date: NaiveDate,
@@ -25,6 +28,8 @@ pub struct Register {
     pub address: Option<Address>,
     pub emergency_contact: Option<EmergencyContact>,
     pub insurance: Option<Insurance>,
+    /// At most 50.
+    #[serde(default)]
     pub allergies: Vec<Allergy>,
 }
 

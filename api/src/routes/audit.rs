@@ -9,6 +9,7 @@
 //!
 //! Reading a patient's history (or a patient's state) is itself recorded in the access log.
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use axum::body::Body;
@@ -26,6 +27,7 @@ use projections::audit::{
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
+use utoipa::openapi::{RefOr, Response as OpenApiResponse};
 use utoipa::{IntoParams, IntoResponses, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -34,7 +36,7 @@ use uuid::Uuid;
 use crate::access_log::{self, ClientIp};
 use crate::auth::Principal;
 use crate::http::IdPath;
-use crate::problem::{ApiError, FieldError, Problem};
+use crate::problem::{problem_responses, ApiError, FieldError};
 use crate::query::{self, NoParams, Query};
 use crate::roles;
 use crate::state::AppState;
@@ -60,33 +62,17 @@ pub const MAX_ACCESS_LIMIT: i64 = 1000;
 const STREAM_BUFFER: usize = 64;
 
 /// The problems every audit endpoint may answer with (documentation only).
-#[allow(dead_code)]
-#[derive(IntoResponses)]
-pub enum AuditProblems {
-    #[response(
-        status = 401,
-        description = "No token, or an invalid or expired one",
-        content_type = "application/problem+json"
-    )]
-    Unauthorized(Problem),
-    #[response(
-        status = 403,
-        description = "Not an auditor or clinic admin (the platform admin included), or the clinic is suspended",
-        content_type = "application/problem+json"
-    )]
-    Forbidden(Problem),
-    #[response(
-        status = 404,
-        description = "No such record in the caller's clinic (another clinic's record included)",
-        content_type = "application/problem+json"
-    )]
-    NotFound(Problem),
-    #[response(
-        status = 422,
-        description = "An invalid query parameter (or a malformed `{id}`), named in `errors`",
-        content_type = "application/problem+json"
-    )]
-    Unprocessable(Problem),
+pub struct AuditProblems;
+
+impl IntoResponses for AuditProblems {
+    fn responses() -> BTreeMap<String, RefOr<OpenApiResponse>> {
+        problem_responses(&[
+            (401, "No token, or an invalid or expired one"),
+            (403, "Not an auditor or clinic admin (the platform admin included), or the clinic is suspended"),
+            (404, "No such record in the caller's clinic (another clinic's record included)"),
+            (422, "An invalid query parameter (or a malformed `{id}`), named in `errors`"),
+        ])
+    }
 }
 
 // ---------------------------------------------------------------------------------------

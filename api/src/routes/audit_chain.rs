@@ -4,16 +4,19 @@
 //! (`?head_position=&head_hash=`). Auditors and clinic admins of the clinic only; the chain
 //! is built by the `audit_chain` projection (`projections::audit_chain`).
 
+use std::collections::BTreeMap;
+
 use axum::extract::State;
 use axum::Json;
 use projections::audit_chain::{self as chain, ChainHead, ExpectedHead, Verification};
 use serde::{Deserialize, Deserializer};
+use utoipa::openapi::{RefOr, Response as OpenApiResponse};
 use utoipa::{IntoParams, IntoResponses};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::Principal;
-use crate::problem::{ApiError, Problem};
+use crate::problem::{problem_responses, ApiError, UNAUTHORIZED};
 use crate::query::{self, Query};
 use crate::roles;
 use crate::state::AppState;
@@ -25,33 +28,17 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// The problems the chain endpoints may answer with (documentation only).
-#[allow(dead_code)]
-#[derive(IntoResponses)]
-pub enum ChainProblems {
-    #[response(
-        status = 400,
-        description = "Malformed query string",
-        content_type = "application/problem+json"
-    )]
-    BadRequest(Problem),
-    #[response(
-        status = 401,
-        description = "No token, or an invalid, expired, `alg: none` or wrong-audience token",
-        content_type = "application/problem+json"
-    )]
-    Unauthorized(Problem),
-    #[response(
-        status = 403,
-        description = "Not an auditor or clinic admin of a clinic (the platform admin included), or the clinic is suspended",
-        content_type = "application/problem+json"
-    )]
-    Forbidden(Problem),
-    #[response(
-        status = 422,
-        description = "An invalid query parameter, named in `errors`",
-        content_type = "application/problem+json"
-    )]
-    Unprocessable(Problem),
+pub struct ChainProblems;
+
+impl IntoResponses for ChainProblems {
+    fn responses() -> BTreeMap<String, RefOr<OpenApiResponse>> {
+        problem_responses(&[
+            (400, "Malformed query string"),
+            (401, UNAUTHORIZED),
+            (403, "Not an auditor or clinic admin of a clinic (the platform admin included), or the clinic is suspended"),
+            (422, "An invalid query parameter, named in `errors`"),
+        ])
+    }
 }
 
 /// An exported head to check, `head_position` and `head_hash` (both or neither).

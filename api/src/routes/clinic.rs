@@ -1,10 +1,15 @@
-//! The caller's own clinic (clinic admin): settings and departments.
+//! The caller's own clinic: its dashboard and settings (clinic roles); settings and
+//! departments (clinic admin).
 
 use axum::response::Response;
+use axum::Json;
 use commands::Committed;
 use domain::clinic::{Clinic, ClinicCommand};
 use domain::ids::DepartmentId;
 use domain::values::{NonEmptyText, TimeZone};
+use projections::clinics::ClinicView;
+use projections::dashboard::{self, Dashboard};
+use projections::Projection;
 use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -14,10 +19,14 @@ use super::{roles, CommandProblems};
 use crate::http::{CommandAccepted, CommandResponse, IdPath};
 use crate::pipeline::{Command, Ctx};
 use crate::problem::ApiError;
+use crate::read::{clinic_and_doctor, found, in_clinic, Read, ReadProblems};
+use crate::read::{MinPositionHeader, MinPositionQuery};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(get_dashboard))
+        .routes(routes!(get_clinic))
         .routes(routes!(update_clinic))
         .routes(routes!(add_department))
         .routes(routes!(update_department))
@@ -134,4 +143,39 @@ async fn update_department(cmd: Command<IdPath>) -> Result<Response, ApiError> {
         },
     )
     .await
+}
+
+/// The projections the dashboard reads, for `X-Min-Position`.
+const DASHBOARD_READS: &[Projection] = &[
+    projections::clinics::PROJECTION,
+    projections::staff::PROJECTION,
+    projections::patients::PROJECTION,
+    projections::appointments::PROJECTION,
+];
+
+/// The clinic's dashboard, in its local time zone: appointments per status for today and the
+/// next 7 days, each doctor's load per day, the no-show rate of the last 30 days, patients
+/// registered this (ISO) week and the next 10 active appointments. For a doctor the next
+/// appointments are their own.
+#[utoipa::path(get, path = "/v1/dashboard", tag = "clinic", security(("bearer" = [])),
+    params(MinPositionQuery, MinPositionHeader),
+    responses((status = 200, description = "The dashboard", body = Dashboard), ReadProblems))]
+async fn get_dashboard(mut read: Read) -> Result<Json<Dashboard>, ApiError> {
+    let dashboard_roles = roles::read::DASHBOARD;
+    let ((clinic, doctor), _) = read
+        .ready(dashboard_roles, clinic_and_doctor, DASHBOARD_READS)
+        .await?;
+    let (pool, now) = (&read.state.pool, read.state.clock.now());
+    Ok(Json(dashboard::dashboard(pool, clinic, doctor, now).await?))
+}
+
+/// The caller's clinic: name, code, time zone, plan, status, slot length and departments.
+#[utoipa::path(get, path = "/v1/clinic", tag = "clinic", security(("bearer" = [])),
+    params(MinPositionQuery, MinPositionHeader),
+    responses((status = 200, description = "The clinic", body = ClinicView), ReadProblems))]
+async fn get_clinic(mut read: Read) -> Result<Json<ClinicView>, ApiError> {
+    let reads = &[projections::clinics::PROJECTION];
+    let (clinic, _) = read.ready(roles::read::CLINIC, in_clinic, reads).await?;
+    let view = projections::clinics::clinic(&read.state.pool, clinic).await?;
+    found(view, "clinic").map(Json)
 }

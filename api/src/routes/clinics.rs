@@ -1,11 +1,14 @@
-//! Clinics of the platform (platform admin): create with a first admin, suspend, reactivate,
-//! change plan.
+//! Clinics of the platform (platform admin): list them and the platform's figures (counts,
+//! no patient data); create with a first admin, suspend, reactivate, change plan.
 
 use axum::response::Response;
+use axum::Json;
 use commands::clinics::{self, RegisterClinic};
 use domain::clinic::{Clinic, ClinicCommand};
 use domain::ids::ClinicId;
 use domain::values::{ClinicCode, Email, NonEmptyText, PersonName, Plan, TimeZone};
+use projections::clinics::{ClinicList, PlatformOverview};
+use projections::Projection;
 use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -15,10 +18,14 @@ use super::{roles, CommandProblems};
 use crate::http::{CommandAccepted, CommandResponse, IdPath};
 use crate::pipeline::{Command, Ctx};
 use crate::problem::ApiError;
+use crate::read::{platform, Read, ReadProblems};
+use crate::read::{MinPositionHeader, MinPositionQuery};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(list_clinics))
+        .routes(routes!(platform_overview))
         .routes(routes!(create_clinic))
         .routes(routes!(suspend_clinic))
         .routes(routes!(reactivate_clinic))
@@ -148,4 +155,30 @@ async fn change_plan(cmd: Command<IdPath>) -> Result<Response, ApiError> {
         on_clinic(ctx, ClinicCommand::ChangePlan { plan: req.plan })
     })
     .await
+}
+
+/// The projections the platform's reads read, for `X-Min-Position`.
+const READS: &[Projection] = &[projections::clinics::PROJECTION];
+
+/// Every clinic of the platform, with counts (platform admin; no patient data).
+#[utoipa::path(get, path = "/v1/clinics", tag = "clinics", security(("bearer" = [])),
+    params(MinPositionQuery, MinPositionHeader),
+    responses((status = 200, description = "The clinics", body = ClinicList), ReadProblems))]
+async fn list_clinics(mut read: Read) -> Result<Json<ClinicList>, ApiError> {
+    read.ready(roles::PLATFORM, platform, READS).await?;
+    Ok(Json(
+        projections::clinics::platform_clinics(&read.state.pool).await?,
+    ))
+}
+
+/// Platform statistics: clinics by plan and by status, and totals of staff, patients and
+/// appointments (platform admin; no patient data).
+#[utoipa::path(get, path = "/v1/platform/overview", tag = "clinics", security(("bearer" = [])),
+    params(MinPositionQuery, MinPositionHeader),
+    responses((status = 200, description = "The platform's figures", body = PlatformOverview), ReadProblems))]
+async fn platform_overview(mut read: Read) -> Result<Json<PlatformOverview>, ApiError> {
+    read.ready(roles::PLATFORM, platform, READS).await?;
+    Ok(Json(
+        projections::clinics::platform_overview(&read.state.pool).await?,
+    ))
 }

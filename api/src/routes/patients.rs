@@ -1,27 +1,40 @@
-//! Patients: register (the clinic assigns the MRN), update demographics, merge, deactivate.
+//! Patients: search and read; register (the clinic assigns the MRN), update demographics,
+//! merge, deactivate.
 
 use axum::response::Response;
+use axum::Json;
 use chrono::NaiveDate;
 use commands::patients::{self, Register};
-use domain::ids::PatientId;
+use domain::ids::{PatientId, StaffId};
 use domain::patient::{Patient, PatientCommand};
 use domain::values::{
     Address, Allergy, Email, EmergencyContact, Insurance, NonEmptyText, PatientName, Phone, Sex,
 };
-use serde::Deserialize;
-use utoipa::ToSchema;
+use projections::page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+use projections::patients::{
+    PatientCursor, PatientPage, PatientQuery, PatientRecord, PatientSearch,
+};
+use projections::Projection;
+use serde::{Deserialize, Deserializer};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{roles, CommandProblems};
+use crate::access_log::{self, ClientIp};
 use crate::http::{CommandAccepted, CommandResponse, IdPath};
 use crate::pipeline::Command;
 use crate::problem::ApiError;
+use crate::query::{self, NoParams};
+use crate::read::{clinic_and_doctor, found, with_etag, Read, ReadProblems};
+use crate::read::{MinPositionHeader, MinPositionQuery};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(list_patients))
+        .routes(routes!(get_patient))
         .routes(routes!(register))
         .routes(routes!(update))
         .routes(routes!(merge))
@@ -67,6 +80,9 @@ pub mod schema {
     }
 }
 
+// The body of a registration, for the documentation: the handler reads the body straight
+// into `commands::patients::Register`, which has the same fields.
+#[allow(dead_code)]
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterPatient {
@@ -129,22 +145,6 @@ pub struct DeactivatePatient {
     pub reason: Option<NonEmptyText>,
 }
 
-impl From<RegisterPatient> for Register {
-    fn from(req: RegisterPatient) -> Self {
-        Register {
-            name: req.name,
-            birth_date: req.birth_date,
-            sex: req.sex,
-            phone: req.phone,
-            email: req.email,
-            address: req.address,
-            emergency_contact: req.emergency_contact,
-            insurance: req.insurance,
-            allergies: req.allergies,
-        }
-    }
-}
-
 impl From<UpdatePatient> for PatientCommand {
     fn from(req: UpdatePatient) -> Self {
         PatientCommand::UpdateDemographics {
@@ -167,15 +167,12 @@ impl From<UpdatePatient> for PatientCommand {
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
     responses((status = 201, description = "Registered; `Location` names the patient", body = CommandAccepted), CommandProblems))]
 async fn register(cmd: Command) -> Result<Response, ApiError> {
-    cmd.run(
-        roles::PATIENT_DESK,
-        |req: RegisterPatient, ctx| async move {
-            let meta = ctx.meta()?;
-            let registered = patients::register(ctx.store(), &meta, ctx.expect, req.into()).await?;
-            let (id, committed) = (registered.patient_id, &registered.committed);
-            Ok(CommandResponse::created_in("/v1/patients", id, committed))
-        },
-    )
+    cmd.run(roles::PATIENT_DESK, |req: Register, ctx| async move {
+        let meta = ctx.meta()?;
+        let registered = patients::register(ctx.store(), &meta, ctx.expect, req).await?;
+        let (id, committed) = (registered.patient_id, &registered.committed);
+        Ok(CommandResponse::created_in("/v1/patients", id, committed))
+    })
     .await
 }
 
@@ -212,4 +209,105 @@ async fn deactivate(cmd: Command<IdPath>) -> Result<Response, ApiError> {
         ctx.update::<Patient>(PatientCommand::Deactivate { reason: req.reason })
     })
     .await
+}
+
+/// The projections the patient endpoints read, for `X-Min-Position`.
+const READS: &[Projection] = &[projections::patients::PROJECTION];
+/// A doctor's view of patients depends on their appointments too.
+const READS_FOR_DOCTOR: &[Projection] = &[
+    projections::patients::PROJECTION,
+    projections::appointments::PROJECTION,
+];
+
+/// The parameters of a patient search.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PatientSearchParams {
+    /// Name prefix, MRN, phone digits or YYYY-MM-DD
+    #[serde(default, deserialize_with = "search")]
+    #[param(value_type = Option<String>)]
+    pub q: Option<PatientSearch>,
+    /// `next_page_token` of the previous page
+    #[serde(default, deserialize_with = "page_token")]
+    #[param(value_type = Option<String>)]
+    pub page_token: Option<PatientCursor>,
+    /// Page size, 1 to 200 (default 50)
+    #[serde(default, deserialize_with = "query::int_in::<_, 1, MAX_PAGE_SIZE>")]
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<i64>,
+}
+
+fn search<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PatientSearch>, D::Error> {
+    query::with(d, |q| {
+        PatientSearch::parse(Some(q)).map_err(|e| e.to_string())
+    })
+}
+
+fn page_token<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PatientCursor>, D::Error> {
+    query::with(d, |t| PatientCursor::decode(t).map_err(|e| e.to_string()))
+}
+
+/// The projections a read of patients waits for.
+fn reads(doctor: Option<StaffId>) -> &'static [Projection] {
+    if doctor.is_some() {
+        READS_FOR_DOCTOR
+    } else {
+        READS
+    }
+}
+
+/// Search the clinic's patients.
+///
+/// `q` is read by its shape: `YYYY-MM-DD` is a date of birth, `MRN-…` an MRN (exact, any
+/// case, `mrn-12` = `MRN-000012`), digits (with `+`, spaces, `-`, `(`, `)`) a prefix of the
+/// phone number's digits (at least 4), anything else a prefix of the given name, the family
+/// name or "given family", ignoring case and accents. Without `q`, every patient. Ordered by
+/// family name, given name and id; a doctor sees only patients who have (or had) an
+/// appointment with them.
+#[utoipa::path(get, path = "/v1/patients", tag = "patients", security(("bearer" = [])),
+    params(PatientSearchParams, MinPositionQuery, MinPositionHeader),
+    responses((status = 200, description = "One page of patients", body = PatientPage), ReadProblems))]
+async fn list_patients(mut read: Read<PatientSearchParams>) -> Result<Json<PatientPage>, ApiError> {
+    let ((clinic, doctor), params) = read.authorise(roles::read::PATIENTS, clinic_and_doctor)?;
+    read.wait(reads(doctor)).await?;
+    let query = PatientQuery {
+        search: params.q.unwrap_or(PatientSearch::All),
+        doctor,
+        after: params.page_token,
+        limit: params.limit.unwrap_or(DEFAULT_PAGE_SIZE),
+    };
+    let page = projections::patients::search_patients(&read.state.pool, clinic, &query).await?;
+    Ok(Json(page))
+}
+
+/// A patient's whole record (`ETag` carries its version). A doctor gets a 404 for a patient
+/// they have never had an appointment with.
+#[utoipa::path(get, path = "/v1/patients/{id}", tag = "patients", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Patient id"), MinPositionQuery, MinPositionHeader),
+    responses((status = 200, description = "The patient", body = PatientRecord), ReadProblems))]
+async fn get_patient(
+    client_ip: ClientIp,
+    mut read: Read<NoParams, IdPath>,
+) -> Result<Response, ApiError> {
+    let result = read_patient(&mut read).await;
+    let (IdPath(id), endpoint) = (read.path, "GET /v1/patients/{id}");
+    access_log::logged(
+        &read.state,
+        &read.principal,
+        Some(id),
+        endpoint,
+        client_ip,
+        result,
+    )
+    .await
+}
+
+async fn read_patient(read: &mut Read<NoParams, IdPath>) -> Result<Response, ApiError> {
+    let ((clinic, doctor), _) = read.authorise(roles::read::PATIENTS, clinic_and_doctor)?;
+    read.wait(reads(doctor)).await?;
+    let id = PatientId::from_uuid(read.path.0);
+    let record = projections::patients::patient(&read.state.pool, clinic, id, doctor).await?;
+    let record = found(record, "patient")?;
+    Ok(with_etag(record.version, record))
 }

@@ -1,14 +1,20 @@
-//! Staff members (clinic admin). Hiring creates the member's account in the same
-//! transaction; deactivating disables it and revokes its refresh tokens.
+//! Staff members: the roster and one member (clinic roles); hire, update, deactivate (clinic
+//! admin). Hiring creates the member's account in the same transaction; deactivating disables
+//! it and revokes its refresh tokens.
+
+use std::str::FromStr;
 
 use axum::response::Response;
+use axum::Json;
 use chrono::{DateTime, Utc};
 use commands::staff::{self, Hire};
-use domain::ids::DepartmentId;
+use domain::ids::{DepartmentId, StaffId};
 use domain::staff::{Staff, StaffCommand};
 use domain::values::{Email, NonEmptyText, PersonName, Role, TimeRange, WorkingHours};
-use serde::Deserialize;
-use utoipa::ToSchema;
+use projections::staff::{StaffFilter, StaffList, StaffMember};
+use projections::Projection;
+use serde::{Deserialize, Deserializer};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -17,10 +23,15 @@ use super::{roles, CommandProblems};
 use crate::http::{CommandAccepted, CommandResponse, IdPath};
 use crate::pipeline::Command;
 use crate::problem::ApiError;
+use crate::query::{self, NoParams};
+use crate::read::{found, in_clinic, with_etag, Read, ReadProblems};
+use crate::read::{MinPositionHeader, MinPositionQuery};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(list_staff))
+        .routes(routes!(get_staff))
         .routes(routes!(hire))
         .routes(routes!(update_profile))
         .routes(routes!(change_role))
@@ -216,4 +227,55 @@ async fn reactivate(cmd: Command<IdPath>) -> Result<Response, ApiError> {
         ctx.update::<Staff>(StaffCommand::Reactivate)
     })
     .await
+}
+
+/// The projections the staff endpoints read, for `X-Min-Position`.
+const READS: &[Projection] = &[projections::staff::PROJECTION];
+
+/// The filters of the staff roster.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct StaffParams {
+    /// `clinic_admin`, `doctor`, `nurse`, `receptionist` or `auditor`
+    #[serde(default, deserialize_with = "role")]
+    #[param(value_type = Option<String>)]
+    pub role: Option<Role>,
+    /// Only this department's members
+    #[serde(default, deserialize_with = "query::uuid")]
+    pub department_id: Option<Uuid>,
+    /// Only active (`true`) or deactivated (`false`) members
+    #[serde(default, deserialize_with = "query::boolean")]
+    pub active: Option<bool>,
+}
+
+fn role<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Role>, D::Error> {
+    query::with(d, |r| Role::from_str(r).map_err(|e| e.to_string()))
+}
+
+/// The staff roster with working hours and time off, ordered by name.
+#[utoipa::path(get, path = "/v1/staff", tag = "staff", security(("bearer" = [])),
+    params(StaffParams, MinPositionQuery, MinPositionHeader),
+    responses((status = 200, description = "The staff", body = StaffList), ReadProblems))]
+async fn list_staff(mut read: Read<StaffParams>) -> Result<Json<StaffList>, ApiError> {
+    let (clinic, params) = read.ready(roles::read::STAFF, in_clinic, READS).await?;
+    let filter = StaffFilter {
+        role: params.role,
+        department: params.department_id.map(DepartmentId::from_uuid),
+        active: params.active,
+    };
+    let staff = projections::staff::staff_list(&read.state.pool, clinic, &filter).await?;
+    Ok(Json(staff))
+}
+
+/// One staff member (`ETag` carries the version).
+#[utoipa::path(get, path = "/v1/staff/{id}", tag = "staff", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Staff id"), MinPositionQuery, MinPositionHeader),
+    responses((status = 200, description = "The staff member", body = StaffMember), ReadProblems))]
+async fn get_staff(mut read: Read<NoParams, IdPath>) -> Result<Response, ApiError> {
+    let (clinic, _) = read.ready(roles::read::STAFF, in_clinic, READS).await?;
+    let id = StaffId::from_uuid(read.path.0);
+    let member = projections::staff::staff_member(&read.state.pool, clinic, id).await?;
+    let member = found(member, "staff member")?;
+    Ok(with_etag(member.version, member))
 }

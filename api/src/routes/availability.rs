@@ -1,6 +1,6 @@
-//! `GET /v1/doctors/{id}/availability`: a doctor's bookable slots.
+//! `GET /v1/doctors/{id}/availability`: a doctor's bookable slots (a read of the staff,
+//! appointment and clinic read models).
 
-use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use domain::ids::StaffId;
@@ -12,12 +12,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::ReadProblems;
-use crate::auth::Principal;
 use crate::http::IdPath;
 use crate::problem::ApiError;
-use crate::query::{self, Query, ReadQuery};
-use crate::read::{wait_for, MinPosition, MinPositionHeader, MinPositionQuery};
+use crate::query;
+use crate::read::{found, in_clinic, MinPositionHeader, MinPositionQuery, Read, ReadProblems};
 use crate::roles;
 use crate::state::AppState;
 
@@ -124,17 +122,11 @@ fn duration_minutes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::E
     ),
     responses((status = 200, description = "The doctor's free slots", body = Availability), ReadProblems))]
 async fn doctor_availability(
-    State(state): State<AppState>,
-    principal: Principal,
-    IdPath(id): IdPath,
-    MinPosition(min): MinPosition,
-    params: Result<ReadQuery<AvailabilityParams>, ApiError>,
+    mut read: Read<AvailabilityParams, IdPath>,
 ) -> Result<Json<Availability>, ApiError> {
-    principal.require(roles::read::AVAILABILITY)?;
-    let clinic = principal.clinic()?;
-    let Query(params) = params?;
+    let (clinic, params) = read.authorise(roles::read::AVAILABILITY, in_clinic)?;
     let duration = params.duration.unwrap_or(AVAILABILITY_DEFAULT_MINUTES);
-    let now = state.clock.now();
+    let now = read.state.clock.now();
     let from = params.from.unwrap_or(now);
     let to = params
         .to
@@ -148,11 +140,11 @@ async fn doctor_availability(
         ));
     }
 
-    wait_for(&state, READS, min).await?;
+    read.wait(READS).await?;
+    let doctor = StaffId::from_uuid(read.path.0);
     let schedule =
-        availability::doctor_schedule(&state.pool, clinic, StaffId::from_uuid(id), from, to)
-            .await?
-            .ok_or_else(|| ApiError::NotFound("doctor not found".into()))?;
+        availability::doctor_schedule(&read.state.pool, clinic, doctor, from, to).await?;
+    let schedule = found(schedule, "doctor")?;
     let length = Duration::minutes(duration);
     let starts = Schedule {
         hours: &schedule.hours,
