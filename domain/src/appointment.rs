@@ -7,8 +7,7 @@
 use std::fmt;
 
 use chrono::{DateTime, Duration, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Services;
@@ -458,26 +457,18 @@ impl Appointment {
     }
 }
 
-impl Aggregate for Appointment {
-    const TYPE: &'static str = "Appointment";
-    type Command = AppointmentCommand;
-    type Event = AppointmentEvent;
-    type Error = AppointmentError;
-    type Services = Services;
+crate::aggregate!(
+    Appointment,
+    "Appointment",
+    AppointmentCommand,
+    AppointmentEvent,
+    AppointmentError,
+    decide_with_services
+);
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        for event in self.decide(command, services)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
+impl Appointment {
+    /// How an event changes the state (cqrs-es's `Aggregate::apply`).
+    fn evolve(&mut self, event: AppointmentEvent) {
         match event {
             AppointmentEvent::AppointmentBooked {
                 appointment_id,
@@ -522,6 +513,7 @@ mod tests {
     use super::*;
     use crate::testing::{at, now, services, text};
     use cqrs_es::test::TestFramework;
+    use cqrs_es::Aggregate;
     use uuid::Uuid;
     use AppointmentStatus as S;
 

@@ -1,10 +1,8 @@
 //! The `Clinic` aggregate: a tenant, its settings, plan and departments.
 
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
-use crate::clock::Services;
 use crate::error::{DomainError, ErrorKind};
 use crate::ids::{ClinicId, DepartmentId};
 use crate::values::{ClinicCode, NonEmptyText, Plan, TimeZone};
@@ -414,26 +412,18 @@ impl Clinic {
     }
 }
 
-impl Aggregate for Clinic {
-    const TYPE: &'static str = "Clinic";
-    type Command = ClinicCommand;
-    type Event = ClinicEvent;
-    type Error = ClinicError;
-    type Services = Services;
+crate::aggregate!(
+    Clinic,
+    "Clinic",
+    ClinicCommand,
+    ClinicEvent,
+    ClinicError,
+    decide
+);
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        for event in self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
+impl Clinic {
+    /// How an event changes the state (cqrs-es's `Aggregate::apply`).
+    fn evolve(&mut self, event: ClinicEvent) {
         match event {
             ClinicEvent::ClinicRegistered {
                 clinic_id,
@@ -505,6 +495,7 @@ mod tests {
     use super::*;
     use crate::testing::{services, text};
     use cqrs_es::test::TestFramework;
+    use cqrs_es::Aggregate;
     use uuid::Uuid;
 
     type Fx = TestFramework<Clinic>;

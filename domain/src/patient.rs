@@ -4,8 +4,7 @@
 //! the database); the domain carries the parsed [`Mrn`].
 
 use chrono::{Months, NaiveDate};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Services;
@@ -435,26 +434,18 @@ impl Patient {
     }
 }
 
-impl Aggregate for Patient {
-    const TYPE: &'static str = "Patient";
-    type Command = PatientCommand;
-    type Event = PatientEvent;
-    type Error = PatientError;
-    type Services = Services;
+crate::aggregate!(
+    Patient,
+    "Patient",
+    PatientCommand,
+    PatientEvent,
+    PatientError,
+    decide_with_services
+);
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        for event in self.decide(command, services)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
+impl Patient {
+    /// How an event changes the state (cqrs-es's `Aggregate::apply`).
+    fn evolve(&mut self, event: PatientEvent) {
         match event {
             PatientEvent::PatientRegistered {
                 patient_id,
@@ -526,6 +517,7 @@ mod tests {
     use super::*;
     use crate::testing::{person, services, text};
     use cqrs_es::test::TestFramework;
+    use cqrs_es::Aggregate;
     use uuid::Uuid;
 
     fn fx() -> TestFramework<Patient> {

@@ -1,8 +1,7 @@
 //! The `Staff` aggregate: a clinic's staff member (who is also a user), their
 //! role, profile, working hours and time off.
 
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Services;
@@ -364,26 +363,18 @@ impl Staff {
     }
 }
 
-impl Aggregate for Staff {
-    const TYPE: &'static str = "Staff";
-    type Command = StaffCommand;
-    type Event = StaffEvent;
-    type Error = StaffError;
-    type Services = Services;
+crate::aggregate!(
+    Staff,
+    "Staff",
+    StaffCommand,
+    StaffEvent,
+    StaffError,
+    decide_with_services
+);
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        for event in self.decide(command, services)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
+impl Staff {
+    /// How an event changes the state (cqrs-es's `Aggregate::apply`).
+    fn evolve(&mut self, event: StaffEvent) {
         match event {
             StaffEvent::StaffHired {
                 staff_id,
@@ -447,6 +438,7 @@ mod tests {
     use crate::values::LocalInterval;
     use chrono::{NaiveTime, Weekday};
     use cqrs_es::test::TestFramework;
+    use cqrs_es::Aggregate;
     use uuid::Uuid;
 
     fn fx() -> TestFramework<Staff> {
