@@ -8,10 +8,10 @@ use commands::{Actor, CommandMeta, EventStore};
 use domain::ids::ClinicId;
 use domain::values::{ClinicCode, Email, NonEmptyText, PersonName, Plan, TimeZone};
 
-use crate::config::{
+use crate::infra::config::{
     AuthSettings, CliCommand, CreateSuperadminArgs, DatabaseSettings, Settings, SetupClinicArgs,
 };
-use crate::db::{self, Database};
+use crate::infra::db::{self, Database};
 use crate::startup::{jwt_keys, shutdown_signal, Application, StartupError};
 use crate::state::AppState;
 
@@ -26,8 +26,8 @@ pub enum CliError {
     Refused(String),
 }
 
-impl From<crate::config::ConfigError> for CliError {
-    fn from(e: crate::config::ConfigError) -> Self {
+impl From<crate::infra::config::ConfigError> for CliError {
+    fn from(e: crate::infra::config::ConfigError) -> Self {
         CliError::Startup(e.into())
     }
 }
@@ -96,7 +96,7 @@ pub async fn run(command: CliCommand) -> Result<(), CliError> {
 
 /// Opens (and migrates) the database and builds the event store the use cases run on.
 pub(crate) async fn open_store(
-    args: &crate::config::DatabaseArgs,
+    args: &crate::infra::config::DatabaseArgs,
 ) -> Result<(Database, EventStore), CliError> {
     let settings = DatabaseSettings::from_args(args)?;
     let database = db::open_and_migrate(&settings).await?;
@@ -107,7 +107,7 @@ pub(crate) async fn open_store(
 
 /// Opens (and migrates) the database and builds the state the handlers use.
 pub(crate) async fn open_state(
-    args: &crate::config::DatabaseArgs,
+    args: &crate::infra::config::DatabaseArgs,
 ) -> Result<(Database, AppState), CliError> {
     let (database, store) = open_store(args).await?;
     let state = AppState {

@@ -3,13 +3,11 @@
 pub mod access_log;
 pub mod auth;
 pub mod cli;
-pub mod config;
-pub mod db;
-pub mod embedded_pg;
 pub mod errors;
 pub mod health;
 pub mod http;
 pub mod idempotency;
+pub mod infra;
 pub mod ops;
 pub mod pipeline;
 pub mod problem;

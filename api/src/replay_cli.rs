@@ -24,7 +24,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use uuid::Uuid;
 
 use crate::cli::{invalid, open_state, CliError};
-use crate::config::ReplayArgs;
+use crate::infra::config::ReplayArgs;
 use domain::replay::Replayed;
 
 const BUFFER: usize = 256;

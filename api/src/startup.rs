@@ -24,8 +24,8 @@ use std::sync::Arc;
 use rand::RngCore;
 
 use crate::auth::JwtKeys;
-use crate::config::{AuthSettings, ConfigError, Settings};
-use crate::db::{self, Database, DbError};
+use crate::infra::config::{AuthSettings, ConfigError, Settings};
+use crate::infra::db::{self, Database, DbError};
 use crate::problem::ApiError;
 use crate::state::{AppState, REQUEST_ID_HEADER};
 use projections::worker::WorkerConfig;

@@ -23,7 +23,7 @@ fn parse_expect_head(raw: &str) -> Result<ExpectedHead, CliError> {
     Ok(ExpectedHead { position, hash })
 }
 
-pub async fn run(args: crate::config::VerifyArgs) -> Result<(), CliError> {
+pub async fn run(args: crate::infra::config::VerifyArgs) -> Result<(), CliError> {
     let code = ClinicCode::parse(&args.clinic).map_err(|e| invalid("--clinic", e))?;
     let expected = args
         .expect_head
