@@ -1,5 +1,8 @@
 //! The `clinic` subcommands.
 
+mod replay;
+mod verify;
+
 use std::sync::Arc;
 
 use commands::accounts::{self, PlatformAdminOutcome};
@@ -87,8 +90,8 @@ pub async fn run(command: CliCommand) -> Result<(), CliError> {
             }
             Ok(())
         }
-        CliCommand::Replay(args) => crate::replay_cli::run(args).await,
-        CliCommand::Verify(args) => crate::verify_cli::run(args).await,
+        CliCommand::Replay(args) => replay::run(args).await,
+        CliCommand::Verify(args) => verify::run(args).await,
         CliCommand::CreateSuperadmin(args) => create_superadmin(args).await,
         CliCommand::SetupClinic(args) => setup_clinic(args).await,
     }
