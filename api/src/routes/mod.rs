@@ -4,7 +4,6 @@
 pub mod appointments;
 pub mod audit;
 pub mod audit_chain;
-pub mod auth;
 pub mod clinic;
 pub mod clinics;
 pub mod patients;
@@ -19,7 +18,7 @@ use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .merge(auth::router())
+        .merge(crate::auth::routes::router())
         .merge(clinics::router())
         .merge(clinic::router())
         .merge(staff::router())

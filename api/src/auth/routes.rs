@@ -10,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::auth::{refresh, Principal};
+use super::{refresh, Principal};
 use crate::http::JsonBody;
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
