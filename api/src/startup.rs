@@ -220,7 +220,7 @@ impl Application {
             jwt: Arc::new(jwt_keys(&settings.auth)),
             clock: settings.clock.clone(),
         };
-        tokio::task::spawn_blocking(commands::credentials::warm_up);
+        tokio::task::spawn_blocking(commands::accounts::credentials::warm_up);
         let router = app(state.clone(), &settings);
         let workers = match settings.workers.clone() {
             Some(config) => Some(Workers::start(&database, config).await?),

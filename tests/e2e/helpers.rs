@@ -593,7 +593,9 @@ impl TestApp {
     pub async fn platform_admin(&self) -> String {
         let email = format!("root-{}@platform.example", uuid::Uuid::new_v4().simple());
         let pool = self.db.app_pool().await;
-        let hash = commands::credentials::hash(PASSWORD.into()).await.unwrap();
+        let hash = commands::accounts::credentials::hash(PASSWORD.into())
+            .await
+            .unwrap();
         commands::accounts::ensure_platform_admin(
             &pool,
             &domain::values::Email::parse(&email).unwrap(),

@@ -49,9 +49,10 @@ pub struct SetupClinicArgs {
 
 pub async fn create_superadmin(args: CreateSuperadminArgs) -> Result<(), CliError> {
     let email = Email::parse(&args.email).map_err(|e| invalid("--email", e))?;
-    commands::credentials::check_policy(&args.password).map_err(|m| invalid("--password", m))?;
+    commands::accounts::credentials::check_policy(&args.password)
+        .map_err(|m| invalid("--password", m))?;
     let (_database, pool) = open_pool(&args.database).await?;
-    let hash = commands::credentials::hash(args.password)
+    let hash = commands::accounts::credentials::hash(args.password)
         .await
         .map_err(|e| CliError::Refused(e.to_string()))?;
     let outcome = accounts::ensure_platform_admin(&pool, &email, &hash)
@@ -79,7 +80,7 @@ pub async fn setup_clinic(args: SetupClinicArgs) -> Result<(), CliError> {
     let plan: Plan = args.plan.parse().map_err(|e| invalid("--plan", e))?;
     let admin_email = Email::parse(&args.admin_email).map_err(|e| invalid("--admin-email", e))?;
     let admin_name = PersonName::parse(&args.admin_name).map_err(|e| invalid("--admin-name", e))?;
-    commands::credentials::check_policy(&args.admin_password)
+    commands::accounts::credentials::check_policy(&args.admin_password)
         .map_err(|m| invalid("--admin-password", m))?;
     let (_database, store) = open_store(&args.database).await?;
     let refused = |e: &dyn std::error::Error| CliError::Refused(e.to_string());
@@ -105,7 +106,7 @@ pub async fn setup_clinic(args: SetupClinicArgs) -> Result<(), CliError> {
         }
         (Some(clinic_id), None) => {
             // A clinic without this admin (e.g. a setup that stopped half way): add the admin.
-            let hash = commands::credentials::hash(args.admin_password)
+            let hash = commands::accounts::credentials::hash(args.admin_password)
                 .await
                 .map_err(|e| refused(&e))?;
             let meta = CommandMeta::new(clinic_id, Actor::system(), "cli:setup-clinic");
