@@ -37,7 +37,7 @@ async fn healthz() -> Json<Health> {
             content_type = "application/problem+json"),
     ))]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
-    match crate::db::readiness(&state.pool).await {
+    match crate::infra::db::readiness(&state.pool).await {
         Ok(()) => Ok(Json(Health { status: "ok" })),
         Err(err) => {
             tracing::warn!(error = %crate::problem::error_chain(&err), "not ready");

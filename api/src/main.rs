@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = api::config::Cli::parse();
+    let cli = api::cli::Cli::parse();
     api::telemetry::init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

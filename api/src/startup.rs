@@ -24,8 +24,8 @@ use std::sync::Arc;
 use rand::RngCore;
 
 use crate::auth::JwtKeys;
-use crate::config::{AuthSettings, ConfigError, Settings};
-use crate::db::{self, Database, DbError};
+use crate::infra::config::{AuthSettings, ConfigError, Settings};
+use crate::infra::db::{self, Database, DbError};
 use crate::problem::ApiError;
 use crate::state::{AppState, REQUEST_ID_HEADER};
 use projections::worker::WorkerConfig;
@@ -220,7 +220,7 @@ impl Application {
             jwt: Arc::new(jwt_keys(&settings.auth)),
             clock: settings.clock.clone(),
         };
-        tokio::task::spawn_blocking(commands::credentials::warm_up);
+        tokio::task::spawn_blocking(commands::accounts::credentials::warm_up);
         let router = app(state.clone(), &settings);
         let workers = match settings.workers.clone() {
             Some(config) => Some(Workers::start(&database, config).await?),

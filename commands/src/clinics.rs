@@ -6,8 +6,8 @@ use domain::ids::StaffId;
 use domain::staff::{StaffCommand, StaffError};
 use domain::values::{ClinicCode, Email, NonEmptyText, PersonName, Plan, Role, TimeZone};
 
+use crate::accounts::credentials;
 use crate::accounts::{find_by_email, hire_with_credentials};
-use crate::credentials;
 use crate::error::{CommandError, StoreError};
 use crate::metadata::CommandMeta;
 use crate::registry::clinic_by_code;

@@ -13,7 +13,6 @@
 pub mod accounts;
 pub mod appointments;
 pub mod clinics;
-pub mod credentials;
 pub mod error;
 pub mod metadata;
 pub mod patients;

@@ -7,8 +7,8 @@ use domain::staff::{Staff, StaffCommand, StaffError};
 use domain::values::{Email, NonEmptyText, PersonName, Role};
 use uuid::Uuid;
 
+use crate::accounts::credentials;
 use crate::accounts::hire_with_credentials;
-use crate::credentials;
 use crate::error::{CommandError, StoreError};
 use crate::metadata::CommandMeta;
 use crate::store::{Committed, EventStore, Expect};

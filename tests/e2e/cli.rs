@@ -264,7 +264,7 @@ async fn migrate_applies_every_migration_to_an_empty_database() {
         .fetch_one(&mut owner)
         .await
         .unwrap();
-    assert_eq!(applied as usize, api::db::MIGRATOR.iter().count());
+    assert_eq!(applied as usize, api::infra::db::MIGRATOR.iter().count());
     // Running it again is a no-op.
     let mut again = clinic(&["migrate"]);
     again.env("DATABASE_URL", database_url(&db));

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use api::auth::JwtKeys;
-use api::config::{AuthSettings, DatabaseSettings, DatabaseSource, HttpSettings, Settings};
-use api::embedded_pg::{EmbeddedCluster, StartOptions};
+use api::infra::config::{AuthSettings, DatabaseSettings, DatabaseSource, HttpSettings, Settings};
+use api::infra::embedded_pg::{EmbeddedCluster, StartOptions};
 use chrono::{DateTime, Utc};
 use commands::EventStore;
 use domain::clock::{Clock, ManualClock};
@@ -36,13 +36,13 @@ fn server() -> &'static Server {
     SERVER.get_or_init(|| {
         init_tracing();
         if let Some(url) = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
-            let options = api::config::parse_database_url(&url).expect("DATABASE_URL");
+            let options = api::infra::config::parse_database_url(&url).expect("DATABASE_URL");
             return Server {
                 admin: options.database("postgres"),
                 _cluster: None,
             };
         }
-        if api::db::server_answers("127.0.0.1:5432".parse().unwrap()) {
+        if api::infra::db::server_answers("127.0.0.1:5432".parse().unwrap()) {
             let user = std::env::var("PGUSER").unwrap_or_else(|_| "postgres".into());
             return Server {
                 admin: PgConnectOptions::new()
@@ -88,7 +88,7 @@ async fn template() -> &'static str {
     TEMPLATE
         .get_or_init(|| async {
             let mut fingerprint: u64 = 0xcbf29ce484222325;
-            for m in api::db::MIGRATOR.iter() {
+            for m in api::infra::db::MIGRATOR.iter() {
                 for b in m.version.to_le_bytes().iter().chain(m.checksum.iter()) {
                     fingerprint = (fingerprint ^ u64::from(*b)).wrapping_mul(0x100000001b3);
                 }
@@ -123,7 +123,7 @@ async fn template() -> &'static str {
                 conn.execute(format!("CREATE DATABASE {}", quote_ident(&building)).as_str())
                     .await
                     .unwrap();
-                api::db::migrate(&server().admin.clone().database(&building))
+                api::infra::db::migrate(&server().admin.clone().database(&building))
                     .await
                     .expect("migrate the template database");
                 conn.execute(
@@ -180,7 +180,9 @@ impl TestDb {
 
     /// A pool that runs as the service does (`SET ROLE clinic_app`).
     pub async fn app_pool(&self) -> PgPool {
-        api::db::app_pool(&self.owner, 8).await.expect("app pool")
+        api::infra::db::app_pool(&self.owner, 8)
+            .await
+            .expect("app pool")
     }
 
     /// How many projections have committed events still to apply.
@@ -616,7 +618,9 @@ impl TestApp {
     pub async fn platform_admin(&self) -> String {
         let email = format!("root-{}@platform.example", uuid::Uuid::new_v4().simple());
         let pool = self.db.app_pool().await;
-        let hash = commands::credentials::hash(PASSWORD.into()).await.unwrap();
+        let hash = commands::accounts::credentials::hash(PASSWORD.into())
+            .await
+            .unwrap();
         commands::accounts::ensure_platform_admin(
             &pool,
             &domain::values::Email::parse(&email).unwrap(),

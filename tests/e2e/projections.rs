@@ -241,7 +241,7 @@ async fn two_workers_at_once_never_apply_an_event_twice() {
     let app = spawn_app().await;
     let db = &app.db;
     // A second, independent set of workers on the same database (the app runs the first).
-    let second_pool = api::db::worker_pool(&db.owner).await.unwrap();
+    let second_pool = api::infra::db::worker_pool(&db.owner).await.unwrap();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let second = worker::spawn(
         second_pool,

@@ -5,7 +5,6 @@
 pub mod appointments;
 pub mod audit;
 pub mod audit_chain;
-pub mod auth;
 pub mod availability;
 pub mod clinic;
 pub mod clinics;
@@ -23,7 +22,7 @@ use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .merge(auth::router())
+        .merge(crate::auth::routes::router())
         .merge(clinics::router())
         .merge(clinic::router())
         .merge(staff::router())

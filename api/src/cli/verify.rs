@@ -2,10 +2,26 @@
 //! line, `intact: N events, head POS HEX` or `tampered: changed at position P`. A tampered
 //! history is an error (exit status 1).
 
+use clap::Args;
 use domain::values::ClinicCode;
 use projections::audit_chain::{self as chain, ChainStatus, ExpectedHead};
 
-use crate::cli::{invalid, open_state, CliError};
+use crate::infra::config::DatabaseArgs;
+
+use super::{invalid, open_pool, CliError};
+
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The clinic's code.
+    #[arg(long)]
+    pub clinic: String,
+    /// A chain head exported earlier (`GET /v1/audit/chain/head`), as `POSITION:HEX`: also
+    /// check that the history up to it was not rewritten since.
+    #[arg(long, value_name = "POS:HEX")]
+    pub expect_head: Option<String>,
+}
 
 /// Parses `POSITION:HEX`.
 fn parse_expect_head(raw: &str) -> Result<ExpectedHead, CliError> {
@@ -23,22 +39,22 @@ fn parse_expect_head(raw: &str) -> Result<ExpectedHead, CliError> {
     Ok(ExpectedHead { position, hash })
 }
 
-pub async fn run(args: crate::config::VerifyArgs) -> Result<(), CliError> {
+pub async fn run(args: VerifyArgs) -> Result<(), CliError> {
     let code = ClinicCode::parse(&args.clinic).map_err(|e| invalid("--clinic", e))?;
     let expected = args
         .expect_head
         .as_deref()
         .map(parse_expect_head)
         .transpose()?;
-    let (_database, state) = open_state(&args.database).await?;
-    let clinic = commands::registry::clinic_by_code(&state.pool, &code)
+    let (_database, pool) = open_pool(&args.database).await?;
+    let clinic = commands::registry::clinic_by_code(&pool, &code)
         .await
         .map_err(|e| CliError::Refused(e.to_string()))?
         .ok_or_else(|| invalid("--clinic", format!("no clinic has the code {code}")))?;
-    let verification = chain::verify(&state.pool, clinic, expected)
+    let verification = chain::verify(&pool, clinic, expected)
         .await
         .map_err(|e| CliError::Refused(format!("cannot verify the chain: {e}")))?;
-    state.pool.close().await;
+    pool.close().await;
     println!("{verification}");
     match verification.status {
         ChainStatus::Intact => Ok(()),

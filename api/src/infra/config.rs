@@ -1,5 +1,6 @@
-//! Configuration: the command line and its environment variables (clap), turned into one typed
-//! [`Settings`] tree. Every variable is listed in the README.
+//! Configuration: the flags and environment variables the subcommands share (clap `Args`:
+//! the database, the server, the projection workers), turned into one typed [`Settings`] tree.
+//! Every variable is listed in the README. The subcommands themselves are in [`crate::cli`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,89 +8,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{ArgAction, Args};
 use sqlx::postgres::PgConnectOptions;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "clinic",
-    version,
-    about = "Multi-tenant clinic management backend"
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: CliCommand,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum CliCommand {
-    /// Serve the HTTP API (applies pending migrations first unless CLINIC_MIGRATE_ON_START=0).
-    Serve(ServeArgs),
-    /// Apply the database migrations and exit.
-    Migrate(DatabaseArgs),
-    /// Run the projection workers only (no HTTP), until Ctrl-C / SIGTERM.
-    Work(WorkArgs),
-    /// Rebuild read models from position zero into fresh tables, then swap them in.
-    Rebuild(RebuildArgs),
-    /// Export a clinic's event history as NDJSON, or (--check) replay every aggregate and
-    /// compare it with the read models.
-    Replay(ReplayArgs),
-    /// Recompute a clinic's hash chain and report the first altered position, or "intact".
-    Verify(VerifyArgs),
-    /// Create (or reset the password of) a platform admin. Idempotent.
-    CreateSuperadmin(CreateSuperadminArgs),
-    /// Register a clinic with its first clinic admin. Idempotent: a clinic that exists with
-    /// that code is left as it is, and a missing admin is added.
-    SetupClinic(SetupClinicArgs),
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct WorkArgs {
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-    #[command(flatten)]
-    pub workers: WorkerArgs,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct RebuildArgs {
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-    /// Only this projection (clinics, staff, patients, appointments); default all.
-    #[arg(long)]
-    pub projection: Option<String>,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct ReplayArgs {
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-    /// The clinic's code.
-    #[arg(long)]
-    pub clinic: String,
-    /// Only events that occurred at or before this RFC 3339 instant.
-    #[arg(long)]
-    pub until: Option<String>,
-    /// Write the NDJSON here instead of standard output.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Replay every aggregate in memory and compare with the read models; list differences.
-    #[arg(long)]
-    pub check: bool,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct VerifyArgs {
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-    /// The clinic's code.
-    #[arg(long)]
-    pub clinic: String,
-    /// A chain head exported earlier (`GET /v1/audit/chain/head`), as `POSITION:HEX`: also
-    /// check that the history up to it was not rewritten since.
-    #[arg(long, value_name = "POS:HEX")]
-    pub expect_head: Option<String>,
-}
 
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
@@ -121,41 +41,6 @@ impl WorkerArgs {
             ..Default::default()
         })
     }
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct CreateSuperadminArgs {
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-    #[arg(long)]
-    pub email: String,
-    /// Prefer the environment variable: a flag is visible to other users in `ps`.
-    #[arg(long, env = "CLINIC_SUPERADMIN_PASSWORD", hide_env_values = true)]
-    pub password: String,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct SetupClinicArgs {
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-    #[arg(long)]
-    pub name: String,
-    /// Unique clinic code: 2–32 lowercase letters, digits and `-`.
-    #[arg(long)]
-    pub code: String,
-    /// IANA time zone, e.g. Europe/Berlin.
-    #[arg(long)]
-    pub timezone: String,
-    /// free, standard or enterprise.
-    #[arg(long, default_value = "standard")]
-    pub plan: String,
-    #[arg(long)]
-    pub admin_email: String,
-    #[arg(long, default_value = "Clinic Admin")]
-    pub admin_name: String,
-    /// Prefer the environment variable: a flag is visible to other users in `ps`.
-    #[arg(long, env = "CLINIC_ADMIN_PASSWORD", hide_env_values = true)]
-    pub admin_password: String,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -366,15 +251,20 @@ pub fn parse_database_url(url: &str) -> Result<PgConnectOptions, ConfigError> {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
 
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
     fn serve(args: &[&str]) -> ServeArgs {
-        let mut argv = vec!["clinic", "serve"];
+        let mut argv = vec!["serve"];
         argv.extend_from_slice(args);
-        match Cli::try_parse_from(argv).unwrap().command {
-            CliCommand::Serve(s) => s,
-            other => panic!("unexpected {other:?}"),
-        }
+        Serve::try_parse_from(argv).unwrap().args
     }
 
     #[test]

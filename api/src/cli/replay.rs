@@ -11,11 +11,14 @@
 //! there is none and 1 otherwise.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
+use clap::Args;
 use domain::clinic::ClinicStatus;
 use domain::ids::ClinicId;
 use domain::patient::PatientStatus;
+use domain::replay::Replayed;
 use domain::values::ClinicCode;
 use projections::audit::{self, EventFilter, ReadModelRows};
 use serde::Serialize;
@@ -23,9 +26,27 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use uuid::Uuid;
 
-use crate::cli::{invalid, open_state, CliError};
-use crate::config::ReplayArgs;
-use domain::replay::Replayed;
+use crate::infra::config::DatabaseArgs;
+
+use super::{invalid, open_pool, CliError};
+
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The clinic's code.
+    #[arg(long)]
+    pub clinic: String,
+    /// Only events that occurred at or before this RFC 3339 instant.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Write the NDJSON here instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Replay every aggregate in memory and compare with the read models; list differences.
+    #[arg(long)]
+    pub check: bool,
+}
 
 const BUFFER: usize = 256;
 
@@ -54,18 +75,18 @@ pub async fn run(args: ReplayArgs) -> Result<(), CliError> {
     if args.check && args.out.is_some() {
         return Err(invalid("--out", "cannot be combined with --check"));
     }
-    let (_database, state) = open_state(&args.database).await?;
-    let clinic = commands::registry::clinic_by_code(&state.pool, &code)
+    let (_database, pool) = open_pool(&args.database).await?;
+    let clinic = commands::registry::clinic_by_code(&pool, &code)
         .await
         .map_err(|e| CliError::Refused(e.to_string()))?
         .ok_or_else(|| invalid("--clinic", format!("no clinic has the code {code}")))?;
 
     let outcome = if args.check {
-        check(&state.pool, clinic).await
+        check(&pool, clinic).await
     } else {
-        export(&state.pool, clinic, until, args.out.as_deref()).await
+        export(&pool, clinic, until, args.out.as_deref()).await
     };
-    state.pool.close().await;
+    pool.close().await;
     outcome
 }
 

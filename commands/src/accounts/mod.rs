@@ -1,5 +1,9 @@
 //! Accounts: staff log-ins (kept in step with staff events by a trigger on `events`) and
-//! platform admins (who are not clinic staff and have no events).
+//! platform admins (who are not clinic staff and have no events), and their passwords
+//! ([`credentials`]). The HTTP side of authentication (tokens, the login endpoints) is
+//! `api::auth`.
+
+pub mod credentials;
 
 use chrono::{DateTime, Duration, Utc};
 use domain::ids::StaffId;

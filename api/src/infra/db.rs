@@ -7,8 +7,8 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Executor, PgConnection, PgPool};
 
-use crate::config::{DatabaseSettings, DatabaseSource};
-use crate::embedded_pg::{EmbeddedCluster, EmbeddedPgError, StartOptions, SUPERUSER};
+use crate::infra::config::{DatabaseSettings, DatabaseSource};
+use crate::infra::embedded_pg::{EmbeddedCluster, EmbeddedPgError, StartOptions, SUPERUSER};
 
 /// The migrations, embedded at build time from `migrations/`.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");

@@ -10,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::auth::{refresh, Principal};
+use super::{refresh, Principal};
 use crate::http::JsonBody;
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
@@ -96,7 +96,8 @@ async fn login(
     body: JsonBody,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let req: LoginRequest = body.parse()?;
-    if req.email.len() > 254 || req.password.len() > commands::credentials::MAX_LENGTH * 4 {
+    if req.email.len() > 254 || req.password.len() > commands::accounts::credentials::MAX_LENGTH * 4
+    {
         return Err(ApiError::Unauthorized(BAD_CREDENTIALS.into()));
     }
     if let Some(wait) = accounts::begin_attempt(&state.pool, &req.email, state.clock.now()).await? {
@@ -107,7 +108,7 @@ async fn login(
     }
     let account = accounts::find_by_email(&state.pool, &req.email).await?;
     let hash = account.as_ref().and_then(|a| a.password_hash.clone());
-    let verified = commands::credentials::verify(hash, req.password).await;
+    let verified = commands::accounts::credentials::verify(hash, req.password).await;
     let account = match account {
         Some(a) if verified && a.active => a,
         // The attempt was already counted by `begin_attempt`.

@@ -1,0 +1,43 @@
+//! `clinic rebuild [--projection NAME]`: rebuilds read models from position zero into fresh
+//! tables, then swaps them in.
+
+use clap::Args;
+
+use crate::infra::config::{DatabaseArgs, DatabaseSettings};
+use crate::infra::db;
+
+use super::{invalid, CliError};
+
+#[derive(Debug, Clone, Args)]
+pub struct RebuildArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Only this projection (clinics, staff, patients, appointments); default all.
+    #[arg(long)]
+    pub projection: Option<String>,
+}
+
+pub async fn run(args: RebuildArgs) -> Result<(), CliError> {
+    let settings = DatabaseSettings::from_args(&args.database)?;
+    let database = db::open_and_migrate(&settings).await?;
+    let mut conn = sqlx::ConnectOptions::connect(&database.owner_options)
+        .await
+        .map_err(|e| CliError::Refused(format!("DATABASE_URL: {e}")))?;
+    let reports = projections::rebuild::rebuild(&mut conn, args.projection.as_deref())
+        .await
+        .map_err(|e| match e {
+            projections::ProjectionError::UnknownProjection(_) => invalid("--projection", e),
+            other => CliError::Refused(other.to_string()),
+        })?;
+    for r in reports {
+        println!(
+            "rebuilt {}: {} events in {:.2} s ({:.0} events/s), at position {}",
+            r.projection,
+            r.events,
+            r.duration.as_secs_f64(),
+            r.events_per_second(),
+            r.position
+        );
+    }
+    Ok(())
+}
