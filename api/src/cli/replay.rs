@@ -199,7 +199,14 @@ struct Diff<'a> {
     what: String,
 }
 
-impl Diff<'_> {
+impl<'a> Diff<'a> {
+    fn new(lines: &'a mut Vec<String>, kind: &str, id: Uuid) -> Self {
+        Diff {
+            lines,
+            what: format!("{kind} {id}"),
+        }
+    }
+
     fn field<T: Serialize>(&mut self, field: &str, events: T, read_model: T) {
         let events = serde_json::to_value(events).unwrap_or(Value::Null);
         let read_model = serde_json::to_value(read_model).unwrap_or(Value::Null);
@@ -233,27 +240,44 @@ fn clinic_status(status: ClinicStatus) -> &'static str {
     }
 }
 
+type Seen = std::collections::BTreeSet<(String, Uuid)>;
+
+/// The replayed aggregate of a read-model row, marked as seen; a row with no events behind it
+/// is reported instead.
+fn matched<'a>(
+    aggregates: &'a BTreeMap<(String, Uuid), Rebuilt>,
+    seen: &mut Seen,
+    lines: &mut Vec<String>,
+    kind: &str,
+    id: Uuid,
+) -> Option<&'a Rebuilt> {
+    let key = (kind.to_owned(), id);
+    let found = aggregates.get(&key);
+    match found {
+        Some(_) => {
+            seen.insert(key);
+        }
+        None => lines.push(format!(
+            "{kind} {id}: in the read model but not in the events"
+        )),
+    }
+    found
+}
+
 /// Every difference between the replayed aggregates and the read-model rows.
 fn compare(aggregates: &BTreeMap<(String, Uuid), Rebuilt>, rows: &ReadModelRows) -> Vec<String> {
     let mut lines = Vec::new();
-    let mut seen: std::collections::BTreeSet<(String, Uuid)> = Default::default();
+    let mut seen = Seen::default();
 
     for row in &rows.clinics {
-        let key = ("Clinic".to_owned(), row.clinic_id);
-        let what = format!("Clinic {}", row.clinic_id);
         let Some(Rebuilt {
             aggregate: Replayed::Clinic(c),
             ..
-        }) = aggregates.get(&key)
+        }) = matched(aggregates, &mut seen, &mut lines, "Clinic", row.clinic_id)
         else {
-            lines.push(format!("{what}: in the read model but not in the events"));
             continue;
         };
-        seen.insert(key);
-        let mut d = Diff {
-            lines: &mut lines,
-            what,
-        };
+        let mut d = Diff::new(&mut lines, "Clinic", row.clinic_id);
         d.field(
             "name",
             c.name().map(|n| n.as_str()),
@@ -279,21 +303,14 @@ fn compare(aggregates: &BTreeMap<(String, Uuid), Rebuilt>, rows: &ReadModelRows)
     }
 
     for row in &rows.staff {
-        let key = ("Staff".to_owned(), row.staff_id);
-        let what = format!("Staff {}", row.staff_id);
         let Some(Rebuilt {
             aggregate: Replayed::Staff(s),
             version,
-        }) = aggregates.get(&key)
+        }) = matched(aggregates, &mut seen, &mut lines, "Staff", row.staff_id)
         else {
-            lines.push(format!("{what}: in the read model but not in the events"));
             continue;
         };
-        seen.insert(key);
-        let mut d = Diff {
-            lines: &mut lines,
-            what,
-        };
+        let mut d = Diff::new(&mut lines, "Staff", row.staff_id);
         d.field(
             "name",
             s.name().map(|n| n.as_str()),
@@ -319,21 +336,14 @@ fn compare(aggregates: &BTreeMap<(String, Uuid), Rebuilt>, rows: &ReadModelRows)
     }
 
     for row in &rows.patients {
-        let key = ("Patient".to_owned(), row.patient_id);
-        let what = format!("Patient {}", row.patient_id);
         let Some(Rebuilt {
             aggregate: Replayed::Patient(p),
             version,
-        }) = aggregates.get(&key)
+        }) = matched(aggregates, &mut seen, &mut lines, "Patient", row.patient_id)
         else {
-            lines.push(format!("{what}: in the read model but not in the events"));
             continue;
         };
-        seen.insert(key);
-        let mut d = Diff {
-            lines: &mut lines,
-            what,
-        };
+        let mut d = Diff::new(&mut lines, "Patient", row.patient_id);
         d.field("mrn", p.mrn().map(|m| m.to_string()), Some(row.mrn.clone()));
         d.field(
             "name.given",
@@ -359,21 +369,20 @@ fn compare(aggregates: &BTreeMap<(String, Uuid), Rebuilt>, rows: &ReadModelRows)
     }
 
     for row in &rows.appointments {
-        let key = ("Appointment".to_owned(), row.appointment_id);
-        let what = format!("Appointment {}", row.appointment_id);
         let Some(Rebuilt {
             aggregate: Replayed::Appointment(a),
             version,
-        }) = aggregates.get(&key)
+        }) = matched(
+            aggregates,
+            &mut seen,
+            &mut lines,
+            "Appointment",
+            row.appointment_id,
+        )
         else {
-            lines.push(format!("{what}: in the read model but not in the events"));
             continue;
         };
-        seen.insert(key);
-        let mut d = Diff {
-            lines: &mut lines,
-            what,
-        };
+        let mut d = Diff::new(&mut lines, "Appointment", row.appointment_id);
         d.field(
             "patient_id",
             a.patient_id().map(|id| id.as_uuid()),
