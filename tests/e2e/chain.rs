@@ -439,6 +439,10 @@ async fn verification_is_per_clinic_and_only_for_auditors_and_clinic_admins() {
         ),
         ("?head_position=x&head_hash=00", "head_position"),
         ("?head_position=1&head_hash=zz", "head_hash"),
+        // An empty head is refused, never taken as "no head to check".
+        ("?head_position=&head_hash=", "head_position"),
+        ("?head_position=&head_hash=", "head_hash"),
+        ("?head_position=1&head_hash=%20", "head_hash"),
         ("?verbose=1", "verbose"),
     ] {
         let answer = app

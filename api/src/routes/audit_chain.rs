@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
+use axum::http::Uri;
 use axum::Json;
 use projections::audit_chain::{self as chain, ChainHead, ExpectedHead, Verification};
 use serde::{Deserialize, Deserializer};
@@ -16,7 +17,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::Principal;
-use crate::problem::{problem_responses, ApiError, UNAUTHORIZED};
+use crate::problem::{problem_responses, ApiError, FieldError, UNAUTHORIZED};
 use crate::query::{self, Query};
 use crate::roles;
 use crate::state::AppState;
@@ -55,21 +56,46 @@ pub struct VerifyParams {
     pub head_hash: Option<[u8; 32]>,
 }
 
+const HEAD_POSITION_RULE: &str =
+    "must be a positive integer (a position exported by /v1/audit/chain/head)";
+const HEAD_HASH_RULE: &str = "must be 64 hex digits";
+
 fn head_position<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     query::with(d, |raw| {
-        raw.parse::<i64>().ok().filter(|p| *p > 0).ok_or_else(|| {
-            "must be a positive integer (a position exported by /v1/audit/chain/head)".into()
-        })
+        raw.parse::<i64>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| HEAD_POSITION_RULE.into())
     })
 }
 
 fn head_hash<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[u8; 32]>, D::Error> {
     query::with(d, |raw| {
-        chain::parse_hash(raw).ok_or_else(|| "must be 64 hex digits".into())
+        chain::parse_hash(raw).ok_or_else(|| HEAD_HASH_RULE.into())
     })
 }
 
 impl VerifyParams {
+    /// An exported head given with an empty value is refused: an auditor who sends one
+    /// must not get a report that silently checked no head. (Elsewhere an empty value counts
+    /// as absent.)
+    fn refuse_empty(uri: &Uri) -> Result<(), ApiError> {
+        let pairs = query::pairs(uri)?;
+        let errors: Vec<FieldError> = [
+            ("head_position", HEAD_POSITION_RULE),
+            ("head_hash", HEAD_HASH_RULE),
+        ]
+        .into_iter()
+        .filter(|(name, _)| pairs.iter().any(|(n, v)| n == name && v.trim().is_empty()))
+        .map(|(name, message)| FieldError::new(name, message))
+        .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Validation(errors))
+        }
+    }
+
     fn expected_head(&self) -> Result<Option<ExpectedHead>, ApiError> {
         match (self.head_position, self.head_hash) {
             (Some(position), Some(hash)) => Ok(Some(ExpectedHead { position, hash })),
@@ -95,10 +121,12 @@ impl VerifyParams {
 async fn verify_chain(
     State(state): State<AppState>,
     principal: Principal,
+    uri: Uri,
     params: Result<Query<VerifyParams>, ApiError>,
 ) -> Result<Json<Verification>, ApiError> {
     principal.require(roles::AUDIT)?;
     let clinic = principal.clinic()?;
+    VerifyParams::refuse_empty(&uri)?;
     let Query(params) = params?;
     let expected = params.expected_head()?;
     let verification = chain::verify(&state.pool, clinic, expected).await?;
