@@ -95,6 +95,23 @@ impl From<domain::replay::ReplayError> for ApiError {
     }
 }
 
+impl From<commands::accounts::LogInError> for ApiError {
+    fn from(err: commands::accounts::LogInError) -> Self {
+        use commands::accounts::LogInError;
+        match err {
+            LogInError::BadCredentials => {
+                ApiError::Unauthorized("the e-mail or password is wrong".into())
+            }
+            LogInError::LockedOut { retry_after_secs } => ApiError::TooManyRequests {
+                retry_after_secs,
+                detail: "Too many failed log-ins for this e-mail; try again later.".into(),
+            },
+            LogInError::ClinicSuspended => ApiError::ClinicSuspended,
+            LogInError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<Infallible> for ApiError {
     fn from(err: Infallible) -> Self {
         match err {}

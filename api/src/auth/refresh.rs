@@ -131,3 +131,36 @@ pub async fn revoke(pool: &PgPool, token: &str) -> Result<bool, sqlx::Error> {
     .await?;
     Ok(done.rows_affected() > 0)
 }
+
+/// Redeems a refresh token at `now`: the account it belongs to and its family, for a new
+/// pair. A suspended clinic's token is refused (403) without being spent, so it still works
+/// after the clinic is reactivated; an unknown, spent, revoked or expired token, or one of a
+/// deactivated account, is a 401.
+pub async fn redeem(
+    pool: &PgPool,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Result<(commands::accounts::Account, Uuid), crate::problem::ApiError> {
+    use crate::problem::ApiError;
+    use commands::accounts;
+
+    let refused = || ApiError::Unauthorized("the refresh token is not valid".into());
+    if let Some(owner) = owner(pool, token).await? {
+        let account = accounts::find_by_id(pool, owner).await?;
+        if account.is_some_and(|a| a.clinic_suspended) {
+            return Err(ApiError::ClinicSuspended);
+        }
+    }
+    let (account_id, family) = consume(pool, token, now).await?.map_err(|why| {
+        tracing::info!(reason = ?why, "refresh token refused");
+        refused()
+    })?;
+    let account = accounts::find_by_id(pool, account_id)
+        .await?
+        .filter(|a| a.active)
+        .ok_or_else(refused)?;
+    if account.clinic_suspended {
+        return Err(ApiError::ClinicSuspended);
+    }
+    Ok((account, family))
+}

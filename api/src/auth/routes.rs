@@ -59,8 +59,6 @@ pub struct Me {
     pub clinic_id: Option<Uuid>,
 }
 
-const BAD_CREDENTIALS: &str = "the e-mail or password is wrong";
-
 async fn issue_tokens(
     state: &AppState,
     account: &accounts::Account,
@@ -96,28 +94,8 @@ async fn login(
     body: JsonBody,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let req: LoginRequest = body.parse()?;
-    if req.email.len() > 254 || req.password.len() > commands::accounts::credentials::MAX_LENGTH * 4
-    {
-        return Err(ApiError::Unauthorized(BAD_CREDENTIALS.into()));
-    }
-    if let Some(wait) = accounts::begin_attempt(&state.pool, &req.email, state.clock.now()).await? {
-        return Err(ApiError::TooManyRequests {
-            retry_after_secs: wait,
-            detail: "Too many failed log-ins for this e-mail; try again later.".into(),
-        });
-    }
-    let account = accounts::find_by_email(&state.pool, &req.email).await?;
-    let hash = account.as_ref().and_then(|a| a.password_hash.clone());
-    let verified = commands::accounts::credentials::verify(hash, req.password).await;
-    let account = match account {
-        Some(a) if verified && a.active => a,
-        // The attempt was already counted by `begin_attempt`.
-        _ => return Err(ApiError::Unauthorized(BAD_CREDENTIALS.into())),
-    };
-    if account.clinic_suspended {
-        return Err(ApiError::ClinicSuspended);
-    }
-    accounts::clear_failures(&state.pool, &req.email).await?;
+    let account =
+        accounts::log_in(&state.pool, &req.email, req.password, state.clock.now()).await?;
     tracing::info!(account_id = %account.id, "logged in");
     Ok(Json(issue_tokens(&state, &account, Uuid::new_v4()).await?))
 }
@@ -135,28 +113,8 @@ async fn refresh_tokens(
     body: JsonBody,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let req: RefreshRequest = body.parse()?;
-    let refused = || ApiError::Unauthorized("the refresh token is not valid".into());
-    // A suspended clinic's token is refused without being spent, so it still works after the
-    // clinic is reactivated.
-    if let Some(owner) = refresh::owner(&state.pool, &req.refresh_token).await? {
-        let account = accounts::find_by_id(&state.pool, owner).await?;
-        if account.is_some_and(|a| a.clinic_suspended) {
-            return Err(ApiError::ClinicSuspended);
-        }
-    }
-    let (account_id, family) = refresh::consume(&state.pool, &req.refresh_token, state.clock.now())
-        .await?
-        .map_err(|why| {
-            tracing::info!(reason = ?why, "refresh token refused");
-            refused()
-        })?;
-    let account = accounts::find_by_id(&state.pool, account_id)
-        .await?
-        .filter(|a| a.active)
-        .ok_or_else(refused)?;
-    if account.clinic_suspended {
-        return Err(ApiError::ClinicSuspended);
-    }
+    let (account, family) =
+        refresh::redeem(&state.pool, &req.refresh_token, state.clock.now()).await?;
     Ok(Json(issue_tokens(&state, &account, family).await?))
 }
 

@@ -16,6 +16,54 @@ use crate::error::{CommandError, StoreError};
 use crate::metadata::{ActorRole, CommandMeta};
 use crate::store::{Committed, EventStore, Expect};
 
+/// Why a log-in was refused. A wrong password, an unknown e-mail and a deactivated account
+/// are the same `BadCredentials`, so the answer tells nothing about which it was.
+#[derive(Debug, thiserror::Error)]
+pub enum LogInError {
+    #[error("the e-mail or password is wrong")]
+    BadCredentials,
+    /// Too many failures for this e-mail lately; try again after this many seconds.
+    #[error("too many failed log-ins for this e-mail")]
+    LockedOut { retry_after_secs: u64 },
+    #[error("the account's clinic is suspended")]
+    ClinicSuspended,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Checks a log-in at `now` (the service clock): refuses over-long input, a locked-out
+/// e-mail (before the password is checked, and counting the attempt), a wrong password, an
+/// unknown e-mail or a deactivated account alike (after the same argon2id work), and an
+/// account of a suspended clinic. A successful log-in clears the e-mail's failures.
+pub async fn log_in(
+    pool: &PgPool,
+    email: &str,
+    password: String,
+    now: DateTime<Utc>,
+) -> Result<Account, LogInError> {
+    if email.len() > 254 || password.len() > credentials::MAX_LENGTH * 4 {
+        return Err(LogInError::BadCredentials);
+    }
+    if let Some(wait) = begin_attempt(pool, email, now).await? {
+        return Err(LogInError::LockedOut {
+            retry_after_secs: wait,
+        });
+    }
+    let account = find_by_email(pool, email).await?;
+    let hash = account.as_ref().and_then(|a| a.password_hash.clone());
+    let verified = credentials::verify(hash, password).await;
+    let account = match account {
+        Some(a) if verified && a.active => a,
+        // The attempt was already counted by `begin_attempt`.
+        _ => return Err(LogInError::BadCredentials),
+    };
+    if account.clinic_suspended {
+        return Err(LogInError::ClinicSuspended);
+    }
+    clear_failures(pool, email).await?;
+    Ok(account)
+}
+
 /// An account as the login needs it.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct Account {
