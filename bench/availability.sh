@@ -8,32 +8,15 @@
 #
 # Uses PostgreSQL on 127.0.0.1:5432 as `postgres` (or $BENCH_PG_URL) and drops its database.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ADMIN_URL="${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-DB="clinic_bench_avail_$$"
-DB_URL="${ADMIN_URL%/*}/$DB"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-
-cargo build --release --bin clinic -q
-psql "$ADMIN_URL" -qc "CREATE DATABASE $DB"
-cleanup() {
-    [ -n "${SERVER:-}" ] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null || true
-    psql "$ADMIN_URL" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
-}
-trap cleanup EXIT
+source "$(dirname "$0")/common.sh"
+bench_database clinic_bench_avail
 export DATABASE_URL="$DB_URL" RUST_LOG=warn CLINIC_ADMIN_PASSWORD="bench admin password"
 ./target/release/clinic setup-clinic --name Bench --code bench --timezone Europe/Berlin \
     --plan standard --admin-email admin@bench.example >/dev/null
-CLINIC_BIND="127.0.0.1:$PORT" CLINIC_JWT_SECRET="bench-secret-bench-secret-bench-secret" \
-    ./target/release/clinic serve & SERVER=$!
+bench_serve
 python3 - "$PORT" <<'PY'
 import json, statistics, sys, time, urllib.request, datetime as dt
 base = f"http://127.0.0.1:{sys.argv[1]}"
-for _ in range(100):
-    try:
-        urllib.request.urlopen(base + "/readyz"); break
-    except Exception:
-        time.sleep(0.1)
 def call(method, path, token=None, body=None, headers=None):
     req = urllib.request.Request(base + path, method=method,
                                  data=None if body is None else json.dumps(body).encode())

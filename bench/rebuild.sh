@@ -8,15 +8,9 @@
 # Uses PostgreSQL on 127.0.0.1:5432 as `postgres` (or $BENCH_PG_URL, a URL to an admin
 # database), builds the release binary, and drops its database at the end.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 N="${1:-100000}"
-ADMIN_URL="${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-DB="clinic_bench_$$"
-DB_URL="${ADMIN_URL%/*}/$DB"
-
-cargo build --release --bin clinic -q
-trap 'psql "$ADMIN_URL" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null' EXIT
-psql "$ADMIN_URL" -qc "CREATE DATABASE $DB"
+source "$(dirname "$0")/common.sh"
+bench_database clinic_bench
 DATABASE_URL="$DB_URL" RUST_LOG=warn ./target/release/clinic migrate
 
 PATIENTS=$(( (N - 10) / 2 ))

@@ -7,20 +7,9 @@
 #
 # Uses PostgreSQL on 127.0.0.1:5432 as `postgres` (or $BENCH_PG_URL); drops its database.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 N="${1:-1000000}"
-ADMIN_URL="${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-DB="clinic_bench_stream_$$"
-DB_URL="${ADMIN_URL%/*}/$DB"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-
-cargo build --release --bin clinic -q
-psql "$ADMIN_URL" -qc "CREATE DATABASE $DB"
-cleanup() {
-    [ -n "${SERVER:-}" ] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null || true
-    psql "$ADMIN_URL" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
-}
-trap cleanup EXIT
+source "$(dirname "$0")/common.sh"
+bench_database clinic_bench_stream
 export DATABASE_URL="$DB_URL" RUST_LOG=warn CLINIC_ADMIN_PASSWORD="bench admin password"
 ./target/release/clinic setup-clinic --name Stream --code stream --timezone UTC \
     --plan standard --admin-email admin@stream.example >/dev/null
@@ -35,17 +24,11 @@ FROM generate_series(1, $N);
 ANALYZE events;
 SQL
 # Workers off: this measures the stream, not the projections.
-CLINIC_WORKERS=0 CLINIC_BIND="127.0.0.1:$PORT" CLINIC_JWT_SECRET="bench-secret-bench-secret-bench-secret" \
-    ./target/release/clinic serve & SERVER=$!
+bench_serve CLINIC_WORKERS=0
 python3 - "$PORT" "$SERVER" "$N" <<'PY'
 import json, sys, time, urllib.request
 port, pid, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 base = f"http://127.0.0.1:{port}"
-for _ in range(100):
-    try:
-        urllib.request.urlopen(base + "/readyz"); break
-    except Exception:
-        time.sleep(0.1)
 def mem():
     fields = dict(l.split(":", 1) for l in open(f"/proc/{pid}/status"))
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
