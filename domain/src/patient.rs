@@ -964,4 +964,48 @@ mod tests {
         assert_eq!(json["PatientRegistered"]["sex"], "female");
         assert_eq!(json["PatientRegistered"]["birth_date"], "1990-12-10");
     }
+
+    // --- stored JSON: events in the store must keep loading, byte for byte ---
+
+    const REGISTERED: &str = r#"{"PatientRegistered":{"patient_id":"00000000-0000-0000-0000-000000000003","clinic_id":"00000000-0000-0000-0000-000000000001","mrn":"MRN-000001","name":{"given":"Ada","family":"Lovelace"},"birth_date":"1990-12-10","sex":"female","phone":"+447700900123","email":"ada@example.org","address":{"lines":["12 St James's Sq"],"city":"London","postal_code":"SW1Y 4LB","country":"UK"},"emergency_contact":{"name":"Byron","phone":"+447700900124","relationship":"father"},"insurance":{"provider":"NHS","policy_number":"P-1"},"allergies":["penicillin","nuts"]}}"#;
+    const UPDATED: &str = r#"{"PatientDemographicsUpdated":{"name":null,"birth_date":"1990-12-11","sex":"other","phone":null,"email":"ada@example.org","address":null,"emergency_contact":null,"insurance":null,"allergies":[]}}"#;
+    const UPDATED_NOTHING: &str = r#"{"PatientDemographicsUpdated":{"name":null,"birth_date":null,"sex":null,"phone":null,"email":null,"address":null,"emergency_contact":null,"insurance":null,"allergies":null}}"#;
+    const MERGED: &str = r#"{"PatientMerged":{"survivor":"00000000-0000-0000-0000-000000000004"}}"#;
+    const DEACTIVATED: &str = r#"{"PatientDeactivated":{"reason":"deceased"}}"#;
+
+    fn reserialised<T: Serialize + serde::de::DeserializeOwned>(json: &str) -> String {
+        serde_json::to_string(&serde_json::from_str::<T>(json).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn stored_event_json_is_unchanged() {
+        for json in [REGISTERED, UPDATED, UPDATED_NOTHING, MERGED, DEACTIVATED] {
+            assert_eq!(reserialised::<PatientEvent>(json), json);
+        }
+        assert_eq!(
+            reserialised::<PatientEvent>(r#"{"PatientDemographicsUpdated":{}}"#),
+            UPDATED_NOTHING
+        );
+        let registered = serde_json::to_string(&registered()).unwrap();
+        assert_eq!(
+            registered,
+            r#"{"PatientRegistered":{"patient_id":"00000000-0000-0000-0000-000000000003","clinic_id":"00000000-0000-0000-0000-000000000001","mrn":"MRN-000001","name":{"given":"Ada","family":"Lovelace"},"birth_date":"1990-12-10","sex":"female","phone":"+447700900123","email":null,"address":null,"emergency_contact":null,"insurance":null,"allergies":["penicillin"]}}"#
+        );
+        let bad = r#"{"PatientDemographicsUpdated": {"birth_date": "not a date"}}"#;
+        assert!(serde_json::from_str::<PatientEvent>(bad).is_err());
+    }
+
+    #[test]
+    fn command_json_is_unchanged() {
+        let register = REGISTERED.replace("PatientRegistered", "Register");
+        let update = UPDATED.replace("PatientDemographicsUpdated", "UpdateDemographics");
+        for json in [
+            register.as_str(),
+            update.as_str(),
+            r#"{"MergeInto":{"survivor":"00000000-0000-0000-0000-000000000004"}}"#,
+            r#"{"Deactivate":{"reason":null}}"#,
+        ] {
+            assert_eq!(reserialised::<PatientCommand>(json), json);
+        }
+    }
 }
