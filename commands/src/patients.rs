@@ -1,37 +1,14 @@
 //! Patient use cases: registering takes an MRN from the clinic's registry; merging looks at
 //! the surviving record first.
 
-use chrono::NaiveDate;
 use domain::ids::PatientId;
-use domain::patient::{Patient, PatientCommand, PatientError};
-use domain::values::{
-    Address, Allergy, Email, EmergencyContact, Insurance, PatientName, Phone, Sex,
-};
-use serde::Deserialize;
+use domain::patient::{Demographics, Patient, PatientCommand, PatientError};
 use uuid::Uuid;
 
 use crate::error::{CommandError, StoreError};
 use crate::metadata::CommandMeta;
 use crate::registry;
 use crate::store::{Committed, EventStore, Expect};
-
-/// A new patient's demographics; the clinic assigns the MRN. The body of
-/// `POST /v1/patients` is read straight into it (serde's name for it is the HTTP body's).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename = "RegisterPatient")]
-pub struct Register {
-    pub name: PatientName,
-    pub birth_date: NaiveDate,
-    pub sex: Sex,
-    pub phone: Option<Phone>,
-    pub email: Option<Email>,
-    pub address: Option<Address>,
-    pub emergency_contact: Option<EmergencyContact>,
-    pub insurance: Option<Insurance>,
-    /// At most 50.
-    #[serde(default)]
-    pub allergies: Vec<Allergy>,
-}
 
 /// A registration that committed.
 #[derive(Debug, Clone)]
@@ -65,12 +42,13 @@ impl PatientsError {
     }
 }
 
-/// Registers a patient under the clinic's next MRN.
+/// Registers a patient under the clinic's next MRN. The body of `POST /v1/patients` is read
+/// straight into the [`Demographics`].
 pub async fn register(
     store: &EventStore,
     meta: &CommandMeta,
     expect: Expect,
-    req: Register,
+    demographics: Demographics,
 ) -> Result<Registered, PatientsError> {
     let mrn = registry::next_mrn(store.pool(), meta.clinic_id).await?;
     let patient_id = PatientId::new();
@@ -78,15 +56,7 @@ pub async fn register(
         patient_id,
         clinic_id: meta.clinic_id,
         mrn,
-        name: req.name,
-        birth_date: req.birth_date,
-        sex: req.sex,
-        phone: req.phone,
-        email: req.email,
-        address: req.address,
-        emergency_contact: req.emergency_contact,
-        insurance: req.insurance,
-        allergies: req.allergies,
+        demographics,
     };
     let committed = store
         .execute::<Patient>(meta, patient_id.as_uuid(), command, expect)

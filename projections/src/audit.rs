@@ -5,7 +5,7 @@
 //! access log and the read-model rows are read in a [`clinic_tx`], so row-level security
 //! applies as well.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use domain::ids::ClinicId;
 use futures::TryStreamExt;
 use serde::Serialize;
@@ -340,16 +340,8 @@ pub struct StaffRow {
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PatientRow {
-    pub patient_id: Uuid,
-    pub mrn: String,
-    pub given: String,
-    pub family: String,
-    pub birth_date: NaiveDate,
-    pub sex: String,
-    pub phone: Option<String>,
-    pub email: Option<String>,
-    pub status: String,
-    pub merged_into: Option<Uuid>,
+    #[sqlx(flatten)]
+    pub summary: crate::patients::PatientSummary,
     pub version: i64,
 }
 

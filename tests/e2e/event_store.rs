@@ -8,7 +8,7 @@ use commands::{Actor, ActorRole, CommandError, CommandMeta, EventStore, Expect};
 use domain::clinic::{Clinic, ClinicCommand};
 use domain::error::ErrorKind;
 use domain::ids::{ClinicId, PatientId};
-use domain::patient::{Patient, PatientCommand, PatientName};
+use domain::patient::{Demographics, DemographicsChanges, Patient, PatientCommand, PatientName};
 use domain::values::{ClinicCode, Mrn, NonEmptyText, PersonName, Phone, Plan, Sex, TimeZone};
 use sqlx::{Executor, Row};
 use uuid::Uuid;
@@ -57,35 +57,32 @@ fn register_patient(
         patient_id,
         clinic_id,
         mrn,
-        name: PatientName {
-            given: PersonName::parse(given).unwrap(),
-            family: PersonName::parse("Example").unwrap(),
+        demographics: Demographics {
+            name: PatientName {
+                given: PersonName::parse(given).unwrap(),
+                family: PersonName::parse("Example").unwrap(),
+            },
+            birth_date: NaiveDate::from_ymd_opt(1980, 5, 17).unwrap(),
+            sex: Sex::Female,
+            phone: Some(Phone::parse("+49 30 1234567").unwrap()),
+            email: None,
+            address: None,
+            emergency_contact: None,
+            insurance: None,
+            allergies: Vec::new(),
         },
-        birth_date: NaiveDate::from_ymd_opt(1980, 5, 17).unwrap(),
-        sex: Sex::Female,
-        phone: Some(Phone::parse("+49 30 1234567").unwrap()),
-        email: None,
-        address: None,
-        emergency_contact: None,
-        insurance: None,
-        allergies: Vec::new(),
     }
 }
 
 fn rename(given: &str) -> PatientCommand {
     PatientCommand::UpdateDemographics {
-        name: Some(PatientName {
-            given: PersonName::parse(given).unwrap(),
-            family: PersonName::parse("Example").unwrap(),
-        }),
-        birth_date: None,
-        sex: None,
-        phone: None,
-        email: None,
-        address: None,
-        emergency_contact: None,
-        insurance: None,
-        allergies: None,
+        changes: DemographicsChanges {
+            name: Some(PatientName {
+                given: PersonName::parse(given).unwrap(),
+                family: PersonName::parse("Example").unwrap(),
+            }),
+            ..DemographicsChanges::default()
+        },
     }
 }
 

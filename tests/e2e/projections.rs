@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use domain::ids::{ClinicId, PatientId};
-use domain::patient::PatientEvent;
+use domain::patient::{Demographics, PatientEvent};
 use domain::values::{Mrn, PatientName, PersonName, Sex};
 use projections::worker::{self, WorkerConfig};
 use sqlx::{Executor, PgConnection};
@@ -312,18 +312,20 @@ fn registered(clinic: ClinicId, patient: PatientId, mrn: u64, given: &str) -> Pa
         patient_id: patient,
         clinic_id: clinic,
         mrn: Mrn::from_number(mrn),
-        name: PatientName::new(
-            PersonName::parse(given).unwrap(),
-            PersonName::parse("Late").unwrap(),
-        ),
-        birth_date: chrono::NaiveDate::from_ymd_opt(1990, 1, 1).unwrap(),
-        sex: Sex::Other,
-        phone: None,
-        email: None,
-        address: None,
-        emergency_contact: None,
-        insurance: None,
-        allergies: vec![],
+        demographics: Demographics {
+            name: PatientName::new(
+                PersonName::parse(given).unwrap(),
+                PersonName::parse("Late").unwrap(),
+            ),
+            birth_date: chrono::NaiveDate::from_ymd_opt(1990, 1, 1).unwrap(),
+            sex: Sex::Other,
+            phone: None,
+            email: None,
+            address: None,
+            emergency_contact: None,
+            insurance: None,
+            allergies: vec![],
+        },
     }
 }
 

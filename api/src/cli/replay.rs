@@ -335,7 +335,8 @@ fn compare(aggregates: &BTreeMap<(String, Uuid), Rebuilt>, rows: &ReadModelRows)
         d.field("version", *version, row.version);
     }
 
-    for row in &rows.patients {
+    for patient_row in &rows.patients {
+        let row = &patient_row.summary;
         let Some(Rebuilt {
             aggregate: Replayed::Patient(p),
             version,
@@ -348,12 +349,12 @@ fn compare(aggregates: &BTreeMap<(String, Uuid), Rebuilt>, rows: &ReadModelRows)
         d.field(
             "name.given",
             p.name().map(|n| n.given.as_str()),
-            Some(row.given.as_str()),
+            Some(row.name.given.as_str()),
         );
         d.field(
             "name.family",
             p.name().map(|n| n.family.as_str()),
-            Some(row.family.as_str()),
+            Some(row.name.family.as_str()),
         );
         d.field("birth_date", p.birth_date(), Some(row.birth_date));
         d.field("sex", p.sex().map(|s| s.as_str()), Some(row.sex.as_str()));
@@ -365,7 +366,7 @@ fn compare(aggregates: &BTreeMap<(String, Uuid), Rebuilt>, rows: &ReadModelRows)
             p.merged_into().map(|id| id.as_uuid()),
             row.merged_into,
         );
-        d.field("version", *version, row.version);
+        d.field("version", *version, patient_row.version);
     }
 
     for row in &rows.appointments {

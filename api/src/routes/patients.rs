@@ -4,9 +4,9 @@
 use axum::response::Response;
 use axum::Json;
 use chrono::NaiveDate;
-use commands::patients::{self, Register};
+use commands::patients;
 use domain::ids::{PatientId, StaffId};
-use domain::patient::{Patient, PatientCommand};
+use domain::patient::{Demographics, DemographicsChanges, Patient, PatientCommand};
 use domain::values::{
     Address, Allergy, Email, EmergencyContact, Insurance, NonEmptyText, PatientName, Phone, Sex,
 };
@@ -80,12 +80,31 @@ pub mod schema {
     }
 }
 
-// The body of a registration, for the documentation: the handler reads the body straight
-// into `commands::patients::Register`, which has the same fields.
-#[allow(dead_code)]
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RegisterPatient {
+/// A documentation shape of a patient body: the given fields, then the optional contact fields
+/// that both bodies have. The handlers read the bodies straight into the domain's
+/// `Demographics` and `DemographicsChanges`, which have the same fields.
+macro_rules! patient_body {
+    ($(#[$meta:meta])* $name:ident { $($fields:tt)* }) => {
+        $(#[$meta])*
+        #[allow(dead_code)]
+        #[derive(Debug, Deserialize, ToSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $($fields)*
+            #[schema(value_type = Option<String>)]
+            pub email: Option<Email>,
+            #[schema(value_type = Option<schema::Address>)]
+            pub address: Option<Address>,
+            #[schema(value_type = Option<schema::EmergencyContact>)]
+            pub emergency_contact: Option<EmergencyContact>,
+            #[schema(value_type = Option<schema::Insurance>)]
+            pub insurance: Option<Insurance>,
+        }
+    };
+}
+
+// The body of a registration (no description in the document).
+patient_body!(RegisterPatient {
     #[schema(value_type = schema::Name)]
     pub name: PatientName,
     pub birth_date: NaiveDate,
@@ -94,42 +113,26 @@ pub struct RegisterPatient {
     pub sex: Sex,
     #[schema(value_type = Option<String>, example = "+49 30 1234567")]
     pub phone: Option<Phone>,
-    #[schema(value_type = Option<String>)]
-    pub email: Option<Email>,
-    #[schema(value_type = Option<schema::Address>)]
-    pub address: Option<Address>,
-    #[schema(value_type = Option<schema::EmergencyContact>)]
-    pub emergency_contact: Option<EmergencyContact>,
-    #[schema(value_type = Option<schema::Insurance>)]
-    pub insurance: Option<Insurance>,
     /// At most 50.
     #[serde(default)]
     #[schema(value_type = Vec<String>)]
     pub allergies: Vec<Allergy>,
-}
+});
 
-/// Fields to change; absent fields stay as they are. `allergies` replaces the list.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpdatePatient {
-    #[schema(value_type = Option<schema::Name>)]
-    pub name: Option<PatientName>,
-    pub birth_date: Option<NaiveDate>,
-    #[schema(value_type = Option<String>)]
-    pub sex: Option<Sex>,
-    #[schema(value_type = Option<String>)]
-    pub phone: Option<Phone>,
-    #[schema(value_type = Option<String>)]
-    pub email: Option<Email>,
-    #[schema(value_type = Option<schema::Address>)]
-    pub address: Option<Address>,
-    #[schema(value_type = Option<schema::EmergencyContact>)]
-    pub emergency_contact: Option<EmergencyContact>,
-    #[schema(value_type = Option<schema::Insurance>)]
-    pub insurance: Option<Insurance>,
-    #[schema(value_type = Option<Vec<String>>)]
-    pub allergies: Option<Vec<Allergy>>,
-}
+patient_body!(
+    /// Fields to change; absent fields stay as they are. `allergies` replaces the list.
+    UpdatePatient {
+        #[schema(value_type = Option<schema::Name>)]
+        pub name: Option<PatientName>,
+        pub birth_date: Option<NaiveDate>,
+        #[schema(value_type = Option<String>)]
+        pub sex: Option<Sex>,
+        #[schema(value_type = Option<String>)]
+        pub phone: Option<Phone>,
+        #[schema(value_type = Option<Vec<String>>)]
+        pub allergies: Option<Vec<Allergy>>,
+    }
+);
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -145,29 +148,13 @@ pub struct DeactivatePatient {
     pub reason: Option<NonEmptyText>,
 }
 
-impl From<UpdatePatient> for PatientCommand {
-    fn from(req: UpdatePatient) -> Self {
-        PatientCommand::UpdateDemographics {
-            name: req.name,
-            birth_date: req.birth_date,
-            sex: req.sex,
-            phone: req.phone,
-            email: req.email,
-            address: req.address,
-            emergency_contact: req.emergency_contact,
-            insurance: req.insurance,
-            allergies: req.allergies,
-        }
-    }
-}
-
 /// Register a patient. The clinic assigns the MRN.
 #[utoipa::path(post, path = "/v1/patients", tag = "patients", request_body = RegisterPatient,
     security(("bearer" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
     responses((status = 201, description = "Registered; `Location` names the patient", body = CommandAccepted), CommandProblems))]
 async fn register(cmd: Command) -> Result<Response, ApiError> {
-    cmd.run(roles::PATIENT_DESK, |req: Register, ctx| async move {
+    cmd.run(roles::PATIENT_DESK, |req: Demographics, ctx| async move {
         let meta = ctx.meta()?;
         let registered = patients::register(ctx.store(), &meta, ctx.expect, req).await?;
         let (id, committed) = (registered.patient_id, &registered.committed);
@@ -181,9 +168,12 @@ async fn register(cmd: Command) -> Result<Response, ApiError> {
     security(("bearer" = [])), params(("id" = Uuid, Path, description = "Patient id")),
     responses((status = 200, description = "Updated", body = CommandAccepted), CommandProblems))]
 async fn update(cmd: Command<IdPath>) -> Result<Response, ApiError> {
-    cmd.run(roles::PATIENT_DEMOGRAPHICS, |req: UpdatePatient, ctx| {
-        ctx.update::<Patient>(req.into())
-    })
+    cmd.run(
+        roles::PATIENT_DEMOGRAPHICS,
+        |changes: DemographicsChanges, ctx| {
+            ctx.update::<Patient>(PatientCommand::UpdateDemographics { changes })
+        },
+    )
     .await
 }
 

@@ -1,14 +1,33 @@
 //! `rm.patients`: one row per patient record; the searchable columns (folded names, phone
 //! digits) beside the whole record as JSON.
 
+use chrono::{DateTime, Utc};
 use domain::patient::PatientEvent;
 use serde_json::{json, Value};
-use sqlx::PgConnection;
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{PgConnection, Postgres};
+use uuid::Uuid;
 
 use crate::event::{one, to_json, Applied, StoredEvent};
 
 fn digits(phone: &str) -> String {
     phone.chars().filter(char::is_ascii_digit).collect()
+}
+
+/// A statement on the event's row, with `$1` to `$4` bound to the clinic, the patient, the
+/// time of the event and the row's new version.
+fn on_row<'q>(
+    sql: &'q str,
+    e: &StoredEvent,
+    id: Uuid,
+    at: DateTime<Utc>,
+) -> Query<'q, Postgres, PgArguments> {
+    sqlx::query(sql)
+        .bind(e.tenant_id)
+        .bind(id)
+        .bind(at)
+        .bind(e.sequence)
 }
 
 pub(super) async fn apply(s: &str, conn: &mut PgConnection, e: &StoredEvent) -> Applied {
@@ -19,23 +38,16 @@ pub(super) async fn apply(s: &str, conn: &mut PgConnection, e: &StoredEvent) -> 
     match e.decode::<PatientEvent>()? {
         PatientEvent::PatientRegistered {
             mrn,
-            name,
-            birth_date,
-            sex,
-            phone,
-            email,
-            address,
-            emergency_contact,
-            insurance,
-            allergies,
+            demographics: d,
             ..
         } => {
-            let record = json!({
-                "patient_id": id, "mrn": mrn, "name": name, "birth_date": birth_date, "sex": sex,
-                "phone": phone, "email": email, "address": address,
-                "emergency_contact": emergency_contact, "insurance": insurance,
-                "allergies": allergies, "status": "active", "merged_into": null,
-            });
+            let mut record = to_json(&d);
+            if let Value::Object(fields) = &mut record {
+                fields.insert("patient_id".into(), json!(id));
+                fields.insert("mrn".into(), json!(mrn));
+                fields.insert("status".into(), json!("active"));
+                fields.insert("merged_into".into(), Value::Null);
+            }
             let sql = format!(
                 "INSERT INTO {s}.patients (clinic_id, patient_id, mrn, given, family, given_key, family_key, \
                  birth_date, sex, phone, phone_digits, email, status, record, registered_at, updated_at, version) \
@@ -48,45 +60,25 @@ pub(super) async fn apply(s: &str, conn: &mut PgConnection, e: &StoredEvent) -> 
                     .bind(clinic)
                     .bind(id)
                     .bind(mrn.to_string())
-                    .bind(name.given.as_str())
-                    .bind(name.family.as_str())
-                    .bind(birth_date)
-                    .bind(sex.as_str())
-                    .bind(phone.as_ref().map(|p| p.as_str().to_owned()))
-                    .bind(phone.as_ref().map(|p| digits(p.as_str())))
-                    .bind(email.map(|m| m.as_str().to_owned()))
+                    .bind(d.name.given.as_str())
+                    .bind(d.name.family.as_str())
+                    .bind(d.birth_date)
+                    .bind(d.sex.as_str())
+                    .bind(d.phone.as_ref().map(|p| p.as_str().to_owned()))
+                    .bind(d.phone.as_ref().map(|p| digits(p.as_str())))
+                    .bind(d.email.map(|m| m.as_str().to_owned()))
                     .bind(record)
                     .bind(at)
                     .bind(version),
             )
             .await
         }
-        PatientEvent::PatientDemographicsUpdated {
-            name,
-            birth_date,
-            sex,
-            phone,
-            email,
-            address,
-            emergency_contact,
-            insurance,
-            allergies,
-        } => {
-            let mut patch = serde_json::Map::new();
-            let mut put = |key: &str, value: Option<Value>| {
-                if let Some(v) = value {
-                    patch.insert(key.to_owned(), v);
-                }
-            };
-            put("name", name.as_ref().map(to_json));
-            put("birth_date", birth_date.as_ref().map(to_json));
-            put("sex", sex.as_ref().map(to_json));
-            put("phone", phone.as_ref().map(to_json));
-            put("email", email.as_ref().map(to_json));
-            put("address", address.as_ref().map(to_json));
-            put("emergency_contact", emergency_contact.as_ref().map(to_json));
-            put("insurance", insurance.as_ref().map(to_json));
-            put("allergies", allergies.as_ref().map(to_json));
+        PatientEvent::PatientDemographicsUpdated { changes: c } => {
+            // The fields that changed: the ones that are not null.
+            let mut patch = to_json(&c);
+            if let Value::Object(fields) = &mut patch {
+                fields.retain(|_, v| !v.is_null());
+            }
             let sql = format!(
                 "UPDATE {s}.patients SET given = coalesce($5, given), family = coalesce($6, family), \
                  given_key = rm_fold(coalesce($5, given)), family_key = rm_fold(coalesce($6, family)), \
@@ -98,19 +90,15 @@ pub(super) async fn apply(s: &str, conn: &mut PgConnection, e: &StoredEvent) -> 
             one(
                 conn,
                 e,
-                sqlx::query(&sql)
-                    .bind(clinic)
-                    .bind(id)
-                    .bind(at)
-                    .bind(version)
-                    .bind(name.as_ref().map(|n| n.given.as_str().to_owned()))
-                    .bind(name.as_ref().map(|n| n.family.as_str().to_owned()))
-                    .bind(birth_date)
-                    .bind(sex.map(|x| x.as_str()))
-                    .bind(phone.as_ref().map(|p| p.as_str().to_owned()))
-                    .bind(phone.as_ref().map(|p| digits(p.as_str())))
-                    .bind(email.map(|m| m.as_str().to_owned()))
-                    .bind(Value::Object(patch)),
+                on_row(&sql, e, id, at)
+                    .bind(c.name.as_ref().map(|n| n.given.as_str().to_owned()))
+                    .bind(c.name.as_ref().map(|n| n.family.as_str().to_owned()))
+                    .bind(c.birth_date)
+                    .bind(c.sex.map(|x| x.as_str()))
+                    .bind(c.phone.as_ref().map(|p| p.as_str().to_owned()))
+                    .bind(c.phone.as_ref().map(|p| digits(p.as_str())))
+                    .bind(c.email.map(|m| m.as_str().to_owned()))
+                    .bind(patch),
             )
             .await
         }
@@ -120,33 +108,14 @@ pub(super) async fn apply(s: &str, conn: &mut PgConnection, e: &StoredEvent) -> 
                  record = record || jsonb_build_object('status', 'merged', 'merged_into', $5), \
                  updated_at = $3, version = $4 WHERE clinic_id = $1 AND patient_id = $2"
             );
-            one(
-                conn,
-                e,
-                sqlx::query(&sql)
-                    .bind(clinic)
-                    .bind(id)
-                    .bind(at)
-                    .bind(version)
-                    .bind(survivor.as_uuid()),
-            )
-            .await
+            one(conn, e, on_row(&sql, e, id, at).bind(survivor.as_uuid())).await
         }
         PatientEvent::PatientDeactivated { .. } => {
             let sql = format!(
                 "UPDATE {s}.patients SET status = 'inactive', record = record || '{{\"status\": \"inactive\"}}'::jsonb, \
                  updated_at = $3, version = $4 WHERE clinic_id = $1 AND patient_id = $2"
             );
-            one(
-                conn,
-                e,
-                sqlx::query(&sql)
-                    .bind(clinic)
-                    .bind(id)
-                    .bind(at)
-                    .bind(version),
-            )
-            .await
+            one(conn, e, on_row(&sql, e, id, at)).await
         }
     }
 }

@@ -101,7 +101,7 @@ pub struct PatientQuery {
     pub limit: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct NameView {
     #[schema(example = "Ada")]
     pub given: String,
@@ -109,12 +109,13 @@ pub struct NameView {
     pub family: String,
 }
 
-/// A patient in a search result.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+/// A patient in a search result (also the columns every patient view reads).
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct PatientSummary {
     pub patient_id: Uuid,
     #[schema(example = "MRN-000012")]
     pub mrn: String,
+    #[sqlx(flatten)]
     pub name: NameView,
     pub birth_date: NaiveDate,
     /// `male`, `female`, `other` or `unknown`.
@@ -138,16 +139,8 @@ pub struct PatientPage {
 
 #[derive(sqlx::FromRow)]
 struct PatientSummaryRow {
-    patient_id: Uuid,
-    mrn: String,
-    given: String,
-    family: String,
-    birth_date: NaiveDate,
-    sex: String,
-    phone: Option<String>,
-    email: Option<String>,
-    status: String,
-    merged_into: Option<Uuid>,
+    #[sqlx(flatten)]
+    summary: PatientSummary,
     family_key: String,
     given_key: String,
 }
@@ -219,29 +212,13 @@ pub async fn search_patients(
             PatientCursor {
                 family_key: last.family_key.clone(),
                 given_key: last.given_key.clone(),
-                patient_id: last.patient_id,
+                patient_id: last.summary.patient_id,
             }
             .encode(),
         ),
         _ => None,
     };
-    let items = rows
-        .into_iter()
-        .map(|r| PatientSummary {
-            patient_id: r.patient_id,
-            mrn: r.mrn,
-            name: NameView {
-                given: r.given,
-                family: r.family,
-            },
-            birth_date: r.birth_date,
-            sex: r.sex,
-            phone: r.phone,
-            email: r.email,
-            status: r.status,
-            merged_into: r.merged_into,
-        })
-        .collect();
+    let items = rows.into_iter().map(|r| r.summary).collect();
     Ok(PatientPage {
         items,
         next_page_token,
@@ -292,20 +269,12 @@ pub struct PatientRecord {
 
 #[derive(sqlx::FromRow)]
 struct PatientRecordRow {
-    patient_id: Uuid,
-    mrn: String,
-    given: String,
-    family: String,
-    birth_date: NaiveDate,
-    sex: String,
-    phone: Option<String>,
-    email: Option<String>,
+    #[sqlx(flatten)]
+    summary: PatientSummary,
     address: Option<Json<serde_json::Value>>,
     emergency_contact: Option<Json<serde_json::Value>>,
     insurance: Option<Json<serde_json::Value>>,
     allergies: Json<Vec<String>>,
-    status: String,
-    merged_into: Option<Uuid>,
     registered_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     version: i64,
@@ -337,26 +306,26 @@ pub async fn patient(
     let mut tx = clinic_tx(pool, clinic).await?;
     let row: Option<PatientRecordRow> = sql.build_query_as().fetch_optional(&mut *tx).await?;
     tx.commit().await?;
-    Ok(row.map(|r| PatientRecord {
-        patient_id: r.patient_id,
-        mrn: r.mrn,
-        name: NameView {
-            given: r.given,
-            family: r.family,
-        },
-        birth_date: r.birth_date,
-        sex: r.sex,
-        phone: r.phone,
-        email: r.email,
-        address: r.address.map(|Json(v)| v),
-        emergency_contact: r.emergency_contact.map(|Json(v)| v),
-        insurance: r.insurance.map(|Json(v)| v),
-        allergies: r.allergies.0,
-        status: r.status,
-        merged_into: r.merged_into,
-        registered_at: r.registered_at,
-        updated_at: r.updated_at,
-        version: r.version,
+    Ok(row.map(|r| {
+        let s = r.summary;
+        PatientRecord {
+            patient_id: s.patient_id,
+            mrn: s.mrn,
+            name: s.name,
+            birth_date: s.birth_date,
+            sex: s.sex,
+            phone: s.phone,
+            email: s.email,
+            address: r.address.map(|Json(v)| v),
+            emergency_contact: r.emergency_contact.map(|Json(v)| v),
+            insurance: r.insurance.map(|Json(v)| v),
+            allergies: r.allergies.0,
+            status: s.status,
+            merged_into: s.merged_into,
+            registered_at: r.registered_at,
+            updated_at: r.updated_at,
+            version: r.version,
+        }
     }))
 }
 

@@ -15,6 +15,10 @@ use crate::values::{
     Address, Allergy, Email, EmergencyContact, Insurance, Mrn, NonEmptyText, Phone, Sex,
 };
 
+mod demographics;
+
+pub use demographics::{Demographics, DemographicsChanges};
+
 /// The most allergies a patient record holds.
 pub const MAX_ALLERGIES: usize = 50;
 /// How far back a birth date may lie, in years.
@@ -28,28 +32,14 @@ pub enum PatientCommand {
         patient_id: PatientId,
         clinic_id: ClinicId,
         mrn: Mrn,
-        name: PatientName,
-        birth_date: NaiveDate,
-        sex: Sex,
-        phone: Option<Phone>,
-        email: Option<Email>,
-        address: Option<Address>,
-        emergency_contact: Option<EmergencyContact>,
-        insurance: Option<Insurance>,
-        allergies: Vec<Allergy>,
+        #[serde(flatten)]
+        demographics: Demographics,
     },
     /// Changes the given fields; `None` leaves a field as it is. `allergies`
     /// replaces the whole list.
     UpdateDemographics {
-        name: Option<PatientName>,
-        birth_date: Option<NaiveDate>,
-        sex: Option<Sex>,
-        phone: Option<Phone>,
-        email: Option<Email>,
-        address: Option<Address>,
-        emergency_contact: Option<EmergencyContact>,
-        insurance: Option<Insurance>,
-        allergies: Option<Vec<Allergy>>,
+        #[serde(flatten)]
+        changes: DemographicsChanges,
     },
     /// This record is a duplicate of `survivor`.
     MergeInto {
@@ -67,27 +57,13 @@ pub enum PatientEvent {
         patient_id: PatientId,
         clinic_id: ClinicId,
         mrn: Mrn,
-        name: PatientName,
-        birth_date: NaiveDate,
-        sex: Sex,
-        phone: Option<Phone>,
-        email: Option<Email>,
-        address: Option<Address>,
-        emergency_contact: Option<EmergencyContact>,
-        insurance: Option<Insurance>,
-        allergies: Vec<Allergy>,
+        #[serde(flatten)]
+        demographics: Demographics,
     },
     /// Carries only the fields that changed.
     PatientDemographicsUpdated {
-        name: Option<PatientName>,
-        birth_date: Option<NaiveDate>,
-        sex: Option<Sex>,
-        phone: Option<Phone>,
-        email: Option<Email>,
-        address: Option<Address>,
-        emergency_contact: Option<EmergencyContact>,
-        insurance: Option<Insurance>,
-        allergies: Option<Vec<Allergy>>,
+        #[serde(flatten)]
+        changes: DemographicsChanges,
     },
     /// The record now points at `survivor` (like FHIR `Patient.link` "replaced-by").
     PatientMerged {
@@ -318,6 +294,23 @@ impl Patient {
         }
     }
 
+    /// The changes that differ from the record as it is.
+    fn changed(&self, c: DemographicsChanges) -> DemographicsChanges {
+        DemographicsChanges {
+            name: c.name.filter(|v| Some(v) != self.name.as_ref()),
+            birth_date: c.birth_date.filter(|v| Some(*v) != self.birth_date),
+            sex: c.sex.filter(|v| Some(*v) != self.sex),
+            phone: c.phone.filter(|v| Some(v) != self.phone.as_ref()),
+            email: c.email.filter(|v| Some(v) != self.email.as_ref()),
+            address: c.address.filter(|v| Some(v) != self.address.as_ref()),
+            emergency_contact: c
+                .emergency_contact
+                .filter(|v| Some(v) != self.emergency_contact.as_ref()),
+            insurance: c.insurance.filter(|v| Some(v) != self.insurance.as_ref()),
+            allergies: c.allergies.filter(|v| *v != self.allergies),
+        }
+    }
+
     /// Decides which events a command produces, without changing state.
     pub fn decide(
         &self,
@@ -331,15 +324,7 @@ impl Patient {
                 patient_id,
                 clinic_id,
                 mrn,
-                name,
-                birth_date,
-                sex,
-                phone,
-                email,
-                address,
-                emergency_contact,
-                insurance,
-                allergies,
+                demographics,
             } => {
                 match self.status {
                     PatientStatus::NotRegistered => {}
@@ -348,74 +333,28 @@ impl Patient {
                         return Err(PatientError::AlreadyRegistered)
                     }
                 }
-                check_birth_date(birth_date, services)?;
-                check_allergies(&allergies)?;
+                check_birth_date(demographics.birth_date, services)?;
+                check_allergies(&demographics.allergies)?;
                 Ok(vec![E::PatientRegistered {
                     patient_id,
                     clinic_id,
                     mrn,
-                    name,
-                    birth_date,
-                    sex,
-                    phone,
-                    email,
-                    address,
-                    emergency_contact,
-                    insurance,
-                    allergies,
+                    demographics,
                 }])
             }
-            C::UpdateDemographics {
-                name,
-                birth_date,
-                sex,
-                phone,
-                email,
-                address,
-                emergency_contact,
-                insurance,
-                allergies,
-            } => {
+            C::UpdateDemographics { changes } => {
                 self.ensure_active()?;
-                if let Some(birth_date) = birth_date {
+                if let Some(birth_date) = changes.birth_date {
                     check_birth_date(birth_date, services)?;
                 }
-                if let Some(allergies) = &allergies {
+                if let Some(allergies) = &changes.allergies {
                     check_allergies(allergies)?;
                 }
-                let name = name.filter(|v| Some(v) != self.name.as_ref());
-                let birth_date = birth_date.filter(|v| Some(*v) != self.birth_date);
-                let sex = sex.filter(|v| Some(*v) != self.sex);
-                let phone = phone.filter(|v| Some(v) != self.phone.as_ref());
-                let email = email.filter(|v| Some(v) != self.email.as_ref());
-                let address = address.filter(|v| Some(v) != self.address.as_ref());
-                let emergency_contact =
-                    emergency_contact.filter(|v| Some(v) != self.emergency_contact.as_ref());
-                let insurance = insurance.filter(|v| Some(v) != self.insurance.as_ref());
-                let allergies = allergies.filter(|v| *v != self.allergies);
-                let nothing = name.is_none()
-                    && birth_date.is_none()
-                    && sex.is_none()
-                    && phone.is_none()
-                    && email.is_none()
-                    && address.is_none()
-                    && emergency_contact.is_none()
-                    && insurance.is_none()
-                    && allergies.is_none();
-                if nothing {
+                let changes = self.changed(changes);
+                if changes.is_empty() {
                     return Err(PatientError::NothingToUpdate);
                 }
-                Ok(vec![E::PatientDemographicsUpdated {
-                    name,
-                    birth_date,
-                    sex,
-                    phone,
-                    email,
-                    address,
-                    emergency_contact,
-                    insurance,
-                    allergies,
-                }])
+                Ok(vec![E::PatientDemographicsUpdated { changes }])
             }
             C::MergeInto { survivor } => {
                 self.ensure_active()?;
@@ -451,55 +390,37 @@ impl Patient {
                 patient_id,
                 clinic_id,
                 mrn,
-                name,
-                birth_date,
-                sex,
-                phone,
-                email,
-                address,
-                emergency_contact,
-                insurance,
-                allergies,
+                demographics: d,
             } => {
                 self.id = Some(patient_id);
                 self.clinic_id = Some(clinic_id);
                 self.mrn = Some(mrn);
-                self.name = Some(name);
-                self.birth_date = Some(birth_date);
-                self.sex = Some(sex);
-                self.phone = phone;
-                self.email = email;
-                self.address = address;
-                self.emergency_contact = emergency_contact;
-                self.insurance = insurance;
-                self.allergies = allergies;
+                self.name = Some(d.name);
+                self.birth_date = Some(d.birth_date);
+                self.sex = Some(d.sex);
+                self.phone = d.phone;
+                self.email = d.email;
+                self.address = d.address;
+                self.emergency_contact = d.emergency_contact;
+                self.insurance = d.insurance;
+                self.allergies = d.allergies;
                 self.status = PatientStatus::Active;
             }
-            PatientEvent::PatientDemographicsUpdated {
-                name,
-                birth_date,
-                sex,
-                phone,
-                email,
-                address,
-                emergency_contact,
-                insurance,
-                allergies,
-            } => {
+            PatientEvent::PatientDemographicsUpdated { changes: c } => {
                 fn set<T>(slot: &mut Option<T>, value: Option<T>) {
                     if value.is_some() {
                         *slot = value;
                     }
                 }
-                set(&mut self.name, name);
-                set(&mut self.birth_date, birth_date);
-                set(&mut self.sex, sex);
-                set(&mut self.phone, phone);
-                set(&mut self.email, email);
-                set(&mut self.address, address);
-                set(&mut self.emergency_contact, emergency_contact);
-                set(&mut self.insurance, insurance);
-                if let Some(allergies) = allergies {
+                set(&mut self.name, c.name);
+                set(&mut self.birth_date, c.birth_date);
+                set(&mut self.sex, c.sex);
+                set(&mut self.phone, c.phone);
+                set(&mut self.email, c.email);
+                set(&mut self.address, c.address);
+                set(&mut self.emergency_contact, c.emergency_contact);
+                set(&mut self.insurance, c.insurance);
+                if let Some(allergies) = c.allergies {
                     self.allergies = allergies;
                 }
             }
@@ -548,11 +469,8 @@ mod tests {
         PatientName::new(person("Ada"), person("Lovelace"))
     }
 
-    fn register(birth_date: NaiveDate, allergies: Vec<Allergy>) -> PatientCommand {
-        PatientCommand::Register {
-            patient_id: patient_id(),
-            clinic_id: clinic_id(),
-            mrn: Mrn::from_number(1),
+    fn demographics(birth_date: NaiveDate, allergies: Vec<Allergy>) -> Demographics {
+        Demographics {
             name: name(),
             birth_date,
             sex: Sex::Female,
@@ -565,49 +483,30 @@ mod tests {
         }
     }
 
+    fn register(birth_date: NaiveDate, allergies: Vec<Allergy>) -> PatientCommand {
+        PatientCommand::Register {
+            patient_id: patient_id(),
+            clinic_id: clinic_id(),
+            mrn: Mrn::from_number(1),
+            demographics: demographics(birth_date, allergies),
+        }
+    }
+
     fn registered() -> PatientEvent {
         PatientEvent::PatientRegistered {
             patient_id: patient_id(),
             clinic_id: clinic_id(),
             mrn: Mrn::from_number(1),
-            name: name(),
-            birth_date: date(1990, 12, 10),
-            sex: Sex::Female,
-            phone: Some(Phone::parse("+447700900123").unwrap()),
-            email: None,
-            address: None,
-            emergency_contact: None,
-            insurance: None,
-            allergies: vec![allergy("penicillin")],
+            demographics: demographics(date(1990, 12, 10), vec![allergy("penicillin")]),
         }
     }
 
-    fn update() -> PatientCommand {
-        PatientCommand::UpdateDemographics {
-            name: None,
-            birth_date: None,
-            sex: None,
-            phone: None,
-            email: None,
-            address: None,
-            emergency_contact: None,
-            insurance: None,
-            allergies: None,
-        }
+    fn update(changes: DemographicsChanges) -> PatientCommand {
+        PatientCommand::UpdateDemographics { changes }
     }
 
-    fn updated() -> PatientEvent {
-        PatientEvent::PatientDemographicsUpdated {
-            name: None,
-            birth_date: None,
-            sex: None,
-            phone: None,
-            email: None,
-            address: None,
-            emergency_contact: None,
-            insurance: None,
-            allergies: None,
-        }
+    fn updated(changes: DemographicsChanges) -> PatientEvent {
+        PatientEvent::PatientDemographicsUpdated { changes }
     }
 
     fn merged() -> PatientEvent {
@@ -714,7 +613,7 @@ mod tests {
     #[test]
     fn commands_on_unregistered_patient_are_not_found() {
         for command in [
-            update(),
+            update(DemographicsChanges::default()),
             PatientCommand::MergeInto {
                 survivor: other_patient(),
             },
@@ -733,46 +632,29 @@ mod tests {
 
     #[test]
     fn update_emits_only_changes() {
-        let email = Email::parse("ada@example.org").unwrap();
-        let address = Address::new(["12 St James's Sq"], Some("London"), None, Some("UK")).unwrap();
-        let mut expected = updated();
-        if let PatientEvent::PatientDemographicsUpdated {
-            email: e,
-            address: a,
-            allergies: al,
-            ..
-        } = &mut expected
-        {
-            *e = Some(email.clone());
-            *a = Some(address.clone());
-            *al = Some(vec![allergy("penicillin"), allergy("nuts")]);
-        }
-        let mut command = update();
-        if let PatientCommand::UpdateDemographics {
-            name: n,
-            sex: s,
-            email: e,
-            address: a,
-            allergies: al,
-            ..
-        } = &mut command
-        {
-            *n = Some(name());
-            *s = Some(Sex::Female);
-            *e = Some(email);
-            *a = Some(address);
-            *al = Some(vec![allergy("penicillin"), allergy("nuts")]);
-        }
+        let changes = DemographicsChanges {
+            email: Some(Email::parse("ada@example.org").unwrap()),
+            address: Some(
+                Address::new(["12 St James's Sq"], Some("London"), None, Some("UK")).unwrap(),
+            ),
+            allergies: Some(vec![allergy("penicillin"), allergy("nuts")]),
+            ..DemographicsChanges::default()
+        };
+        let command = update(DemographicsChanges {
+            name: Some(name()),
+            sex: Some(Sex::Female),
+            ..changes.clone()
+        });
         fx().given(vec![registered()])
             .when(command)
-            .then_expect_events(vec![expected]);
+            .then_expect_events(vec![updated(changes)]);
     }
 
     #[test]
     fn update_with_nothing_is_invalid() {
         let r = fx()
             .given(vec![registered()])
-            .when(update())
+            .when(update(DemographicsChanges::default()))
             .inspect_result();
         assert_eq!(r, Err(PatientError::NothingToUpdate));
         assert_eq!(kind_and_field(r), (ErrorKind::Invalid, None));
@@ -780,10 +662,10 @@ mod tests {
 
     #[test]
     fn update_checks_birth_date() {
-        let mut command = update();
-        if let PatientCommand::UpdateDemographics { birth_date, .. } = &mut command {
-            *birth_date = Some(date(2030, 1, 1));
-        }
+        let command = update(DemographicsChanges {
+            birth_date: Some(date(2030, 1, 1)),
+            ..DemographicsChanges::default()
+        });
         fx().given(vec![registered()])
             .when(command)
             .then_expect_error(PatientError::BirthDateInFuture(date(2030, 1, 1)));
@@ -791,10 +673,10 @@ mod tests {
 
     #[test]
     fn update_checks_allergies() {
-        let mut command = update();
-        if let PatientCommand::UpdateDemographics { allergies, .. } = &mut command {
-            *allergies = Some(vec![allergy("x"), allergy("X")]);
-        }
+        let command = update(DemographicsChanges {
+            allergies: Some(vec![allergy("x"), allergy("X")]),
+            ..DemographicsChanges::default()
+        });
         fx().given(vec![registered()])
             .when(command)
             .then_expect_error(PatientError::DuplicateAllergy("X".into()));
@@ -802,17 +684,13 @@ mod tests {
 
     #[test]
     fn update_can_clear_allergies() {
-        let mut command = update();
-        if let PatientCommand::UpdateDemographics { allergies, .. } = &mut command {
-            *allergies = Some(vec![]);
-        }
-        let mut expected = updated();
-        if let PatientEvent::PatientDemographicsUpdated { allergies, .. } = &mut expected {
-            *allergies = Some(vec![]);
-        }
+        let clear = DemographicsChanges {
+            allergies: Some(vec![]),
+            ..DemographicsChanges::default()
+        };
         fx().given(vec![registered()])
-            .when(command)
-            .then_expect_events(vec![expected]);
+            .when(update(clear.clone()))
+            .then_expect_events(vec![updated(clear)]);
     }
 
     // --- merge ---
@@ -842,7 +720,7 @@ mod tests {
     fn merged_patient_accepts_no_more_commands() {
         for command in [
             register(date(1990, 1, 1), vec![]),
-            update(),
+            update(DemographicsChanges::default()),
             PatientCommand::MergeInto {
                 survivor: PatientId::from_uuid(Uuid::from_u128(99)),
             },
@@ -886,10 +764,10 @@ mod tests {
 
     #[test]
     fn deactivated_patient_cannot_be_updated_or_merged() {
-        let mut change = update();
-        if let PatientCommand::UpdateDemographics { sex, .. } = &mut change {
-            *sex = Some(Sex::Other);
-        }
+        let change = update(DemographicsChanges {
+            sex: Some(Sex::Other),
+            ..DemographicsChanges::default()
+        });
         for command in [
             change,
             PatientCommand::MergeInto {
@@ -912,12 +790,11 @@ mod tests {
         let mut patient = Patient::default();
         assert!(!patient.is_registered());
         patient.apply(registered());
-        let mut change = updated();
-        if let PatientEvent::PatientDemographicsUpdated { sex, allergies, .. } = &mut change {
-            *sex = Some(Sex::Other);
-            *allergies = Some(vec![]);
-        }
-        patient.apply(change);
+        patient.apply(updated(DemographicsChanges {
+            sex: Some(Sex::Other),
+            allergies: Some(vec![]),
+            ..DemographicsChanges::default()
+        }));
         assert!(patient.is_registered() && patient.is_active());
         assert_eq!(patient.id(), Some(patient_id()));
         assert_eq!(patient.clinic_id(), Some(clinic_id()));
@@ -943,7 +820,12 @@ mod tests {
 
     #[test]
     fn events_have_stable_types_and_round_trip() {
-        let events = vec![registered(), updated(), merged(), deactivated()];
+        let events = vec![
+            registered(),
+            updated(DemographicsChanges::default()),
+            merged(),
+            deactivated(),
+        ];
         let types: Vec<String> = events.iter().map(DomainEvent::event_type).collect();
         assert_eq!(
             types,
@@ -963,5 +845,49 @@ mod tests {
         assert_eq!(json["PatientRegistered"]["mrn"], "MRN-000001");
         assert_eq!(json["PatientRegistered"]["sex"], "female");
         assert_eq!(json["PatientRegistered"]["birth_date"], "1990-12-10");
+    }
+
+    // --- stored JSON: events in the store must keep loading, byte for byte ---
+
+    const REGISTERED: &str = r#"{"PatientRegistered":{"patient_id":"00000000-0000-0000-0000-000000000003","clinic_id":"00000000-0000-0000-0000-000000000001","mrn":"MRN-000001","name":{"given":"Ada","family":"Lovelace"},"birth_date":"1990-12-10","sex":"female","phone":"+447700900123","email":"ada@example.org","address":{"lines":["12 St James's Sq"],"city":"London","postal_code":"SW1Y 4LB","country":"UK"},"emergency_contact":{"name":"Byron","phone":"+447700900124","relationship":"father"},"insurance":{"provider":"NHS","policy_number":"P-1"},"allergies":["penicillin","nuts"]}}"#;
+    const UPDATED: &str = r#"{"PatientDemographicsUpdated":{"name":null,"birth_date":"1990-12-11","sex":"other","phone":null,"email":"ada@example.org","address":null,"emergency_contact":null,"insurance":null,"allergies":[]}}"#;
+    const UPDATED_NOTHING: &str = r#"{"PatientDemographicsUpdated":{"name":null,"birth_date":null,"sex":null,"phone":null,"email":null,"address":null,"emergency_contact":null,"insurance":null,"allergies":null}}"#;
+    const MERGED: &str = r#"{"PatientMerged":{"survivor":"00000000-0000-0000-0000-000000000004"}}"#;
+    const DEACTIVATED: &str = r#"{"PatientDeactivated":{"reason":"deceased"}}"#;
+
+    fn reserialised<T: Serialize + serde::de::DeserializeOwned>(json: &str) -> String {
+        serde_json::to_string(&serde_json::from_str::<T>(json).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn stored_event_json_is_unchanged() {
+        for json in [REGISTERED, UPDATED, UPDATED_NOTHING, MERGED, DEACTIVATED] {
+            assert_eq!(reserialised::<PatientEvent>(json), json);
+        }
+        assert_eq!(
+            reserialised::<PatientEvent>(r#"{"PatientDemographicsUpdated":{}}"#),
+            UPDATED_NOTHING
+        );
+        let registered = serde_json::to_string(&registered()).unwrap();
+        assert_eq!(
+            registered,
+            r#"{"PatientRegistered":{"patient_id":"00000000-0000-0000-0000-000000000003","clinic_id":"00000000-0000-0000-0000-000000000001","mrn":"MRN-000001","name":{"given":"Ada","family":"Lovelace"},"birth_date":"1990-12-10","sex":"female","phone":"+447700900123","email":null,"address":null,"emergency_contact":null,"insurance":null,"allergies":["penicillin"]}}"#
+        );
+        let bad = r#"{"PatientDemographicsUpdated": {"birth_date": "not a date"}}"#;
+        assert!(serde_json::from_str::<PatientEvent>(bad).is_err());
+    }
+
+    #[test]
+    fn command_json_is_unchanged() {
+        let register = REGISTERED.replace("PatientRegistered", "Register");
+        let update = UPDATED.replace("PatientDemographicsUpdated", "UpdateDemographics");
+        for json in [
+            register.as_str(),
+            update.as_str(),
+            r#"{"MergeInto":{"survivor":"00000000-0000-0000-0000-000000000004"}}"#,
+            r#"{"Deactivate":{"reason":null}}"#,
+        ] {
+            assert_eq!(reserialised::<PatientCommand>(json), json);
+        }
     }
 }
