@@ -1046,4 +1046,16 @@ mod tests {
         assert_eq!(json["ClinicRegistered"]["time_zone"], "Europe/London");
         assert_eq!(json["ClinicRegistered"]["plan"], "standard");
     }
+
+    /// `ClinicRegistered`, whose payload is a struct of its own, is stored exactly as before,
+    /// and the stored JSON still reads back.
+    #[test]
+    fn stored_json_of_registered_is_unchanged() {
+        let golden = r#"{"ClinicRegistered":{"clinic_id":"00000000-0000-0000-0000-000000000001","name":"North Clinic","code":"north","time_zone":"Europe/London","plan":"standard","slot_minutes":15}}"#;
+        assert_eq!(serde_json::to_string(&registered()).unwrap(), golden);
+        assert_eq!(
+            serde_json::from_str::<ClinicEvent>(golden).unwrap(),
+            registered()
+        );
+    }
 }

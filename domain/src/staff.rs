@@ -923,4 +923,40 @@ mod tests {
             assert_eq!(serde_json::from_value::<StaffEvent>(json).unwrap(), e);
         }
     }
+
+    /// The events whose payload is a struct of its own are stored exactly as before, and the
+    /// stored JSON still reads back.
+    #[test]
+    fn stored_json_of_hired_and_profile_updated_is_unchanged() {
+        let hired = StaffEvent::StaffHired {
+            staff_id: staff_id(),
+            clinic_id: clinic_id(),
+            name: person("Gregory House"),
+            email: email("house@example.org"),
+            role: Role::Doctor,
+            department_id: Some(DepartmentId::from_uuid(Uuid::from_u128(3))),
+            specialty: Some(text("Diagnostics")),
+            licence_number: Some(text("GMC-123")),
+        };
+        let updated = StaffEvent::StaffProfileUpdated {
+            name: None,
+            email: Some(email("h@example.org")),
+            department_id: None,
+            specialty: Some(text("Nephrology")),
+            licence_number: None,
+        };
+        for (event, golden) in [
+            (
+                hired,
+                r#"{"StaffHired":{"staff_id":"00000000-0000-0000-0000-000000000002","clinic_id":"00000000-0000-0000-0000-000000000001","name":"Gregory House","email":"house@example.org","role":"doctor","department_id":"00000000-0000-0000-0000-000000000003","specialty":"Diagnostics","licence_number":"GMC-123"}}"#,
+            ),
+            (
+                updated,
+                r#"{"StaffProfileUpdated":{"name":null,"email":"h@example.org","department_id":null,"specialty":"Nephrology","licence_number":null}}"#,
+            ),
+        ] {
+            assert_eq!(serde_json::to_string(&event).unwrap(), golden);
+            assert_eq!(serde_json::from_str::<StaffEvent>(golden).unwrap(), event);
+        }
+    }
 }
