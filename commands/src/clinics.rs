@@ -3,7 +3,7 @@
 
 use domain::clinic::{Clinic, ClinicCommand, ClinicError};
 use domain::ids::StaffId;
-use domain::staff::{StaffCommand, StaffError};
+use domain::staff::{NewStaff, StaffCommand, StaffError, StaffProfile};
 use domain::values::{ClinicCode, Email, NonEmptyText, PersonName, Plan, Role, TimeZone};
 
 use crate::accounts::credentials;
@@ -101,16 +101,18 @@ pub async fn hire_admin(
     password_hash: String,
 ) -> Result<Committed, CommandError<StaffError>> {
     let staff_id = StaffId::new();
-    let command = StaffCommand::Hire {
+    let command = StaffCommand::Hire(NewStaff {
         staff_id,
         clinic_id: meta.clinic_id,
-        name,
-        email,
-        role: Role::ClinicAdmin,
-        department_id: None,
-        specialty: None,
-        licence_number: None,
-    };
+        profile: StaffProfile {
+            name,
+            email,
+            role: Role::ClinicAdmin,
+            department_id: None,
+            specialty: None,
+            licence_number: None,
+        },
+    });
     hire_with_credentials(store, meta, staff_id, command, Some(password_hash)).await
 }
 

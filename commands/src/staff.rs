@@ -3,8 +3,7 @@
 
 use domain::clinic::Clinic;
 use domain::ids::{DepartmentId, StaffId};
-use domain::staff::{Staff, StaffCommand, StaffError};
-use domain::values::{Email, NonEmptyText, PersonName, Role};
+use domain::staff::{NewStaff, ProfileChanges, Staff, StaffCommand, StaffError, StaffProfile};
 use uuid::Uuid;
 
 use crate::accounts::credentials;
@@ -16,24 +15,12 @@ use crate::store::{Committed, EventStore, Expect};
 /// A new staff member and their initial password.
 #[derive(Debug, Clone)]
 pub struct Hire {
-    pub name: PersonName,
-    pub email: Email,
-    pub role: Role,
-    pub department_id: Option<DepartmentId>,
-    pub specialty: Option<NonEmptyText>,
-    pub licence_number: Option<NonEmptyText>,
+    pub profile: StaffProfile,
     pub password: String,
 }
 
 /// Profile fields to change; absent fields stay as they are.
-#[derive(Debug, Clone)]
-pub struct UpdateProfile {
-    pub name: Option<PersonName>,
-    pub email: Option<Email>,
-    pub department_id: Option<DepartmentId>,
-    pub specialty: Option<NonEmptyText>,
-    pub licence_number: Option<NonEmptyText>,
-}
+pub type UpdateProfile = ProfileChanges;
 
 /// A hire that committed.
 #[derive(Debug, Clone)]
@@ -73,19 +60,17 @@ pub async fn hire(
     req: Hire,
 ) -> Result<Hired, StaffingError> {
     credentials::check_policy(&req.password).map_err(StaffingError::WeakPassword)?;
-    let department_id = open_department(store, meta, req.department_id).await?;
+    let department_id = open_department(store, meta, req.profile.department_id).await?;
     let hash = credentials::hash(req.password).await?;
     let staff_id = StaffId::new();
-    let command = StaffCommand::Hire {
+    let command = StaffCommand::Hire(NewStaff {
         staff_id,
         clinic_id: meta.clinic_id,
-        name: req.name,
-        email: req.email,
-        role: req.role,
-        department_id,
-        specialty: req.specialty,
-        licence_number: req.licence_number,
-    };
+        profile: StaffProfile {
+            department_id,
+            ..req.profile
+        },
+    });
     let committed = hire_with_credentials(store, meta, staff_id, command, Some(hash)).await?;
     Ok(Hired {
         staff_id,
@@ -101,13 +86,10 @@ pub async fn update_profile(
     id: Uuid,
     req: UpdateProfile,
 ) -> Result<Committed, StaffingError> {
-    let command = StaffCommand::UpdateProfile {
-        name: req.name,
-        email: req.email,
+    let command = StaffCommand::UpdateProfile(ProfileChanges {
         department_id: open_department(store, meta, req.department_id).await?,
-        specialty: req.specialty,
-        licence_number: req.licence_number,
-    };
+        ..req
+    });
     Ok(store.execute::<Staff>(meta, id, command, expect).await?)
 }
 

@@ -158,17 +158,8 @@ mod tests {
             NaiveTime::from_hms_opt(to.0, to.1, 0).unwrap(),
         )
         .unwrap();
-        let days = [
-            Weekday::Mon,
-            Weekday::Tue,
-            Weekday::Wed,
-            Weekday::Thu,
-            Weekday::Fri,
-            Weekday::Sat,
-            Weekday::Sun,
-        ]
-        .map(|d| (d, if d == day { vec![interval] } else { vec![] }));
-        WorkingHours::new(days).unwrap()
+        // A day not named is a day off.
+        WorkingHours::new([(day, vec![interval])]).unwrap()
     }
 
     fn utc(s: &str) -> DateTime<Utc> {

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::ids::{ClinicId, StaffId};
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, PgPool};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -16,6 +17,28 @@ use crate::scope::clinic_tx;
 pub const DASHBOARD_DAYS: i64 = 8;
 /// How many upcoming appointments the dashboard lists.
 pub const DASHBOARD_NEXT: i64 = 10;
+
+/// The clinic's dashboard, in its local time zone.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Dashboard {
+    #[schema(example = "Europe/Berlin")]
+    pub time_zone: String,
+    pub generated_at: DateTime<Utc>,
+    /// The clinic-local date today.
+    pub today: NaiveDate,
+    /// Today and the next 7 days: appointments per status.
+    pub days: Vec<DayStatus>,
+    /// Per doctor (every active doctor, and any other doctor with appointments in the
+    /// window), appointments per day over the same days.
+    pub doctor_load: Vec<DoctorLoad>,
+    pub no_show_30d: NoShowRate,
+    /// The Monday that starts the current local ISO week.
+    pub week_start: NaiveDate,
+    /// Patients registered since the start of the local week.
+    pub new_patients_this_week: i64,
+    /// The next (at most 10) active appointments that are not over yet, soonest first.
+    pub next_appointments: Vec<UpcomingAppointment>,
+}
 
 /// Appointments per FHIR status.
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
@@ -97,28 +120,6 @@ pub struct UpcomingAppointment {
     pub patient_name: Option<String>,
 }
 
-/// The clinic's dashboard, in its local time zone.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Dashboard {
-    #[schema(example = "Europe/Berlin")]
-    pub time_zone: String,
-    pub generated_at: DateTime<Utc>,
-    /// The clinic-local date today.
-    pub today: NaiveDate,
-    /// Today and the next 7 days: appointments per status.
-    pub days: Vec<DayStatus>,
-    /// Per doctor (every active doctor, and any other doctor with appointments in the
-    /// window), appointments per day over the same days.
-    pub doctor_load: Vec<DoctorLoad>,
-    pub no_show_30d: NoShowRate,
-    /// The Monday that starts the current local ISO week.
-    pub week_start: NaiveDate,
-    /// Patients registered since the start of the local week.
-    pub new_patients_this_week: i64,
-    /// The next (at most 10) active appointments that are not over yet, soonest first.
-    pub next_appointments: Vec<UpcomingAppointment>,
-}
-
 #[derive(sqlx::FromRow)]
 struct DashboardFrame {
     tz: String,
@@ -173,20 +174,19 @@ pub async fn dashboard(
     .fetch_one(&mut *tx)
     .await?;
 
-    let per_status: Vec<(NaiveDate, String, i64)> = sqlx::query_as(
+    let per_status: Vec<(NaiveDate, String, i64)> = in_window(
+        &mut tx,
         "SELECT (a.start_at AT TIME ZONE $2)::date, a.status, count(*) \
          FROM rm.appointments a \
          WHERE a.clinic_id = $1 AND a.start_at >= $3 AND a.start_at < $4 \
          GROUP BY 1, 2",
+        clinic_uuid,
+        &frame,
     )
-    .bind(clinic_uuid)
-    .bind(&frame.tz)
-    .bind(frame.window_start)
-    .bind(frame.window_end)
-    .fetch_all(&mut *tx)
     .await?;
 
-    let per_doctor: Vec<(Uuid, Option<String>, Option<NaiveDate>, i64)> = sqlx::query_as(
+    let per_doctor: Vec<(Uuid, Option<String>, Option<NaiveDate>, i64)> = in_window(
+        &mut tx,
         "SELECT d.staff_id, d.name, NULL::date, 0::bigint \
          FROM rm.staff d WHERE d.clinic_id = $1 AND d.role = 'doctor' AND d.active \
          UNION ALL \
@@ -196,12 +196,9 @@ pub async fn dashboard(
          WHERE a.clinic_id = $1 AND a.start_at >= $3 AND a.start_at < $4 \
            AND a.status <> 'cancelled' \
          GROUP BY 1, 2, 3",
+        clinic_uuid,
+        &frame,
     )
-    .bind(clinic_uuid)
-    .bind(&frame.tz)
-    .bind(frame.window_start)
-    .bind(frame.window_end)
-    .fetch_all(&mut *tx)
     .await?;
 
     let (noshow, counted): (i64, i64) = sqlx::query_as(
@@ -317,4 +314,24 @@ pub async fn dashboard(
             })
             .collect(),
     })
+}
+
+/// Runs `sql` over the clinic's appointments in the dashboard's window of days: `$1` is the
+/// clinic, `$2` its time zone, `$3` and `$4` the window's start and end.
+async fn in_window<T>(
+    conn: &mut PgConnection,
+    sql: &str,
+    clinic: Uuid,
+    frame: &DashboardFrame,
+) -> Result<Vec<T>, sqlx::Error>
+where
+    T: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
+{
+    sqlx::query_as(sql)
+        .bind(clinic)
+        .bind(&frame.tz)
+        .bind(frame.window_start)
+        .bind(frame.window_end)
+        .fetch_all(conn)
+        .await
 }

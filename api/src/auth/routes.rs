@@ -59,6 +59,9 @@ pub struct Me {
     pub clinic_id: Option<Uuid>,
 }
 
+/// What logging in and refreshing answer.
+type Tokens = Result<Json<TokenResponse>, ApiError>;
+
 async fn issue_tokens(
     state: &AppState,
     account: &accounts::Account,
@@ -89,10 +92,7 @@ async fn issue_tokens(
         (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many failures for this e-mail", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn login(
-    State(state): State<AppState>,
-    body: JsonBody,
-) -> Result<Json<TokenResponse>, ApiError> {
+async fn login(State(state): State<AppState>, body: JsonBody) -> Tokens {
     let req: LoginRequest = body.parse()?;
     let account =
         accounts::log_in(&state.pool, &req.email, req.password, state.clock.now()).await?;
@@ -108,10 +108,7 @@ async fn login(
         (status = 401, description = "Unknown, spent, revoked or expired refresh token, or a deactivated account", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The account's clinic is suspended", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn refresh_tokens(
-    State(state): State<AppState>,
-    body: JsonBody,
-) -> Result<Json<TokenResponse>, ApiError> {
+async fn refresh_tokens(State(state): State<AppState>, body: JsonBody) -> Tokens {
     let req: RefreshRequest = body.parse()?;
     let (account, family) =
         refresh::redeem(&state.pool, &req.refresh_token, state.clock.now()).await?;

@@ -9,7 +9,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use commands::staff::{self, Hire};
 use domain::ids::{DepartmentId, StaffId};
-use domain::staff::{Staff, StaffCommand};
+use domain::staff::{Staff, StaffCommand, StaffProfile};
 use domain::values::{Email, NonEmptyText, PersonName, Role, TimeRange, WorkingHours};
 use projections::staff::{StaffFilter, StaffList, StaffMember};
 use projections::Projection;
@@ -116,12 +116,14 @@ pub struct Empty {}
 impl From<HireStaff> for Hire {
     fn from(req: HireStaff) -> Self {
         Hire {
-            name: req.name,
-            email: req.email,
-            role: req.role,
-            department_id: req.department_id.map(DepartmentId::from_uuid),
-            specialty: req.specialty,
-            licence_number: req.licence_number,
+            profile: StaffProfile {
+                name: req.name,
+                email: req.email,
+                role: req.role,
+                department_id: req.department_id.map(DepartmentId::from_uuid),
+                specialty: req.specialty,
+                licence_number: req.licence_number,
+            },
             password: req.password,
         }
     }

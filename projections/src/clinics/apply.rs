@@ -35,14 +35,7 @@ pub(super) async fn apply(s: &str, conn: &mut PgConnection, e: &StoredEvent) -> 
         _ => return Ok(()),
     }
     match e.decode::<ClinicEvent>()? {
-        ClinicEvent::ClinicRegistered {
-            clinic_id,
-            name,
-            code,
-            time_zone,
-            plan,
-            slot_minutes,
-        } => {
+        ClinicEvent::ClinicRegistered(new) => {
             let sql = format!(
                 "INSERT INTO {s}.clinics (clinic_id, name, code, time_zone, plan, status, slot_minutes, registered_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $7)"
@@ -51,12 +44,12 @@ pub(super) async fn apply(s: &str, conn: &mut PgConnection, e: &StoredEvent) -> 
                 conn,
                 e,
                 sqlx::query(&sql)
-                    .bind(clinic_id.as_uuid())
-                    .bind(name.as_str())
-                    .bind(code.as_str())
-                    .bind(time_zone.to_string())
-                    .bind(plan.as_str())
-                    .bind(slot_minutes as i32)
+                    .bind(new.clinic_id.as_uuid())
+                    .bind(new.name.as_str())
+                    .bind(new.code.as_str())
+                    .bind(new.time_zone.to_string())
+                    .bind(new.plan.as_str())
+                    .bind(new.slot_minutes as i32)
                     .bind(at),
             )
             .await
