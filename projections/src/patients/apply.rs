@@ -1,13 +1,9 @@
 //! `rm.patients`: one row per patient record; the searchable columns (folded names, phone
 //! digits) beside the whole record as JSON.
 
-use chrono::{DateTime, Utc};
 use domain::patient::PatientEvent;
 use serde_json::{json, Value};
-use sqlx::postgres::PgArguments;
-use sqlx::query::Query;
-use sqlx::{PgConnection, Postgres};
-use uuid::Uuid;
+use sqlx::PgConnection;
 
 use crate::event::{one, to_json, Applied, StoredEvent};
 
@@ -17,19 +13,6 @@ fn digits(phone: &str) -> String {
 
 /// A statement on the event's row, with `$1` to `$4` bound to the clinic, the patient, the
 /// time of the event and the row's new version.
-fn on_row<'q>(
-    sql: &'q str,
-    e: &StoredEvent,
-    id: Uuid,
-    at: DateTime<Utc>,
-) -> Query<'q, Postgres, PgArguments> {
-    sqlx::query(sql)
-        .bind(e.tenant_id)
-        .bind(id)
-        .bind(at)
-        .bind(e.sequence)
-}
-
 pub(super) async fn apply(s: &str, conn: &mut PgConnection, e: &StoredEvent) -> Applied {
     let clinic = e.tenant_id;
     let id = e.entity()?;
@@ -90,7 +73,7 @@ pub(super) async fn apply(s: &str, conn: &mut PgConnection, e: &StoredEvent) -> 
             one(
                 conn,
                 e,
-                on_row(&sql, e, id, at)
+                e.entity_query(&sql)?
                     .bind(c.name.as_ref().map(|n| n.given.as_str().to_owned()))
                     .bind(c.name.as_ref().map(|n| n.family.as_str().to_owned()))
                     .bind(c.birth_date)
@@ -108,14 +91,14 @@ pub(super) async fn apply(s: &str, conn: &mut PgConnection, e: &StoredEvent) -> 
                  record = record || jsonb_build_object('status', 'merged', 'merged_into', $5), \
                  updated_at = $3, version = $4 WHERE clinic_id = $1 AND patient_id = $2"
             );
-            one(conn, e, on_row(&sql, e, id, at).bind(survivor.as_uuid())).await
+            one(conn, e, e.entity_query(&sql)?.bind(survivor.as_uuid())).await
         }
         PatientEvent::PatientDeactivated { .. } => {
             let sql = format!(
                 "UPDATE {s}.patients SET status = 'inactive', record = record || '{{\"status\": \"inactive\"}}'::jsonb, \
                  updated_at = $3, version = $4 WHERE clinic_id = $1 AND patient_id = $2"
             );
-            one(conn, e, on_row(&sql, e, id, at)).await
+            one(conn, e, e.entity_query(&sql)?).await
         }
     }
 }
