@@ -136,6 +136,8 @@ pub struct CommandRequest {
     pub idempotency_key: Option<String>,
     pub(crate) method: Method,
     pub(crate) path: String,
+    /// The matched route template (`/v1/patients/{id}`), which names the command in metrics.
+    pub(crate) route: Option<String>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for CommandRequest {
@@ -164,6 +166,10 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandRequest {
             idempotency_key,
             method: parts.method.clone(),
             path: parts.uri.path().to_owned(),
+            route: parts
+                .extensions
+                .get::<axum::extract::MatchedPath>()
+                .map(|m| m.as_str().to_owned()),
         })
     }
 }

@@ -8,6 +8,7 @@ pub mod health;
 pub mod http;
 pub mod idempotency;
 pub mod infra;
+pub mod metrics;
 pub mod ops;
 pub mod pipeline;
 pub mod problem;

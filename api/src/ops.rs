@@ -23,7 +23,8 @@ pub struct ProjectionLag {
     pub position: i64,
     /// Committed events not yet applied.
     pub lag_events: i64,
-    /// Age of the oldest event not yet applied (0 when caught up).
+    /// Age of the next event to apply, the oldest unapplied one in commit order (0 when
+    /// caught up).
     pub lag_ms: i64,
     pub updated_at: chrono::DateTime<chrono::Utc>,
     /// Where the projection stopped, if it met an event it cannot apply.

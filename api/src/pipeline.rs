@@ -73,6 +73,31 @@ impl<P> Command<P> {
         F: FnOnce(B, Ctx<P>) -> Fut,
         Fut: Future<Output = Result<CommandResponse, ApiError>>,
     {
+        let started = std::time::Instant::now();
+        let name = crate::metrics::commands::command_name(
+            &self.request.method,
+            self.request.route.as_deref(),
+        );
+        let metrics = self.state.metrics.clone();
+        let answer = self.authorise_and_run(roles, command).await;
+        let status = match &answer {
+            Ok(response) => response.status(),
+            Err(err) => err.status(),
+        };
+        metrics.command(name, status, started.elapsed());
+        answer
+    }
+
+    async fn authorise_and_run<B, F, Fut>(
+        self,
+        roles: &[ActorRole],
+        command: F,
+    ) -> Result<Response, ApiError>
+    where
+        B: DeserializeOwned,
+        F: FnOnce(B, Ctx<P>) -> Fut,
+        Fut: Future<Output = Result<CommandResponse, ApiError>>,
+    {
         self.principal.require(roles)?;
         let Command {
             state,

@@ -26,6 +26,7 @@ use rand::RngCore;
 use crate::auth::JwtKeys;
 use crate::infra::config::{AuthSettings, ConfigError, Settings};
 use crate::infra::db::{self, Database, DbError};
+use crate::metrics::Metrics;
 use crate::problem::ApiError;
 use crate::state::{AppState, REQUEST_ID_HEADER};
 use projections::worker::WorkerConfig;
@@ -93,6 +94,7 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(crate::health::router())
         .merge(crate::routes::router())
         .merge(crate::ops::router())
+        .merge(crate::metrics::router())
         .split_for_parts()
 }
 
@@ -104,6 +106,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// The full application: routes, docs, middleware and state.
 pub fn app(state: AppState, settings: &Settings) -> Router {
     let (router, api) = api_router();
+    let metrics = state.metrics.clone();
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     router
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
@@ -117,6 +120,11 @@ pub fn app(state: AppState, settings: &Settings) -> Router {
             crate::problem::problem_response(problem)
         })
         .with_state(state)
+        // Inside the router, so the matched route template is known.
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            crate::metrics::http::track,
+        ))
         .layer(DefaultBodyLimit::max(settings.http.body_limit))
         .layer(
             ServiceBuilder::new()
@@ -173,6 +181,7 @@ pub struct Application {
     database: Database,
     state: AppState,
     workers: Option<Workers>,
+    upkeep: tokio::task::JoinHandle<()>,
 }
 
 /// Running projection workers.
@@ -214,16 +223,25 @@ impl Application {
         }
         let pool = db::app_pool(&database.owner_options, settings.database.max_connections).await?;
         let store = EventStore::new(pool.clone(), settings.clock.clone());
+        let metrics = Metrics::new(settings.auth.metrics_token.as_deref());
+        let upkeep = metrics.spawn_upkeep(std::time::Duration::from_secs(5));
         let state = AppState {
             pool,
             store,
             jwt: Arc::new(jwt_keys(&settings.auth)),
             clock: settings.clock.clone(),
+            metrics: metrics.clone(),
         };
         tokio::task::spawn_blocking(commands::accounts::credentials::warm_up);
         let router = app(state.clone(), &settings);
         let workers = match settings.workers.clone() {
-            Some(config) => Some(Workers::start(&database, config).await?),
+            Some(config) => {
+                let config = WorkerConfig {
+                    recorder: Some(metrics.worker_recorder()),
+                    ..config
+                };
+                Some(Workers::start(&database, config).await?)
+            }
             None => None,
         };
         Ok(Application {
@@ -232,6 +250,7 @@ impl Application {
             database,
             state,
             workers,
+            upkeep,
         })
     }
 
@@ -267,6 +286,7 @@ impl Application {
         if let Some(workers) = self.workers {
             workers.stop().await;
         }
+        self.upkeep.abort();
         self.state.pool.close().await;
         if let Some(cluster) = self.database.cluster {
             let _ = tokio::task::spawn_blocking(move || drop(cluster)).await;

@@ -21,4 +21,6 @@ pub struct AppState {
     /// The service clock: the only source of "now" for business rules (the same one the
     /// aggregates decide with).
     pub clock: domain::clock::Services,
+    /// This application's metrics (`GET /metrics`).
+    pub metrics: crate::metrics::Metrics,
 }

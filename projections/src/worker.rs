@@ -7,6 +7,7 @@
 //! back: no event is lost or applied twice. LISTEN/NOTIFY wakes the workers; polling is the
 //! fallback.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool};
@@ -33,6 +34,20 @@ pub struct WorkerConfig {
     /// Test hook: fail a batch after applying this many of its events (before commit), as a
     /// crash would.
     pub crash_after: Option<usize>,
+    /// Where the batch metrics go (`clinic_projection_*`); `None`: the process-wide `metrics`
+    /// recorder, a no-op unless one is installed.
+    pub recorder: Option<Recorder>,
+}
+
+/// A shared `metrics` recorder (each application has its own, so two in one process do not
+/// mix their figures).
+#[derive(Clone)]
+pub struct Recorder(pub Arc<dyn metrics::Recorder + Send + Sync>);
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Recorder")
+    }
 }
 
 impl Default for WorkerConfig {
@@ -42,6 +57,7 @@ impl Default for WorkerConfig {
             poll_interval: Duration::from_secs(1),
             projections: PROJECTIONS.to_vec(),
             crash_after: None,
+            recorder: None,
         }
     }
 }
@@ -119,6 +135,24 @@ pub async fn run_batch(
         applied: events.len(),
         position: new_pos,
     }))
+}
+
+/// Records a committed batch: the position applied, the events it applied and its size. Lag
+/// (events committed but not applied, and their age) is read from the database when
+/// `/metrics` is scraped, so a batch costs no extra query.
+fn record_batch(config: &WorkerConfig, name: &'static str, batch: &Batch) {
+    let record = || {
+        metrics::gauge!("clinic_projection_position", "projection" => name)
+            .set(batch.position as f64);
+        metrics::counter!("clinic_projection_events_applied_total", "projection" => name)
+            .increment(batch.applied as u64);
+        metrics::histogram!("clinic_projection_batch_events", "projection" => name)
+            .record(batch.applied as f64);
+    };
+    match &config.recorder {
+        Some(Recorder(recorder)) => metrics::with_local_recorder(recorder.as_ref(), record),
+        None => record(),
+    }
 }
 
 /// Records that `name` stopped at an event it cannot apply.
@@ -203,6 +237,7 @@ async fn run_projection(
             wake.borrow_and_update();
             match run_batch(&mut conn, &projection, &config).await {
                 Ok(Some(batch)) => {
+                    record_batch(&config, projection.name, &batch);
                     tracing::info!(
                         position = batch.position,
                         applied = batch.applied,

@@ -385,6 +385,9 @@ impl Drop for TestApp {
 /// The JWT secret of every test app, so tests can forge tokens (expired, wrong audience).
 pub const TEST_JWT_SECRET: &[u8] = b"test-secret-test-secret-test-secret!";
 
+/// The `/metrics` scrape token of every test app.
+pub const TEST_METRICS_TOKEN: &str = "test-metrics-token-0123456789";
+
 pub fn test_jwt() -> JwtKeys {
     JwtKeys::new(TEST_JWT_SECRET, std::time::Duration::from_secs(15 * 60))
 }
@@ -405,6 +408,7 @@ pub fn test_settings(db: &TestDb, clock: Arc<ManualClock>) -> Settings {
         auth: AuthSettings {
             jwt_secret: Some(TEST_JWT_SECRET.to_vec()),
             access_ttl: std::time::Duration::from_secs(15 * 60),
+            metrics_token: Some(TEST_METRICS_TOKEN.as_bytes().to_vec()),
         },
         migrate_on_start: false,
         workers: Some(projections::worker::WorkerConfig {

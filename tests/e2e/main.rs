@@ -13,6 +13,7 @@ mod event_store;
 mod flow;
 mod health;
 mod helpers;
+mod metrics;
 mod projections;
 mod queries;
 mod scheduling;

@@ -81,6 +81,10 @@ pub struct ServeArgs {
     #[arg(long, env = "CLINIC_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
     /// Run the projection workers inside this process.
+    /// A bearer token that may read `GET /metrics` (for the Prometheus scraper); without it
+    /// only the platform admin's access token may.
+    #[arg(long, env = "CLINIC_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     #[arg(long, env = "CLINIC_WORKERS", action = ArgAction::Set, value_parser = BoolishValueParser::new(), default_value = "true", default_missing_value = "true", num_args = 0..=1)]
     pub workers: bool,
     #[command(flatten)]
@@ -129,6 +133,8 @@ pub struct AuthSettings {
     /// `None`: generate a random secret at start (and warn).
     pub jwt_secret: Option<Vec<u8>>,
     pub access_ttl: Duration,
+    /// `CLINIC_METRICS_TOKEN`: a bearer token that may read `/metrics`.
+    pub metrics_token: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for AuthSettings {
@@ -139,12 +145,17 @@ impl std::fmt::Debug for AuthSettings {
                 &self.jwt_secret.as_ref().map(|_| "<redacted>"),
             )
             .field("access_ttl", &self.access_ttl)
+            .field(
+                "metrics_token",
+                &self.metrics_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
 
 /// The shortest accepted `CLINIC_JWT_SECRET`, in bytes (HS256 wants a 256-bit key).
 pub const MIN_JWT_SECRET_LEN: usize = 32;
+pub const MIN_METRICS_TOKEN_LEN: usize = 16;
 
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -203,21 +214,22 @@ impl Settings {
                 message: "must be at least 1".into(),
             });
         }
-        let jwt_secret = match args.jwt_secret.as_deref() {
-            None | Some("") => None,
-            Some(secret) if secret.len() < MIN_JWT_SECRET_LEN => {
-                return Err(ConfigError {
-                    variable: "CLINIC_JWT_SECRET",
-                    message: format!("must be at least {MIN_JWT_SECRET_LEN} bytes long"),
-                })
-            }
-            Some(secret) => Some(secret.as_bytes().to_vec()),
-        };
+        let jwt_secret = secret(
+            args.jwt_secret.as_deref(),
+            MIN_JWT_SECRET_LEN,
+            "CLINIC_JWT_SECRET",
+        )?;
+        let metrics_token = secret(
+            args.metrics_token.as_deref(),
+            MIN_METRICS_TOKEN_LEN,
+            "CLINIC_METRICS_TOKEN",
+        )?;
         Ok(Settings {
             database: DatabaseSettings::from_args(&args.database)?,
             auth: AuthSettings {
                 jwt_secret,
                 access_ttl: Duration::from_secs(15 * 60),
+                metrics_token,
             },
             http: HttpSettings {
                 bind,
@@ -236,6 +248,22 @@ impl Settings {
 }
 
 /// Parses a `postgres://` URL. The error never echoes the URL, which may hold a password.
+/// A secret setting: unset or empty is `None`; a set one must be at least `min` bytes long.
+fn secret(
+    raw: Option<&str>,
+    min: usize,
+    variable: &'static str,
+) -> Result<Option<Vec<u8>>, ConfigError> {
+    match raw {
+        None | Some("") => Ok(None),
+        Some(value) if value.len() < min => Err(ConfigError {
+            variable,
+            message: format!("must be at least {min} bytes long"),
+        }),
+        Some(value) => Ok(Some(value.as_bytes().to_vec())),
+    }
+}
+
 pub fn parse_database_url(url: &str) -> Result<PgConnectOptions, ConfigError> {
     let bad = |why: String| {
         ConfigError {
@@ -265,6 +293,18 @@ mod tests {
         let mut argv = vec!["serve"];
         argv.extend_from_slice(args);
         Serve::try_parse_from(argv).unwrap().args
+    }
+
+    #[test]
+    fn a_short_metrics_token_names_the_variable() {
+        let err = Settings::from_args(&serve(&["--metrics-token", "short"])).unwrap_err();
+        assert_eq!(err.variable, "CLINIC_METRICS_TOKEN");
+        let ok = Settings::from_args(&serve(&["--metrics-token", "0123456789abcdef"])).unwrap();
+        assert_eq!(
+            ok.auth.metrics_token.as_deref(),
+            Some(&b"0123456789abcdef"[..])
+        );
+        assert!(!format!("{:?}", ok.auth).contains("0123456789abcdef"));
     }
 
     #[test]
