@@ -139,11 +139,15 @@ impl ClinicBin {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
-    /// Starts `clinic serve` on a free port of 127.0.0.1 and waits until `/readyz` answers.
-    pub async fn serve(&self, database_url: &str, log: &Path) -> Result<Server> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+    /// Starts `clinic serve` on `port` of 127.0.0.1 (0: a free one) and waits until
+    /// `/readyz` answers. A restart passes the first server's port, so clients keep their URL.
+    pub async fn serve(&self, database_url: &str, log: &Path, port: u16) -> Result<Server> {
+        let port = match port {
+            0 => std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port(),
+            port => port,
+        };
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -163,6 +167,7 @@ impl ClinicBin {
             pid: child.id().unwrap_or(0),
             child,
             base: format!("http://127.0.0.1:{port}"),
+            port,
             peak_rss_kib: 0,
         };
         server.wait_ready(log).await?;
@@ -175,6 +180,7 @@ pub struct Server {
     child: tokio::process::Child,
     pub pid: u32,
     pub base: String,
+    pub port: u16,
     /// The highest VmHWM read so far.
     pub peak_rss_kib: u64,
 }

@@ -22,13 +22,16 @@ struct Session {
     db: Database,
     log: PathBuf,
     server: Option<Server>,
+    /// The port of the first server, reused by a restart.
+    port: u16,
     peak_rss_kib: u64,
 }
 
 impl Session {
     async fn start(&mut self) -> Result<String> {
-        match self.clinic.serve(&self.db.url, &self.log).await {
+        match self.clinic.serve(&self.db.url, &self.log, self.port).await {
             Ok(server) => {
+                self.port = server.port;
                 let base = server.base.clone();
                 self.server = Some(server);
                 Ok(base)
@@ -71,6 +74,7 @@ pub async fn main(args: Args, plan: Plan) -> Result<bool> {
         db,
         log,
         server: None,
+        port: 0,
         peak_rss_kib: 0,
     };
     let outcome = tokio::select! {
