@@ -69,13 +69,16 @@ pub async fn doctor_schedule(
         "SELECT a.start_at, a.end_at FROM rm.appointments a \
          WHERE a.clinic_id = $1 AND a.doctor_id = $2 \
            AND a.status IN ('booked', 'checked-in', 'in-progress') \
-           AND a.start_at < $4 AND a.end_at > $3 \
+           AND a.start_at < $4 AND a.end_at > $3 AND a.start_at > $5 \
          ORDER BY a.start_at, a.appointment_id",
     )
     .bind(clinic.as_uuid())
     .bind(doctor.as_uuid())
     .bind(from)
     .bind(to)
+    // An appointment that overlaps `from` started less than the longest one before it: the
+    // scan of the doctor's appointments starts there, not at the first one ever booked.
+    .bind(from - crate::dashboard::longest_appointment())
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;

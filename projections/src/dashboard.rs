@@ -221,20 +221,28 @@ pub async fn dashboard(
     .fetch_one(&mut *tx)
     .await?;
 
-    let next: Vec<UpcomingRow> = sqlx::query_as(
+    // Not over yet (`end_at > now`) means it started less than the longest appointment ago:
+    // the scan starts there, in start order, and stops at the tenth.
+    let next: Vec<UpcomingRow> = sqlx::query_as(&format!(
         "SELECT a.appointment_id, a.start_at, a.end_at, a.status, a.doctor_id, \
                 s.name AS doctor_name, a.patient_id, p.given || ' ' || p.family AS patient_name \
          FROM rm.appointments a \
          LEFT JOIN rm.patients p ON p.clinic_id = a.clinic_id AND p.patient_id = a.patient_id \
          LEFT JOIN rm.staff s ON s.clinic_id = a.clinic_id AND s.staff_id = a.doctor_id \
          WHERE a.clinic_id = $1 AND a.status IN ('booked', 'checked-in', 'in-progress') \
-           AND a.end_at > $2 AND ($3::uuid IS NULL OR a.doctor_id = $3) \
+           AND a.end_at > $2 AND a.start_at > $3 {} \
          ORDER BY a.start_at, a.appointment_id LIMIT $4",
-    )
+        if doctor.is_some() {
+            "AND a.doctor_id = $5"
+        } else {
+            "AND $5::uuid IS NULL"
+        }
+    ))
     .bind(clinic_uuid)
     .bind(frame.now)
-    .bind(doctor.map(|d| d.as_uuid()))
+    .bind(frame.now - longest_appointment())
     .bind(DASHBOARD_NEXT)
+    .bind(doctor.map(|d| d.as_uuid()))
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -314,6 +322,12 @@ pub async fn dashboard(
             })
             .collect(),
     })
+}
+
+/// The longest an appointment can last (the domain refuses longer ones): an appointment that
+/// is not over at `t` started after `t` minus this.
+pub(crate) fn longest_appointment() -> chrono::Duration {
+    chrono::Duration::hours(domain::appointment::MAX_DURATION_HOURS)
 }
 
 /// Runs `sql` over the clinic's appointments in the dashboard's window of days: `$1` is the

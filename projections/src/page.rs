@@ -28,6 +28,14 @@ pub enum InvalidQuery {
     BadPageToken,
 }
 
+/// Cuts `rows`, fetched with a limit of `limit + 1`, to the page, and returns the page's last
+/// row when another page follows (the row its page token is made from).
+pub(crate) fn page_end<T>(rows: &mut Vec<T>, limit: i64) -> Option<&T> {
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    rows.last().filter(|_| more)
+}
+
 pub(crate) fn encode_token<T: Serialize>(key: &T) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(key).unwrap_or_default())
 }

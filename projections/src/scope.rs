@@ -1,6 +1,9 @@
 //! Clinic-scoped read transactions. Row-level security on every read-model table compares
 //! `clinic_id` with `app.clinic_id`, set here per transaction, so a query that forgets its
 //! `WHERE clinic_id = …` still sees only the caller's clinic.
+//!
+//! The setting travels with `BEGIN` in one simple-query message (one round trip, not two):
+//! the clinic id is a UUID, formatted by `uuid`, so it cannot break out of its quotes.
 
 use domain::ids::ClinicId;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -10,20 +13,39 @@ pub async fn clinic_tx(
     pool: &PgPool,
     clinic: ClinicId,
 ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT set_config('app.clinic_id', $1, true)")
-        .bind(clinic.to_string())
-        .execute(&mut *tx)
-        .await?;
-    Ok(tx)
+    begin_scoped(pool, clinic, "").await
+}
+
+/// [`clinic_tx`] for a search whose best plan depends on what is searched (a common or a rare
+/// prefix): each statement is planned with its parameters' values, never with a generic plan
+/// that would guess how many rows a prefix matches and evaluate the folding once per row.
+pub async fn clinic_search_tx(
+    pool: &PgPool,
+    clinic: ClinicId,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    begin_scoped(
+        pool,
+        clinic,
+        "; SET LOCAL plan_cache_mode = force_custom_plan",
+    )
+    .await
+}
+
+async fn begin_scoped(
+    pool: &PgPool,
+    clinic: ClinicId,
+    more: &str,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    pool.begin_with(format!(
+        "BEGIN; SET LOCAL app.clinic_id = '{}'{more}",
+        clinic.as_uuid()
+    ))
+    .await
 }
 
 /// Begins a read transaction for the platform admin: every clinic's row of `rm.clinics`
 /// (which holds no patient data) and nothing else.
 pub async fn platform_tx(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT set_config('app.platform', 'on', true)")
-        .execute(&mut *tx)
-        .await?;
-    Ok(tx)
+    pool.begin_with("BEGIN; SET LOCAL app.platform = 'on'")
+        .await
 }

@@ -71,6 +71,24 @@ async fn register(app: &TestApp, token: &str, body: Value) -> (Uuid, i64) {
     (answer.id(), position(&answer))
 }
 
+/// Registers a patient per (given, family) name; returns their ids and the last position.
+async fn register_names(app: &TestApp, token: &str, names: &[(&str, &str)]) -> (Vec<Uuid>, i64) {
+    let mut ids = Vec::new();
+    let mut position = 0;
+    for (given, family) in names {
+        let (id, at) = register(
+            app,
+            token,
+            json!({"name": {"given": given, "family": family}, "birth_date": "2000-01-01",
+                   "sex": "unknown"}),
+        )
+        .await;
+        ids.push(id);
+        position = at;
+    }
+    (ids, position)
+}
+
 /// Hires a second doctor in the clinic and returns (id, token).
 async fn hire_doctor(app: &TestApp, clinic: &ClinicFixture, name: &str) -> (Uuid, String) {
     let email = format!("{}@{}.example", name.to_lowercase(), clinic.code);
@@ -591,19 +609,9 @@ async fn patient_pages_list_everyone_once_in_name_order() {
         ("Dora", "angel"),
         ("Eve", "Brown"),
     ];
+    let (ids, p) = register_names(&app, &north.receptionist, &names).await;
     let mut expected = BTreeSet::from([north.patient_id.to_string()]);
-    let mut p = 0;
-    for (given, family) in names {
-        let (id, at) = register(
-            &app,
-            &north.receptionist,
-            json!({"name": {"given": given, "family": family}, "birth_date": "2000-01-01",
-                   "sex": "unknown"}),
-        )
-        .await;
-        expected.insert(id.to_string());
-        p = at;
-    }
+    expected.extend(ids.iter().map(Uuid::to_string));
 
     let mut seen: Vec<(String, String, String)> = Vec::new();
     let mut token: Option<String> = None;
@@ -647,6 +655,80 @@ async fn patient_pages_list_everyone_once_in_name_order() {
     assert_eq!(seen[5].1, "Anna");
     assert_eq!(seen[6].1, "Anna");
     assert_eq!(seen[7].1, "Émile");
+}
+
+/// The list's order is code point order of the folded keys, whatever the database's
+/// collation: a space and an apostrophe sort before letters, letters outside Latin after `z`.
+/// A name search merges family-name and given-name matches in that order, across pages.
+#[tokio::test]
+async fn name_order_is_code_point_order_of_the_folded_keys_across_search_pages() {
+    let names = [
+        ("Ann", "Oakley"),
+        ("Brian", "O'Brien"),
+        ("Cleo", "Delacroix"),
+        ("Dan", "Dean"),
+        ("Ella", "de la Cruz"),
+        ("Dora", "Zimmer"),
+        ("Olga", "Ωmega"),
+    ];
+    let app = spawn_app().await;
+    let platform = app.platform_admin().await;
+    let north = app.clinic(&platform, "north").await;
+    let (_, p) = register_names(&app, &north.receptionist, &names).await;
+    let families = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["name"]["family"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let all = ok(read(&app, &north.nurse, "/v1/patients?limit=50", p).await);
+    assert_eq!(
+        families(&all),
+        [
+            "de la Cruz",
+            "Dean",
+            "Delacroix",
+            "Example",
+            "O'Brien",
+            "Oakley",
+            "Zimmer",
+            "Ωmega"
+        ]
+    );
+
+    // `d`: three family names and one given name (Dora Zimmer), two to a page.
+    let first = ok(read(&app, &north.nurse, "/v1/patients?q=d&limit=2", p).await);
+    assert_eq!(families(&first), ["de la Cruz", "Dean"]);
+    let token = first["next_page_token"].as_str().unwrap();
+    let path = format!("/v1/patients?q=d&limit=2&page_token={token}");
+    let second = ok(read(&app, &north.nurse, &path, p).await);
+    assert_eq!(families(&second), ["Delacroix", "Zimmer"]);
+    assert!(second.get("next_page_token").is_none(), "{second}");
+
+    for (q, expected) in [
+        ("de la", vec!["de la Cruz"]),
+        ("O'B", vec!["O'Brien"]),
+        ("o", vec!["O'Brien", "Oakley", "Ωmega"]),
+        ("ω", vec!["Ωmega"]),
+        ("dora zim", vec!["Zimmer"]),
+        ("zimmer d", vec!["Zimmer"]),
+        ("ella de la c", vec!["de la Cruz"]),
+    ] {
+        let path = format!("/v1/patients?q={}", urlencoding(q));
+        let page = ok(read(&app, &north.nurse, &path, p).await);
+        assert_eq!(families(&page), expected, "q={q}");
+    }
+}
+
+fn urlencoding(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------

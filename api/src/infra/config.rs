@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args};
-use sqlx::postgres::PgConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
@@ -274,7 +274,51 @@ pub fn parse_database_url(url: &str) -> Result<PgConnectOptions, ConfigError> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err(bad("it must start with postgres:// or postgresql://".into()));
     }
-    PgConnectOptions::from_str(url).map_err(|e| bad(e.to_string()))
+    let options = PgConnectOptions::from_str(url).map_err(|e| bad(e.to_string()))?;
+    Ok(with_tls_rule(options, Some(url)))
+}
+
+/// TLS to the database follows `DATABASE_URL`: an `sslmode` named in the URL, or else in
+/// `PGSSLMODE`, is used as given. Otherwise a database on this machine (a loopback address,
+/// `localhost`, a Unix socket; the private cluster is one) is reached over plain TCP
+/// (`sslmode=disable`: encrypting loopback traffic only costs CPU on both ends), and any other
+/// host keeps `prefer`.
+pub fn with_tls_rule(options: PgConnectOptions, url: Option<&str>) -> PgConnectOptions {
+    let env = std::env::var("PGSSLMODE").ok();
+    let local = options.get_socket().is_some() || is_local_host(options.get_host());
+    if plain_tcp(url, env.as_deref(), local) {
+        options.ssl_mode(PgSslMode::Disable)
+    } else {
+        options
+    }
+}
+
+/// Whether to impose `sslmode=disable`; if not, the mode parsed stays (the URL's,
+/// `PGSSLMODE`'s, or `prefer`).
+fn plain_tcp(url: Option<&str>, env: Option<&str>, local: bool) -> bool {
+    let named =
+        url.is_some_and(url_names_ssl_mode) || env.is_some_and(|mode| !mode.trim().is_empty());
+    !named && local
+}
+
+/// Whether the URL's query string has `sslmode` (or sqlx's `ssl-mode`).
+fn url_names_ssl_mode(url: &str) -> bool {
+    url.split_once('?').is_some_and(|(_, query)| {
+        query.split('&').any(|pair| {
+            let key = pair.split_once('=').map_or(pair, |(key, _)| key);
+            key == "sslmode" || key == "ssl-mode"
+        })
+    })
+}
+
+/// `localhost`, a loopback address (`127.0.0.0/8`, `::1`), or a Unix socket directory.
+fn is_local_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.starts_with('/')
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -305,6 +349,78 @@ mod tests {
             Some(&b"0123456789abcdef"[..])
         );
         assert!(!format!("{:?}", ok.auth).contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn tls_follows_the_url_and_is_off_for_this_machine_by_default() {
+        // Named in the URL (either spelling) or in PGSSLMODE: used as given.
+        for url in [
+            "postgres://u@127.0.0.1/db?sslmode=require",
+            "postgres://u@localhost/db?application_name=x&ssl-mode=verify-full",
+            "postgres://u@127.0.0.1/db?sslmode=prefer",
+        ] {
+            assert!(!plain_tcp(Some(url), None, true), "{url}");
+        }
+        assert!(!plain_tcp(
+            Some("postgres://u@127.0.0.1/db"),
+            Some("require"),
+            true
+        ));
+        // Not named: plain TCP on this machine, `prefer` elsewhere.
+        assert!(plain_tcp(Some("postgres://u@127.0.0.1/db"), None, true));
+        assert!(plain_tcp(
+            Some("postgres://u@127.0.0.1/db?sslmodes=x"),
+            Some(" "),
+            true
+        ));
+        assert!(plain_tcp(None, None, true));
+        assert!(!plain_tcp(
+            Some("postgres://u@db.example.com/db"),
+            None,
+            false
+        ));
+
+        for host in [
+            "localhost",
+            "LOCALHOST",
+            "127.0.0.1",
+            "127.1.2.3",
+            "::1",
+            "[::1]",
+            "/run/postgresql",
+        ] {
+            assert!(is_local_host(host), "{host}");
+        }
+        for host in [
+            "db.example.com",
+            "10.0.0.5",
+            "192.168.1.2",
+            "::2",
+            "localhost.example.com",
+        ] {
+            assert!(!is_local_host(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn a_parsed_url_carries_the_tls_rule() {
+        // PGSSLMODE is unset in the test environment unless a developer sets it.
+        if std::env::var_os("PGSSLMODE").is_some() {
+            return;
+        }
+        // The mode each URL ends with, by its name (PgSslMode has no PartialEq).
+        let cases = [
+            ("postgres://u@127.0.0.1:54400/db", "Disable"),
+            ("postgres://u@localhost/db", "Disable"),
+            ("postgres://u@%2Frun%2Fpostgresql/db", "Disable"),
+            ("postgres://u@127.0.0.1/db?sslmode=require", "Require"),
+            ("postgres://u@db.example.com/db", "Prefer"),
+            ("postgres://u@db.example.com/db?sslmode=disable", "Disable"),
+        ];
+        for (url, expected) in cases {
+            let mode = parse_database_url(url).unwrap().get_ssl_mode();
+            assert_eq!(format!("{mode:?}"), expected, "{url}");
+        }
     }
 
     #[test]

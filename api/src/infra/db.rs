@@ -7,7 +7,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Executor, PgConnection, PgPool};
 
-use crate::infra::config::{DatabaseSettings, DatabaseSource};
+use crate::infra::config::{with_tls_rule, DatabaseSettings, DatabaseSource};
 use crate::infra::embedded_pg::{EmbeddedCluster, EmbeddedPgError, StartOptions, SUPERUSER};
 
 /// The migrations, embedded at build time from `migrations/`.
@@ -71,11 +71,14 @@ pub async fn resolve(settings: &DatabaseSettings) -> Result<Database, DbError> {
         }),
         DatabaseSource::Auto if server_answers(settings.local_server) => {
             let user = std::env::var("PGUSER").unwrap_or_else(|_| SUPERUSER.to_owned());
-            let options = PgConnectOptions::new()
-                .host(&settings.local_server.ip().to_string())
-                .port(settings.local_server.port())
-                .username(&user)
-                .database(DEFAULT_DATABASE);
+            let options = with_tls_rule(
+                PgConnectOptions::new()
+                    .host(&settings.local_server.ip().to_string())
+                    .port(settings.local_server.port())
+                    .username(&user)
+                    .database(DEFAULT_DATABASE),
+                None,
+            );
             tracing::info!(server = %settings.local_server, "DATABASE_URL is unset; using the local PostgreSQL server");
             ensure_database(&options).await?;
             Ok(Database {

@@ -254,6 +254,8 @@ impl EmbeddedCluster {
             .port(self.port)
             .username(SUPERUSER)
             .database(database)
+            // Our own cluster on loopback: plain TCP (it has no certificate anyway).
+            .ssl_mode(sqlx::postgres::PgSslMode::Disable)
     }
 
     /// Stops the server (fast shutdown: open sessions are ended). Idempotent.

@@ -8,7 +8,7 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::page::{decode_token, encode_token, InvalidQuery, MAX_PAGE_SIZE};
+use crate::page::{decode_token, encode_token, page_end, InvalidQuery, MAX_PAGE_SIZE};
 use crate::scope::clinic_tx;
 
 /// The position after the last appointment of a page: (start, appointment_id).
@@ -170,18 +170,13 @@ pub async fn appointments(
     let mut rows: Vec<AppointmentRow> = sql.build_query_as().fetch_all(&mut *tx).await?;
     tx.commit().await?;
 
-    let more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    let next_page_token = match rows.last() {
-        Some(last) if more => Some(
-            AppointmentCursor {
-                start: last.start_at,
-                appointment_id: last.appointment_id,
-            }
-            .encode(),
-        ),
-        _ => None,
-    };
+    let next_page_token = page_end(&mut rows, limit).map(|last| {
+        AppointmentCursor {
+            start: last.start_at,
+            appointment_id: last.appointment_id,
+        }
+        .encode()
+    });
     Ok(AppointmentPage {
         items: rows.into_iter().map(AppointmentView::from).collect(),
         next_page_token,

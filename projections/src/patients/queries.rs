@@ -9,8 +9,8 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::page::{decode_token, encode_token, InvalidQuery, MAX_PAGE_SIZE};
-use crate::scope::clinic_tx;
+use crate::page::{decode_token, encode_token, page_end, InvalidQuery, MAX_PAGE_SIZE};
+use crate::scope::{clinic_search_tx, clinic_tx};
 
 /// The position after the last patient of a page: (family_key, given_key, patient_id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,27 +147,96 @@ struct PatientSummaryRow {
 
 /// Searches the clinic's patients, ordered by (family name, given name, id), one page at a
 /// time.
+///
+/// Every page walks index ranges in the "C" order of the folded keys (see the migration
+/// `read_keys`), so its cost follows the page and the matches, not the clinic. A name search
+/// is two ranges merged: patients whose family key starts with the query's first word, read
+/// in page order, and those whose given key does (and family key does not), sorted; the
+/// exact rule (a prefix of given, family, "given family" or "family given") then filters
+/// both.
 pub async fn search_patients(
     pool: &PgPool,
     clinic: ClinicId,
     query: &PatientQuery,
 ) -> Result<PatientPage, sqlx::Error> {
     let limit = query.limit.clamp(1, MAX_PAGE_SIZE);
-    let mut sql = QueryBuilder::<Postgres>::new(
+    let mut sql = QueryBuilder::<Postgres>::new("");
+    if let PatientSearch::Name(_) = &query.search {
+        sql.push("SELECT * FROM ((");
+        push_page(&mut sql, clinic, query, limit, NameRange::Family);
+        sql.push(") UNION ALL (");
+        push_page(&mut sql, clinic, query, limit, NameRange::GivenOnly);
+        sql.push(")) p ORDER BY p.family_key, p.given_key, p.patient_id LIMIT ")
+            .push_bind(limit + 1);
+    } else {
+        push_page(&mut sql, clinic, query, limit, NameRange::Family);
+    }
+
+    let mut tx = match query.search {
+        PatientSearch::Name(_) | PatientSearch::Phone(_) => clinic_search_tx(pool, clinic).await?,
+        _ => clinic_tx(pool, clinic).await?,
+    };
+    let mut rows: Vec<PatientSummaryRow> = sql.build_query_as().fetch_all(&mut *tx).await?;
+    tx.commit().await?;
+
+    let next_page_token = page_end(&mut rows, limit).map(|last| {
+        PatientCursor {
+            family_key: last.family_key.clone(),
+            given_key: last.given_key.clone(),
+            patient_id: last.summary.patient_id,
+        }
+        .encode()
+    });
+    let items = rows.into_iter().map(|r| r.summary).collect();
+    Ok(PatientPage {
+        items,
+        next_page_token,
+    })
+}
+
+/// Which index range a name search reads: `q.w` is the query's first word (folded), `q.e`
+/// the least key above every key that starts with it.
+#[derive(Clone, Copy)]
+enum NameRange {
+    Family,
+    GivenOnly,
+}
+
+/// One page of the search, in page order: every filter, the cursor and the limit.
+fn push_page(
+    sql: &mut QueryBuilder<'_, Postgres>,
+    clinic: ClinicId,
+    query: &PatientQuery,
+    limit: i64,
+    range: NameRange,
+) {
+    sql.push(
         "SELECT p.patient_id, p.mrn, p.given, p.family, p.birth_date, p.sex, p.phone, p.email, \
                 p.status, p.merged_into, p.family_key, p.given_key \
          FROM rm.patients p",
     );
     if let PatientSearch::Name(name) = &query.search {
-        sql.push(" CROSS JOIN (SELECT rm_fold(")
-            .push_bind(name.clone())
-            .push(") AS f) q");
+        sql.push(
+            " CROSS JOIN (SELECT f, w, rm_prefix_upper(w) AS e FROM \
+               (SELECT f, split_part(f, ' ', 1) AS w FROM (SELECT rm_fold(",
+        )
+        .push_bind(name.clone())
+        .push(") AS f) f0) f1) q");
     }
     sql.push(" WHERE p.clinic_id = ")
         .push_bind(clinic.as_uuid());
     match &query.search {
         PatientSearch::All => {}
         PatientSearch::Name(_) => {
+            // Any match's family or given key starts with the first word: the range is a
+            // superset, the rule below the exact test.
+            sql.push(match range {
+                NameRange::Family => " AND p.family_key >= q.w AND p.family_key < q.e",
+                NameRange::GivenOnly => {
+                    " AND p.given_key >= q.w AND p.given_key < q.e \
+                      AND NOT (p.family_key >= q.w AND p.family_key < q.e)"
+                }
+            });
             sql.push(
                 " AND (starts_with(p.family_key, q.f) OR starts_with(p.given_key, q.f) \
                    OR starts_with(p.given_key || ' ' || p.family_key, q.f) \
@@ -178,7 +247,9 @@ pub async fn search_patients(
             sql.push(" AND p.mrn = ").push_bind(mrn.as_str().to_owned());
         }
         PatientSearch::Phone(digits) => {
-            sql.push(" AND starts_with(p.phone_digits, ")
+            sql.push(" AND p.phone_digits >= ")
+                .push_bind(digits.clone())
+                .push(" AND p.phone_digits < rm_prefix_upper(")
                 .push_bind(digits.clone())
                 .push(")");
         }
@@ -187,7 +258,7 @@ pub async fn search_patients(
         }
     }
     if let Some(doctor) = query.doctor {
-        push_seen_by(&mut sql, doctor);
+        push_seen_by(sql, doctor);
     }
     if let Some(after) = &query.after {
         sql.push(" AND (p.family_key, p.given_key, p.patient_id) > (")
@@ -200,29 +271,6 @@ pub async fn search_patients(
     }
     sql.push(" ORDER BY p.family_key, p.given_key, p.patient_id LIMIT ")
         .push_bind(limit + 1);
-
-    let mut tx = clinic_tx(pool, clinic).await?;
-    let mut rows: Vec<PatientSummaryRow> = sql.build_query_as().fetch_all(&mut *tx).await?;
-    tx.commit().await?;
-
-    let more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    let next_page_token = match rows.last() {
-        Some(last) if more => Some(
-            PatientCursor {
-                family_key: last.family_key.clone(),
-                given_key: last.given_key.clone(),
-                patient_id: last.summary.patient_id,
-            }
-            .encode(),
-        ),
-        _ => None,
-    };
-    let items = rows.into_iter().map(|r| r.summary).collect();
-    Ok(PatientPage {
-        items,
-        next_page_token,
-    })
 }
 
 /// `AND` the patient `p` has (or had) an appointment with `doctor`.
