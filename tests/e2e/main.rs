@@ -16,3 +16,4 @@ mod helpers;
 mod projections;
 mod queries;
 mod scheduling;
+mod write_path;
