@@ -1,5 +1,6 @@
 //! Appointment use cases: booking and rescheduling look at the patient, the doctor and the
 //! clinic before the appointment decides; a doctor may only act on their own appointments.
+//! Each use case is one transaction: what it reads and what it appends commit together.
 //!
 //! The doctor's schedule (hours, time off, the clinic's grid) is checked by the `Appointment`
 //! aggregate itself, from the [`DoctorSchedule`] these use cases put in the command.
@@ -16,6 +17,7 @@ use uuid::Uuid;
 use crate::error::{CommandError, StoreError};
 use crate::metadata::{ActorRole, CommandMeta};
 use crate::store::{Committed, EventStore, Expect};
+use crate::tx::{stream, CommandTx, Streams};
 
 /// Book `patient_id` with `doctor_id` in `slot`.
 #[derive(Debug, Clone)]
@@ -100,7 +102,8 @@ impl BookingError {
 
 /// Books an appointment: the patient and the doctor must be active in the caller's clinic, the
 /// doctor must be a doctor (and, for a doctor caller, the caller), and the slot must fit the
-/// doctor's schedule unless a clinic admin overrides it.
+/// doctor's schedule unless a clinic admin overrides it. One transaction: the patient, the
+/// doctor and the clinic are read in one statement, the new appointment stream is not read.
 pub async fn book(
     store: &EventStore,
     meta: &CommandMeta,
@@ -108,12 +111,22 @@ pub async fn book(
     req: Book,
 ) -> Result<Booked, BookingError> {
     check_own_booking(meta, req.doctor_id)?;
-    let patient = store.load::<Patient>(meta.clinic_id, req.patient_id.as_uuid());
-    check_patient(patient.await?.map(|(p, _)| p).as_ref())?;
-    let doctor = store.load::<Staff>(meta.clinic_id, req.doctor_id.as_uuid());
-    let doctor = doctor.await?.map(|(d, _)| d);
+    let clinic = meta.clinic_id;
+    let mut tx = store.begin().await?;
+    let mut wanted = vec![
+        stream::<Patient>(clinic, req.patient_id.as_uuid()),
+        stream::<Staff>(clinic, req.doctor_id.as_uuid()),
+    ];
+    if !req.override_hours {
+        wanted.push(stream::<Clinic>(clinic, clinic.as_uuid()));
+    }
+    let facts = tx.load_streams(&wanted).await?;
+    let patient = facts.get::<Patient>(clinic, req.patient_id.as_uuid())?;
+    check_patient(patient.map(|(p, _)| p).as_ref())?;
+    let doctor = facts.get::<Staff>(clinic, req.doctor_id.as_uuid())?;
+    let doctor = doctor.map(|(d, _)| d);
     let doctor = check_doctor(doctor.as_ref())?;
-    let schedule = schedule_to_check(store, meta, doctor, req.override_hours).await?;
+    let schedule = schedule_to_check(meta, doctor, &facts, req.override_hours)?;
     let appointment_id = AppointmentId::new();
     let command = AppointmentCommand::Book {
         appointment_id,
@@ -125,9 +138,11 @@ pub async fn book(
         override_hours: req.override_hours,
         schedule,
     };
-    let committed = store
-        .execute::<Appointment>(meta, appointment_id.as_uuid(), command, expect)
+    let id = appointment_id.as_uuid();
+    let committed = tx
+        .decide::<Appointment>(meta, id, None, command, expect)
         .await?;
+    tx.commit().await?;
     Ok(Booked {
         appointment_id,
         committed,
@@ -135,7 +150,8 @@ pub async fn book(
 }
 
 /// Moves appointment `id` to another slot, which must fit its doctor's schedule unless a
-/// clinic admin overrides it.
+/// clinic admin overrides it. One transaction: the appointment, then its doctor and the
+/// clinic in one statement; the appointment is not read again to decide.
 pub async fn reschedule(
     store: &EventStore,
     meta: &CommandMeta,
@@ -143,14 +159,18 @@ pub async fn reschedule(
     id: Uuid,
     req: Reschedule,
 ) -> Result<Committed, BookingError> {
-    let appointment = own_appointment(store, meta, id).await?;
+    let clinic = meta.clinic_id;
+    let mut tx = store.begin().await?;
+    let loaded = own_appointment(&mut tx, meta, id).await?;
     let mut schedule = None;
-    if let Some(doctor_id) = appointment.doctor_id() {
-        if let Some((doctor, _)) = store
-            .load::<Staff>(meta.clinic_id, doctor_id.as_uuid())
-            .await?
-        {
-            schedule = schedule_to_check(store, meta, &doctor, req.override_hours).await?;
+    if let Some(doctor_id) = loaded.0.doctor_id() {
+        let mut wanted = vec![stream::<Staff>(clinic, doctor_id.as_uuid())];
+        if !req.override_hours {
+            wanted.push(stream::<Clinic>(clinic, clinic.as_uuid()));
+        }
+        let facts = tx.load_streams(&wanted).await?;
+        if let Some((doctor, _)) = facts.get::<Staff>(clinic, doctor_id.as_uuid())? {
+            schedule = schedule_to_check(meta, &doctor, &facts, req.override_hours)?;
         }
     }
     let command = AppointmentCommand::Reschedule {
@@ -158,14 +178,14 @@ pub async fn reschedule(
         override_hours: req.override_hours,
         schedule,
     };
-    Ok(store
-        .execute::<Appointment>(meta, id, command, expect)
-        .await?)
+    let committed = tx.decide(meta, id, Some(loaded), command, expect).await?;
+    tx.commit().await?;
+    Ok(committed)
 }
 
 /// Runs `command` on appointment `id`; a doctor may only act on their own appointments. For
-/// other roles the domain's own NotFound answers for a missing appointment, so nothing is
-/// loaded twice.
+/// other roles the domain's own NotFound answers for a missing appointment. The appointment
+/// is read once, in the command's transaction.
 pub async fn act(
     store: &EventStore,
     meta: &CommandMeta,
@@ -173,43 +193,44 @@ pub async fn act(
     id: Uuid,
     command: AppointmentCommand,
 ) -> Result<Committed, BookingError> {
-    if meta.actor.role == ActorRole::Doctor {
-        own_appointment(store, meta, id).await?;
-    }
-    Ok(store
-        .execute::<Appointment>(meta, id, command, expect)
-        .await?)
+    let mut tx = store.begin().await?;
+    let loaded = if meta.actor.role == ActorRole::Doctor {
+        Some(own_appointment(&mut tx, meta, id).await?)
+    } else {
+        tx.load::<Appointment>(meta.clinic_id, id).await?
+    };
+    let committed = tx.decide(meta, id, loaded, command, expect).await?;
+    tx.commit().await?;
+    Ok(committed)
 }
 
-/// An appointment of the caller's clinic; a doctor only gets their own.
+/// An appointment of the caller's clinic and its version; a doctor only gets their own.
 async fn own_appointment(
-    store: &EventStore,
+    tx: &mut CommandTx,
     meta: &CommandMeta,
     id: Uuid,
-) -> Result<Appointment, BookingError> {
-    let (appointment, _) = store
+) -> Result<(Appointment, u64), BookingError> {
+    let loaded = tx
         .load::<Appointment>(meta.clinic_id, id)
         .await?
         .ok_or(BookingError::AppointmentNotFound)?;
-    check_own_appointment(meta, &appointment)?;
-    Ok(appointment)
+    check_own_appointment(meta, &loaded.0)?;
+    Ok(loaded)
 }
 
-/// The schedule the slot must fit: none when a clinic admin overrides the hours.
-async fn schedule_to_check(
-    store: &EventStore,
+/// The schedule the slot must fit: none when a clinic admin overrides the hours. The clinic
+/// comes from `facts` (read with the doctor).
+fn schedule_to_check(
     meta: &CommandMeta,
     doctor: &Staff,
+    facts: &Streams,
     override_hours: bool,
 ) -> Result<Option<DoctorSchedule>, BookingError> {
     if check_override(meta, override_hours)? {
         return Ok(None);
     }
-    let clinic = store
-        .load::<Clinic>(meta.clinic_id, meta.clinic_id.as_uuid())
-        .await?
-        .map(|(c, _)| c);
-    doctor_schedule(doctor, clinic.as_ref()).map(Some)
+    let clinic = facts.get::<Clinic>(meta.clinic_id, meta.clinic_id.as_uuid())?;
+    doctor_schedule(doctor, clinic.map(|(c, _)| c).as_ref()).map(Some)
 }
 
 fn check_own_booking(meta: &CommandMeta, doctor_id: StaffId) -> Result<(), BookingError> {

@@ -60,8 +60,10 @@ impl ClinicsError {
     }
 }
 
-/// Registers a clinic under `meta.clinic_id` (a new id) and hires its first admin; the answer
-/// is the hire's. Checks the code and e-mail first so that a clash leaves nothing behind.
+/// Registers a clinic under `meta.clinic_id` (a new id) and hires its first admin, in one
+/// transaction: both commit or neither does. The answer is the hire's. The code and e-mail
+/// are looked up first, so that a clash costs no password hashing; the `events` triggers
+/// hold both rules under races.
 pub async fn register_with_admin(
     store: &EventStore,
     meta: &CommandMeta,
@@ -85,10 +87,14 @@ pub async fn register_with_admin(
         time_zone: req.time_zone,
         plan: req.plan,
     };
-    store
-        .execute::<Clinic>(meta, meta.clinic_id.as_uuid(), command, Expect::Any)
+    let mut tx = store.begin().await?;
+    let id = meta.clinic_id.as_uuid();
+    tx.decide::<Clinic>(meta, id, None, command, Expect::Any)
         .await?;
-    Ok(hire_admin(store, meta, req.admin.name, req.admin.email, hash).await?)
+    let admin = new_admin(meta, req.admin.name, req.admin.email);
+    let committed = hire_with_credentials(&mut tx, meta, admin.0, admin.1, Some(hash)).await?;
+    tx.commit().await?;
+    Ok(committed)
 }
 
 /// Hires a clinic admin into `meta.clinic_id` with an already hashed password (the account is
@@ -100,6 +106,16 @@ pub async fn hire_admin(
     email: Email,
     password_hash: String,
 ) -> Result<Committed, CommandError<StaffError>> {
+    let (staff_id, command) = new_admin(meta, name, email);
+    let mut tx = store.begin().await?;
+    let committed =
+        hire_with_credentials(&mut tx, meta, staff_id, command, Some(password_hash)).await?;
+    tx.commit().await?;
+    Ok(committed)
+}
+
+/// The hire of a new clinic admin of `meta.clinic_id`.
+fn new_admin(meta: &CommandMeta, name: PersonName, email: Email) -> (StaffId, StaffCommand) {
     let staff_id = StaffId::new();
     let command = StaffCommand::Hire(NewStaff {
         staff_id,
@@ -113,7 +129,7 @@ pub async fn hire_admin(
             licence_number: None,
         },
     });
-    hire_with_credentials(store, meta, staff_id, command, Some(password_hash)).await
+    (staff_id, command)
 }
 
 #[cfg(test)]

@@ -3,8 +3,6 @@
 
 use std::error::Error as StdError;
 
-use cqrs_es::AggregateError;
-
 /// SQLSTATE raised by the `events` trigger when a clinic code is already registered.
 pub const SQLSTATE_CLINIC_CODE_TAKEN: &str = "CK001";
 /// SQLSTATE raised by the `events` trigger when an MRN is already used in the clinic.
@@ -74,24 +72,24 @@ pub enum CommandError<E: StdError> {
     Store(#[from] StoreError),
 }
 
-impl<E: StdError + Send + Sync + 'static> CommandError<E> {
-    pub(crate) fn from_aggregate(err: AggregateError<E>) -> Self {
-        match err {
-            AggregateError::UserError(e) => CommandError::Domain(e),
-            AggregateError::AggregateConflict => CommandError::Concurrency,
-            AggregateError::DatabaseConnectionError(e)
-            | AggregateError::DeserializationError(e) => CommandError::Store(StoreError(e)),
-            AggregateError::UnexpectedError(e) => {
-                if let Some(taken) = e.downcast_ref::<sqlx::Error>().and_then(slot_taken) {
-                    return taken;
-                }
-                match e.downcast_ref::<sqlx::Error>().and_then(sqlstate) {
-                    Some(SQLSTATE_CLINIC_CODE_TAKEN) => CommandError::ClinicCodeTaken,
-                    Some(SQLSTATE_MRN_TAKEN) => CommandError::MrnTaken,
-                    Some(SQLSTATE_EMAIL_TAKEN) => CommandError::EmailTaken,
-                    _ => CommandError::Store(StoreError(e)),
-                }
-            }
+/// SQLSTATE of a unique violation: on `events` it is the optimistic lock (another command
+/// appended at the same sequence).
+const SQLSTATE_UNIQUE_VIOLATION: &str = "23505";
+
+impl<E: StdError> CommandError<E> {
+    /// Classifies a failed statement of a command: a unique violation is a concurrent append,
+    /// the `events` triggers' SQLSTATEs are registry and slot clashes, anything else is a
+    /// store failure.
+    pub(crate) fn from_sqlx(err: sqlx::Error) -> Self {
+        if let Some(taken) = slot_taken(&err) {
+            return taken;
+        }
+        match err.as_database_error().and_then(|d| d.code()).as_deref() {
+            Some(SQLSTATE_UNIQUE_VIOLATION) => CommandError::Concurrency,
+            Some(SQLSTATE_CLINIC_CODE_TAKEN) => CommandError::ClinicCodeTaken,
+            Some(SQLSTATE_MRN_TAKEN) => CommandError::MrnTaken,
+            Some(SQLSTATE_EMAIL_TAKEN) => CommandError::EmailTaken,
+            _ => CommandError::Store(StoreError::from(err)),
         }
     }
 }
@@ -112,15 +110,4 @@ fn slot_taken<E: StdError>(err: &sqlx::Error) -> Option<CommandError<E>> {
         .and_then(|d| serde_json::from_str(d).ok())
         .unwrap_or_default();
     Some(CommandError::SlotTaken { busy, conflicts })
-}
-
-fn sqlstate(err: &sqlx::Error) -> Option<&'static str> {
-    let code = err.as_database_error()?.code()?;
-    [
-        SQLSTATE_CLINIC_CODE_TAKEN,
-        SQLSTATE_MRN_TAKEN,
-        SQLSTATE_EMAIL_TAKEN,
-    ]
-    .into_iter()
-    .find(|known| *known == code.as_ref())
 }

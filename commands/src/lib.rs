@@ -1,12 +1,13 @@
 //! The write side: every command for a clinic runs here.
 //!
-//! [`EventStore::execute`] is the one way to run a command. It loads the clinic-scoped stream,
-//! lets the domain decide, appends the resulting events (postgres-es, one transaction,
-//! optimistic concurrency on the stream's sequence) with the request's metadata, and answers
-//! with the committed events' positions in the global log.
+//! [`EventStore::execute`] runs one command in one transaction: it loads the clinic-scoped
+//! stream, lets the domain decide, appends the resulting events in one statement (the rows
+//! postgres-es would write; optimistic concurrency on the stream's sequence) with the
+//! request's metadata, commits, and answers with the committed events' positions in the
+//! global log.
 //!
 //! A command that needs more than one aggregate or a registry has a use case, one home per
-//! resource: [`appointments`] (book, reschedule, act), [`patients`] (register, merge),
+//! resource, which runs all its steps in one [`CommandTx`] (`EventStore::begin`): [`appointments`] (book, reschedule, act), [`patients`] (register, merge),
 //! [`clinics`] (register with admin), [`staff`] (hire, update profile). The HTTP handlers and
 //! the CLI call these; neither loads aggregates itself.
 
@@ -19,6 +20,7 @@ pub mod patients;
 pub mod registry;
 pub mod staff;
 pub mod store;
+pub mod tx;
 
 #[cfg(test)]
 pub(crate) mod testing;
@@ -26,3 +28,4 @@ pub(crate) mod testing;
 pub use error::{Busy, CommandError, Conflict, StoreError};
 pub use metadata::{Actor, ActorRole, CommandMeta, StreamId};
 pub use store::{Committed, CommittedEvent, EventStore, Expect};
+pub use tx::{CommandTx, Streams};

@@ -1,5 +1,5 @@
 //! Patient use cases: registering takes an MRN from the clinic's registry; merging looks at
-//! the surviving record first.
+//! the surviving record first. Each runs in one transaction.
 
 use domain::ids::PatientId;
 use domain::patient::{Demographics, Patient, PatientCommand, PatientError};
@@ -9,6 +9,7 @@ use crate::error::{CommandError, StoreError};
 use crate::metadata::CommandMeta;
 use crate::registry;
 use crate::store::{Committed, EventStore, Expect};
+use crate::tx::stream;
 
 /// A registration that committed.
 #[derive(Debug, Clone)]
@@ -43,24 +44,29 @@ impl PatientsError {
 }
 
 /// Registers a patient under the clinic's next MRN. The body of `POST /v1/patients` is read
-/// straight into the [`Demographics`].
+/// straight into the [`Demographics`]. One transaction: the new stream is not read, the MRN
+/// is taken right before the append, so the clinic's counter row is locked only for the
+/// append and the commit.
 pub async fn register(
     store: &EventStore,
     meta: &CommandMeta,
     expect: Expect,
     demographics: Demographics,
 ) -> Result<Registered, PatientsError> {
-    let mrn = registry::next_mrn(store.pool(), meta.clinic_id).await?;
     let patient_id = PatientId::new();
+    let mut tx = store.begin().await?;
+    let mrn = registry::next_mrn(tx.conn(), meta.clinic_id).await?;
     let command = PatientCommand::Register {
         patient_id,
         clinic_id: meta.clinic_id,
         mrn,
         demographics,
     };
-    let committed = store
-        .execute::<Patient>(meta, patient_id.as_uuid(), command, expect)
+    let id = patient_id.as_uuid();
+    let committed = tx
+        .decide::<Patient>(meta, id, None, command, expect)
         .await?;
+    tx.commit().await?;
     Ok(Registered {
         patient_id,
         committed,
@@ -68,7 +74,8 @@ pub async fn register(
 }
 
 /// Merges patient `id` into the surviving record `into` (same clinic, active). The record
-/// itself must exist first (not found), then the survivor (the `into` field).
+/// itself must exist first (not found), then the survivor (the `into` field). Both streams
+/// are read in one statement of the merge's transaction.
 pub async fn merge(
     store: &EventStore,
     meta: &CommandMeta,
@@ -76,13 +83,21 @@ pub async fn merge(
     id: Uuid,
     into: PatientId,
 ) -> Result<Committed, PatientsError> {
-    let merged = store.load::<Patient>(meta.clinic_id, id).await?;
-    let survivor = store
-        .load::<Patient>(meta.clinic_id, into.as_uuid())
+    let clinic = meta.clinic_id;
+    let mut tx = store.begin().await?;
+    let streams = tx
+        .load_streams(&[
+            stream::<Patient>(clinic, id),
+            stream::<Patient>(clinic, into.as_uuid()),
+        ])
         .await?;
+    let merged = streams.get::<Patient>(clinic, id)?;
+    let survivor = streams.get::<Patient>(clinic, into.as_uuid())?;
     check_merge(merged.is_some(), survivor.map(|(p, _)| p).as_ref())?;
     let command = PatientCommand::MergeInto { survivor: into };
-    Ok(store.execute::<Patient>(meta, id, command, expect).await?)
+    let committed = tx.decide(meta, id, merged, command, expect).await?;
+    tx.commit().await?;
+    Ok(committed)
 }
 
 fn check_merge(merged_exists: bool, survivor: Option<&Patient>) -> Result<(), PatientsError> {

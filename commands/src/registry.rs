@@ -7,20 +7,26 @@
 
 use domain::ids::ClinicId;
 use domain::values::{ClinicCode, Mrn};
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool};
 
 use crate::error::StoreError;
 
-/// The next MRN of a clinic. Numbers are never reused; a command that fails after taking one
-/// leaves a gap, which is harmless.
-pub async fn next_mrn(pool: &PgPool, clinic_id: ClinicId) -> Result<Mrn, StoreError> {
+/// The next MRN of a clinic. Run it on the registering command's transaction
+/// ([`crate::CommandTx::conn`]), as late as possible: the clinic's counter row stays locked
+/// until that transaction ends, so one clinic's registrations queue behind each other there.
+/// A number is never given to two patients: a registration that rolls back hands its number
+/// back with the counter; one that fails otherwise after taking it leaves a gap.
+pub async fn next_mrn<'e>(
+    executor: impl PgExecutor<'e>,
+    clinic_id: ClinicId,
+) -> Result<Mrn, StoreError> {
     let (n,): (i64,) = sqlx::query_as(
         "INSERT INTO mrn_counters (clinic_id, last_value) VALUES ($1, 1) \
          ON CONFLICT (clinic_id) DO UPDATE SET last_value = mrn_counters.last_value + 1 \
          RETURNING last_value",
     )
     .bind(clinic_id.as_uuid())
-    .fetch_one(pool)
+    .fetch_one(executor)
     .await?;
     Ok(Mrn::from_number(n as u64))
 }

@@ -11,6 +11,7 @@ use crate::accounts::hire_with_credentials;
 use crate::error::{CommandError, StoreError};
 use crate::metadata::CommandMeta;
 use crate::store::{Committed, EventStore, Expect};
+use crate::tx::CommandTx;
 
 /// A new staff member and their initial password.
 #[derive(Debug, Clone)]
@@ -53,15 +54,18 @@ impl StaffingError {
     }
 }
 
-/// Hires a staff member into the caller's clinic and creates their account.
+/// Hires a staff member into the caller's clinic and creates their account. The password is
+/// hashed before the transaction opens; the department check, the staged hash and the hire
+/// are one transaction.
 pub async fn hire(
     store: &EventStore,
     meta: &CommandMeta,
     req: Hire,
 ) -> Result<Hired, StaffingError> {
     credentials::check_policy(&req.password).map_err(StaffingError::WeakPassword)?;
-    let department_id = open_department(store, meta, req.profile.department_id).await?;
     let hash = credentials::hash(req.password).await?;
+    let mut tx = store.begin().await?;
+    let department_id = open_department(&mut tx, meta, req.profile.department_id).await?;
     let staff_id = StaffId::new();
     let command = StaffCommand::Hire(NewStaff {
         staff_id,
@@ -71,7 +75,8 @@ pub async fn hire(
             ..req.profile
         },
     });
-    let committed = hire_with_credentials(store, meta, staff_id, command, Some(hash)).await?;
+    let committed = hire_with_credentials(&mut tx, meta, staff_id, command, Some(hash)).await?;
+    tx.commit().await?;
     Ok(Hired {
         staff_id,
         committed,
@@ -86,23 +91,27 @@ pub async fn update_profile(
     id: Uuid,
     req: UpdateProfile,
 ) -> Result<Committed, StaffingError> {
+    let mut tx = store.begin().await?;
     let command = StaffCommand::UpdateProfile(ProfileChanges {
-        department_id: open_department(store, meta, req.department_id).await?,
+        department_id: open_department(&mut tx, meta, req.department_id).await?,
         ..req
     });
-    Ok(store.execute::<Staff>(meta, id, command, expect).await?)
+    let loaded = tx.load::<Staff>(meta.clinic_id, id).await?;
+    let committed = tx.decide(meta, id, loaded, command, expect).await?;
+    tx.commit().await?;
+    Ok(committed)
 }
 
 /// `department`, if it is open in the caller's clinic.
 async fn open_department(
-    store: &EventStore,
+    tx: &mut CommandTx,
     meta: &CommandMeta,
     department: Option<DepartmentId>,
 ) -> Result<Option<DepartmentId>, StaffingError> {
     let Some(id) = department else {
         return Ok(None);
     };
-    let clinic = store
+    let clinic = tx
         .load::<Clinic>(meta.clinic_id, meta.clinic_id.as_uuid())
         .await?;
     check_department(clinic.map(|(c, _)| c).as_ref(), id).map(Some)

@@ -1,18 +1,21 @@
-//! Command execution over postgres-es.
+//! The event store: commands run here, each in one transaction ([`CommandTx`]).
+//!
+//! The tables are postgres-es's (`events`, with the tenant, position and transaction columns
+//! of our migration); the rows are written exactly as postgres-es would write them, but the
+//! load, the decision and the append share one transaction and one connection.
 
 use std::fmt::Debug;
 
-use cqrs_es::persist::PersistedEventStore;
-use cqrs_es::{Aggregate, AggregateContext, EventStore as _};
+use cqrs_es::Aggregate;
 use domain::clock::Services;
 use domain::ids::ClinicId;
-use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 use tracing::instrument;
 use uuid::Uuid;
 
 use crate::error::{CommandError, StoreError};
 use crate::metadata::{CommandMeta, StreamId};
+use crate::tx::{read_streams, stream, CommandTx};
 
 /// What the caller expects of the stream's version before the command runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -77,16 +80,16 @@ impl EventStore {
         &self.services
     }
 
-    fn framework_store<A>(&self) -> PersistedEventStore<PostgresEventRepository, A>
-    where
-        A: Aggregate,
-    {
-        PersistedEventStore::new_event_store(PostgresEventRepository::new(self.pool.clone()))
+    /// Opens a command transaction, for a use case that does more than one step before it
+    /// commits (see [`CommandTx`]).
+    pub async fn begin(&self) -> Result<CommandTx, StoreError> {
+        CommandTx::begin(&self.pool, self.services.clone()).await
     }
 
     /// Runs `command` against the stream of `entity_id` inside `meta.clinic_id`, as
-    /// `meta.actor`. On success the events are committed and their positions returned; on any
-    /// error nothing was written.
+    /// `meta.actor`, in one transaction: load the stream, decide, append, commit. On success
+    /// the events are committed and their positions returned; on any error nothing was
+    /// written.
     #[instrument(
         skip_all,
         fields(
@@ -105,84 +108,16 @@ impl EventStore {
     ) -> Result<Committed, CommandError<A::Error>>
     where
         A: Aggregate<Services = Services>,
-        A::Error: Send + Sync + 'static,
-        A::Command: Send,
     {
-        let stream_id = StreamId::new(meta.clinic_id, entity_id);
-        let store = self.framework_store::<A>();
-        let mut context = store
-            .load_aggregate(stream_id.as_str())
-            .await
-            .map_err(CommandError::from_aggregate)?;
-        let loaded_version = context.current_sequence as u64;
-        if let Expect::Version(expected) = expect {
-            if expected != loaded_version {
-                return Err(CommandError::VersionMismatch {
-                    expected,
-                    actual: loaded_version,
-                });
-            }
-        }
-
-        let sink = cqrs_es::event_sink::EventSink::<A>::default();
-        context
-            .aggregate()
-            .handle(command, &self.services, &sink)
-            .await
-            .map_err(CommandError::Domain)?;
-        let events = sink.collect().await;
-        if events.is_empty() {
-            return Ok(Committed {
-                stream_id,
-                version: loaded_version,
-                events: Vec::new(),
-            });
-        }
-
-        let envelopes = store
-            .commit(events, context, meta.to_event_metadata(self.services.now()))
-            .await
-            .map_err(CommandError::from_aggregate)?;
-        let version = envelopes
-            .last()
-            .map(|e| e.sequence as u64)
-            .unwrap_or(loaded_version);
-
-        let rows: Vec<(i64, i64, String)> = sqlx::query_as(
-            "SELECT sequence, position, event_type FROM events \
-             WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 \
-             ORDER BY sequence",
-        )
-        .bind(A::TYPE)
-        .bind(stream_id.as_str())
-        .bind(loaded_version as i64)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(StoreError::from)?;
-        let events = rows
-            .into_iter()
-            .filter(|(sequence, _, _)| (*sequence as u64) <= version)
-            .map(|(sequence, position, event_type)| CommittedEvent {
-                sequence: sequence as u64,
-                position,
-                event_type,
-            })
-            .collect::<Vec<_>>();
-        tracing::debug!(
-            version,
-            events = events.len(),
-            last_position = events.last().map(|e| e.position),
-            "command committed"
-        );
-        Ok(Committed {
-            stream_id,
-            version,
-            events,
-        })
+        let mut tx = self.begin().await?;
+        let loaded = tx.load::<A>(meta.clinic_id, entity_id).await?;
+        let committed = tx.decide(meta, entity_id, loaded, command, expect).await?;
+        tx.commit().await?;
+        Ok(committed)
     }
 
     /// The current state of one aggregate of a clinic and its version, or `None` when the
-    /// clinic has no such stream.
+    /// clinic has no such stream (one statement, outside any command).
     pub async fn load<A>(
         &self,
         clinic_id: ClinicId,
@@ -190,20 +125,9 @@ impl EventStore {
     ) -> Result<Option<(A, u64)>, StoreError>
     where
         A: Aggregate<Services = Services>,
-        A::Error: Send + Sync + 'static,
     {
-        let stream_id = StreamId::new(clinic_id, entity_id);
-        let context = self
-            .framework_store::<A>()
-            .load_aggregate(stream_id.as_str())
-            .await
-            .map_err(|e| match CommandError::from_aggregate(e) {
-                CommandError::Store(e) => e,
-                other => StoreError(other.to_string().into()),
-            })?;
-        if context.current_sequence == 0 {
-            return Ok(None);
-        }
-        Ok(Some((context.aggregate, context.current_sequence as u64)))
+        let mut conn = self.pool.acquire().await?;
+        let streams = read_streams(&mut conn, &[stream::<A>(clinic_id, entity_id)]).await?;
+        streams.get::<A>(clinic_id, entity_id)
     }
 }

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::helpers::{store_with, test_services, TestDb};
 
-fn admin_of(clinic: ClinicId) -> CommandMeta {
+pub(crate) fn admin_of(clinic: ClinicId) -> CommandMeta {
     CommandMeta::new(
         clinic,
         Actor {
@@ -26,7 +26,7 @@ fn admin_of(clinic: ClinicId) -> CommandMeta {
     )
 }
 
-async fn register_clinic(store: &EventStore, code: &str) -> ClinicId {
+pub(crate) async fn register_clinic(store: &EventStore, code: &str) -> ClinicId {
     let clinic_id = ClinicId::new();
     let meta = CommandMeta::new(clinic_id, Actor::system(), "setup");
     store

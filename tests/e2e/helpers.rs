@@ -180,7 +180,12 @@ impl TestDb {
 
     /// A pool that runs as the service does (`SET ROLE clinic_app`).
     pub async fn app_pool(&self) -> PgPool {
-        api::infra::db::app_pool(&self.owner, 8)
+        self.app_pool_of(8).await
+    }
+
+    /// [`TestDb::app_pool`] with `n` connections.
+    pub async fn app_pool_of(&self, n: u32) -> PgPool {
+        api::infra::db::app_pool(&self.owner, n)
             .await
             .expect("app pool")
     }

@@ -17,3 +17,4 @@ mod metrics;
 mod projections;
 mod queries;
 mod scheduling;
+mod write_path;

@@ -14,7 +14,8 @@ use uuid::Uuid;
 
 use crate::error::{CommandError, StoreError};
 use crate::metadata::{ActorRole, CommandMeta};
-use crate::store::{Committed, EventStore, Expect};
+use crate::store::{Committed, Expect};
+use crate::tx::CommandTx;
 
 /// Why a log-in was refused. A wrong password, an unknown e-mail and a deactivated account
 /// are the same `BadCredentials`, so the answer tells nothing about which it was.
@@ -106,11 +107,12 @@ pub async fn find_by_id(pool: &PgPool, id: Uuid) -> Result<Option<Account>, Stor
     )
 }
 
-/// Hires a staff member and creates their account in the same transaction as the
-/// `StaffHired` event: the password hash is staged first and moved into `accounts` by the
-/// event trigger, which also refuses an e-mail that already has an account.
+/// Hires a staff member (a new stream) and creates their account, on `tx`: the password hash
+/// is staged first and moved into `accounts` by the event trigger, which also refuses an
+/// e-mail that already has an account. If the command fails, the transaction rolls the
+/// staged hash back with it.
 pub async fn hire_with_credentials(
-    store: &EventStore,
+    tx: &mut CommandTx,
     meta: &CommandMeta,
     staff_id: StaffId,
     command: StaffCommand,
@@ -123,20 +125,12 @@ pub async fn hire_with_credentials(
         )
         .bind(staff_id.as_uuid())
         .bind(hash)
-        .execute(store.pool())
+        .execute(tx.conn())
         .await
         .map_err(StoreError::from)?;
     }
-    let result = store
-        .execute::<Staff>(meta, staff_id.as_uuid(), command, Expect::Any)
-        .await;
-    if result.is_err() && password_hash.is_some() {
-        let _ = sqlx::query("DELETE FROM pending_credentials WHERE staff_id = $1")
-            .bind(staff_id.as_uuid())
-            .execute(store.pool())
-            .await;
-    }
-    result
+    tx.decide::<Staff>(meta, staff_id.as_uuid(), None, command, Expect::Any)
+        .await
 }
 
 /// What [`ensure_platform_admin`] did.
