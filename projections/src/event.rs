@@ -82,19 +82,6 @@ impl StoredEvent {
     pub(crate) fn decode<E: serde::de::DeserializeOwned>(&self) -> Result<E, ProjectionError> {
         serde_json::from_value(self.payload.clone()).map_err(|e| self.poison(e))
     }
-
-    /// `sql` with the event's entity row bound: `$1` the clinic, `$2` the entity id, `$3`
-    /// when it happened and `$4` its sequence (the row's version). The caller binds `$5` on.
-    pub(crate) fn entity_query<'q>(
-        &self,
-        sql: &'q str,
-    ) -> Result<Query<'q, Postgres, PgArguments>, ProjectionError> {
-        Ok(sqlx::query(sql)
-            .bind(self.tenant_id)
-            .bind(self.entity()?)
-            .bind(self.at()?)
-            .bind(self.sequence))
-    }
 }
 
 pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Value {

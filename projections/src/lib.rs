@@ -20,6 +20,7 @@ pub mod appointments;
 pub mod audit;
 pub mod audit_chain;
 pub mod availability;
+mod changes;
 pub mod checkpoint;
 pub mod clinics;
 pub mod dashboard;

@@ -9,11 +9,12 @@ use sqlx::PgConnection;
 use crate::event::StoredEvent;
 use crate::{appointments, audit_chain, clinics, patients, staff, ProjectionError};
 
-/// How a projection applies one event to its tables in `schema` (`rm`, or a rebuild's).
+/// How a projection applies a batch of events (its own, in commit order) to its tables in
+/// `schema` (`rm`, or a rebuild's).
 pub type ApplyFn = for<'a> fn(
     &'a str,
     &'a mut PgConnection,
-    &'a StoredEvent,
+    &'a [&'a StoredEvent],
 ) -> BoxFuture<'a, Result<(), ProjectionError>>;
 
 /// A projection of the event log.
@@ -67,17 +68,26 @@ impl Projection {
             .ok_or_else(|| ProjectionError::UnknownProjection(name.to_owned()))
     }
 
-    /// Applies `event` to this projection's tables in `schema` (`rm`, or a rebuild schema).
+    /// Applies `events` (a batch, in commit order) to this projection's tables in `schema`
+    /// (`rm`, or a rebuild schema), in one go: the events of one row are merged, and each
+    /// table is written with a few set-based statements. Returns how many were its own.
     pub async fn apply(
         &self,
         schema: &str,
         conn: &mut PgConnection,
-        event: &StoredEvent,
-    ) -> Result<(), ProjectionError> {
-        match self.aggregate_type {
-            Some(only) if only != event.aggregate_type => Ok(()),
-            _ => (self.apply)(schema, conn, event).await,
+        events: &[StoredEvent],
+    ) -> Result<usize, ProjectionError> {
+        let mine: Vec<&StoredEvent> = events
+            .iter()
+            .filter(|e| {
+                self.aggregate_type
+                    .is_none_or(|only| only == e.aggregate_type)
+            })
+            .collect();
+        if !mine.is_empty() {
+            (self.apply)(schema, conn, &mine).await?;
         }
+        Ok(mine.len())
     }
 }
 

@@ -1,14 +1,21 @@
 //! `clinic rebuild`: rebuilds projections from position zero into fresh tables (schema
 //! `rm_rebuild_<name>`), then swaps them into `rm` in one short transaction, so reads keep
-//! working on the old tables during the rebuild. The swap holds the projection's checkpoint
-//! row (which every live batch locks first), catches up to the newest committed events, moves
-//! the tables, and sets the checkpoint to where the rebuild stopped.
+//! working on the old tables during the rebuild.
+//!
+//! The events are read once for all the projections being rebuilt, in commit order and in
+//! large batches; each batch is applied to every projection (set-based: see
+//! [`crate::changes`]) and committed with `synchronous_commit = off` — a crash only loses
+//! rebuild tables nobody reads yet, and a rebuild is re-run from zero. Each batch is its own
+//! transaction, so the rebuild never holds the commit fence (the oldest running transaction)
+//! back for long. The swap holds the projections' checkpoint rows (which every live batch
+//! locks first), catches up to the newest committed events, moves the tables, and sets the
+//! checkpoints to where the rebuild stopped; it commits synchronously.
 
 use std::time::{Duration, Instant};
 
 use sqlx::{Connection, Executor, PgConnection};
 
-use crate::event::read_after;
+use crate::event::{read_after, StoredEvent};
 use crate::{Projection, ProjectionError, PROJECTIONS};
 
 /// The read model called `name`: an error for an unknown name, or for the hash chain.
@@ -20,13 +27,22 @@ pub fn rebuildable(name: &str) -> Result<Projection, ProjectionError> {
     Ok(projection)
 }
 
-/// What a rebuild did.
+/// Events read per batch of a rebuild.
+const BATCH: i64 = 10_000;
+
+/// What a rebuild did for one projection.
 #[derive(Debug, Clone)]
 pub struct RebuildReport {
     pub projection: String,
+    /// Events read (the whole log up to `position`, read once for every projection rebuilt).
     pub events: u64,
+    /// The whole rebuild, from the first read to the swap.
     pub duration: Duration,
     pub position: i64,
+    /// Of `events`, those this projection applies.
+    pub applied: u64,
+    /// Time spent writing this projection's tables.
+    pub apply_time: Duration,
 }
 
 impl RebuildReport {
@@ -35,110 +51,145 @@ impl RebuildReport {
     }
 }
 
-/// Reads and applies everything after `(tx, pos)` below the commit fence into `schema`,
-/// in batches; returns the new position and the count.
+/// Per projection: events it applied and time spent applying them.
+type Tally = Vec<(u64, Duration)>;
+
+/// Reads everything after `(tx, pos)` below the commit fence, in batches, and applies each
+/// batch to every one of `projections` (their tables in `rm_rebuild_<name>`). Outside a
+/// transaction (`in_one_tx` false) each batch commits on its own. Returns the new position
+/// and the number of events read.
 async fn catch_up(
     conn: &mut PgConnection,
-    projection: &Projection,
-    schema: &str,
+    projections: &[Projection],
     from: (String, i64),
-    batch: i64,
     in_one_tx: bool,
+    tally: &mut Tally,
 ) -> Result<((String, i64), u64), ProjectionError> {
     let (mut tx_id, mut pos) = from;
-    let mut applied = 0u64;
+    let mut read = 0u64;
     loop {
-        let events = read_after(conn, &tx_id, pos, batch).await?;
+        let events = read_after(conn, &tx_id, pos, BATCH).await?;
         let Some(last) = events.last() else {
-            return Ok(((tx_id, pos), applied));
+            return Ok(((tx_id, pos), read));
         };
         let next = (last.transaction_id.clone(), last.position);
         if in_one_tx {
-            for event in &events {
-                projection.apply(schema, conn, event).await?;
-            }
+            apply_all(conn, projections, &events, tally).await?;
         } else {
             let mut tx = conn.begin().await?;
-            for event in &events {
-                projection.apply(schema, &mut tx, event).await?;
-            }
+            apply_all(&mut tx, projections, &events, tally).await?;
             tx.commit().await?;
         }
-        applied += events.len() as u64;
+        read += events.len() as u64;
         (tx_id, pos) = next;
     }
 }
 
-/// Rebuilds `projection`. `conn` must be the tables' owner (it creates schemas and moves
-/// tables).
-pub async fn rebuild_one(
+async fn apply_all(
     conn: &mut PgConnection,
-    projection: &Projection,
-) -> Result<RebuildReport, ProjectionError> {
-    if !projection.rebuildable {
-        return Err(ProjectionError::NotRebuildable(projection.name.to_owned()));
+    projections: &[Projection],
+    events: &[StoredEvent],
+    tally: &mut Tally,
+) -> Result<(), ProjectionError> {
+    for (projection, (applied, time)) in projections.iter().zip(tally.iter_mut()) {
+        let started = Instant::now();
+        *applied += projection
+            .apply(&format!("rm_rebuild_{}", projection.name), conn, events)
+            .await? as u64;
+        *time += started.elapsed();
     }
-    let name = projection.name;
+    Ok(())
+}
+
+/// Rebuilds `projections` together. `conn` must be the tables' owner (it creates schemas and
+/// moves tables).
+async fn rebuild_together(
+    conn: &mut PgConnection,
+    projections: &[Projection],
+) -> Result<Vec<RebuildReport>, ProjectionError> {
     let started = Instant::now();
-    let schema = format!("rm_rebuild_{name}");
-    conn.execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE").as_str())
-        .await?;
-    sqlx::query(&format!("SELECT rm_create_{name}($1)"))
-        .bind(&schema)
-        .execute(&mut *conn)
-        .await?;
-    tracing::info!(projection = name, "rebuilding into fresh tables");
+    for projection in projections {
+        let schema = format!("rm_rebuild_{}", projection.name);
+        conn.execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE").as_str())
+            .await?;
+        sqlx::query(&format!("SELECT rm_create_{}($1)", projection.name))
+            .bind(&schema)
+            .execute(&mut *conn)
+            .await?;
+    }
+    tracing::info!(projections = ?projections, "rebuilding into fresh tables");
+    let mut tally: Tally = vec![(0, Duration::ZERO); projections.len()];
 
     // The bulk of the work, outside any lock, as the worker role (row-level security holds
     // for the owner too: the tables FORCE it).
-    conn.execute("SET ROLE clinic_worker").await?;
-    let built = catch_up(conn, projection, &schema, ("0".into(), 0), 2000, false).await;
-    conn.execute("RESET ROLE").await?;
+    conn.execute("SET ROLE clinic_worker; SET synchronous_commit = off")
+        .await?;
+    let built = catch_up(conn, projections, ("0".into(), 0), false, &mut tally).await;
+    conn.execute("RESET ROLE; RESET synchronous_commit").await?;
     let (position, mut events) = built?;
 
-    // The swap: hold the checkpoint row, catch up the last events, move the tables.
+    // The swap: hold the checkpoint rows (always in the order of PROJECTIONS, so two
+    // rebuilds cannot deadlock; a worker holds one row at a time), catch up the last events,
+    // move the tables.
     let mut tx = conn.begin().await?;
-    sqlx::query("SELECT 1 FROM projection_checkpoints WHERE name = $1 FOR UPDATE")
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
+    let names: Vec<&str> = projections.iter().map(|p| p.name).collect();
+    sqlx::query(
+        "SELECT 1 FROM projection_checkpoints WHERE name = ANY($1) ORDER BY name FOR UPDATE",
+    )
+    .bind(&names)
+    .execute(&mut *tx)
+    .await?;
     tx.execute("SET LOCAL ROLE clinic_worker").await?;
     let ((final_tx, final_pos), more) =
-        catch_up(&mut tx, projection, &schema, position, 2000, true).await?;
+        catch_up(&mut tx, projections, position, true, &mut tally).await?;
     tx.execute("RESET ROLE").await?;
     events += more;
-    for table in projection.tables {
-        tx.execute(format!("DROP TABLE rm.{table}").as_str())
-            .await?;
-        tx.execute(format!("ALTER TABLE {schema}.{table} SET SCHEMA rm").as_str())
+    for projection in projections {
+        let schema = format!("rm_rebuild_{}", projection.name);
+        for table in projection.tables {
+            tx.execute(format!("DROP TABLE rm.{table}").as_str())
+                .await?;
+            tx.execute(format!("ALTER TABLE {schema}.{table} SET SCHEMA rm").as_str())
+                .await?;
+        }
+        tx.execute(format!("DROP SCHEMA {schema} CASCADE").as_str())
             .await?;
     }
     sqlx::query(
         "UPDATE projection_checkpoints SET transaction_id = $2::xid8, position = $3, updated_at = now(), \
-         failed_position = NULL, last_error = NULL WHERE name = $1",
+         failed_position = NULL, last_error = NULL WHERE name = ANY($1)",
     )
-    .bind(name)
+    .bind(&names)
     .bind(&final_tx)
     .bind(final_pos)
     .execute(&mut *tx)
     .await?;
-    tx.execute(format!("DROP SCHEMA {schema} CASCADE").as_str())
-        .await?;
     tx.commit().await?;
-    let report = RebuildReport {
-        projection: name.to_owned(),
-        events,
-        duration: started.elapsed(),
-        position: final_pos,
-    };
-    tracing::info!(
-        projection = name,
-        events = report.events,
-        seconds = report.duration.as_secs_f64(),
-        events_per_second = report.events_per_second() as u64,
-        "rebuilt"
-    );
-    Ok(report)
+    let duration = started.elapsed();
+    let reports: Vec<RebuildReport> = projections
+        .iter()
+        .zip(tally)
+        .map(|(projection, (applied, apply_time))| RebuildReport {
+            projection: projection.name.to_owned(),
+            events,
+            duration,
+            position: final_pos,
+            applied,
+            apply_time,
+        })
+        .collect();
+    for report in &reports {
+        tracing::info!(
+            projection = report.projection,
+            events = report.events,
+            applied = report.applied,
+            seconds = report.duration.as_secs_f64(),
+            apply_seconds = report.apply_time.as_secs_f64(),
+            events_per_second = report.events_per_second() as u64,
+            "rebuilt"
+        );
+    }
+    Ok(reports)
 }
 
 /// Rebuilds `only` (or every projection).
@@ -155,9 +206,5 @@ pub async fn rebuild(
             .filter(|p| p.rebuildable)
             .collect(),
     };
-    let mut reports = Vec::new();
-    for projection in &chosen {
-        reports.push(rebuild_one(conn, projection).await?);
-    }
-    Ok(reports)
+    rebuild_together(conn, &chosen).await
 }

@@ -101,14 +101,13 @@ pub async fn run_batch(
         return Ok(None);
     };
     let (new_tx, new_pos) = (last.transaction_id.clone(), last.position);
-    for (i, event) in events.iter().enumerate() {
-        if config.crash_after == Some(i) {
-            return Err(ProjectionError::Db(sqlx::Error::Protocol(format!(
-                "simulated crash after {i} events of a batch"
-            ))));
-        }
-        projection.apply("rm", &mut tx, event).await?;
+    if let Some(n) = config.crash_after.filter(|n| *n < events.len()) {
+        projection.apply("rm", &mut tx, &events[..n]).await?;
+        return Err(ProjectionError::Db(sqlx::Error::Protocol(format!(
+            "simulated crash after {n} events of a batch"
+        ))));
     }
+    projection.apply("rm", &mut tx, &events).await?;
     let moved = sqlx::query(
         "UPDATE projection_checkpoints SET transaction_id = $2::xid8, position = $3, updated_at = now(), \
          failed_position = NULL, last_error = NULL \
@@ -227,6 +226,16 @@ async fn run_projection(
             continue;
         }
         tracing::info!("lease acquired");
+        if projection.rebuildable {
+            // A read model's batches commit without waiting for the WAL flush. A crash can
+            // then lose only the last batches whose commit was not flushed yet — their rows
+            // *and* their checkpoint, which commit together — so the worker re-applies them
+            // from the checkpoint that survived: nothing is lost or applied twice. The hash
+            // chain (evidence an auditor may have exported) keeps synchronous commits.
+            if let Err(err) = conn.execute("SET synchronous_commit = off").await {
+                tracing::warn!(error = %err, "cannot turn off synchronous_commit");
+            }
+        }
         loop {
             if *shutdown.borrow() {
                 let _ = conn.close().await;

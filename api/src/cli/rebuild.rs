@@ -29,14 +29,17 @@ pub async fn run(args: RebuildArgs) -> Result<(), CliError> {
             projections::ProjectionError::UnknownProjection(_) => invalid("--projection", e),
             other => CliError::Refused(other.to_string()),
         })?;
-    for r in reports {
+    for r in &reports {
         println!(
-            "rebuilt {}: {} events in {:.2} s ({:.0} events/s), at position {}",
+            "rebuilt {}: {} events in {:.2} s ({:.0} events/s), at position {}; {} of them its own, \
+             written in {:.2} s",
             r.projection,
             r.events,
             r.duration.as_secs_f64(),
             r.events_per_second(),
-            r.position
+            r.position,
+            r.applied,
+            r.apply_time.as_secs_f64()
         );
     }
     Ok(())

@@ -13,5 +13,5 @@ pub const PROJECTION: Projection = Projection::read_model(
     "appointments",
     &["appointments"],
     Some("Appointment"),
-    |schema, conn, event| Box::pin(apply::apply(schema, conn, event)),
+    |schema, conn, events| Box::pin(apply::apply(schema, conn, events)),
 );

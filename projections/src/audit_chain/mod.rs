@@ -25,11 +25,14 @@
 
 mod verify;
 
+use std::collections::HashMap;
+
 use domain::ids::ClinicId;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
 use utoipa::ToSchema;
+use uuid::Uuid;
 
 use crate::event::StoredEvent;
 use crate::projection::Projection;
@@ -46,7 +49,7 @@ pub const PROJECTION: Projection = Projection {
     tables: &["audit_chain"],
     rebuildable: false,
     aggregate_type: None,
-    apply: |_schema, conn, event| Box::pin(apply(conn, event)),
+    apply: |_schema, conn, events| Box::pin(apply(conn, events)),
 };
 
 /// The hash before the first event of a clinic.
@@ -138,44 +141,58 @@ pub(crate) fn to_hash(bytes: Vec<u8>) -> Result<[u8; 32], sqlx::Error> {
         .map_err(|b| sqlx::Error::Protocol(format!("a chain hash of {} bytes", b.len())))
 }
 
-#[derive(sqlx::FromRow)]
-struct ToLink {
-    #[sqlx(flatten)]
-    event: CanonicalEvent,
-    prev_link: Option<i64>,
-    prev_hash: Option<Vec<u8>>,
-}
-/// Links `event` to its clinic's chain (the worker's `apply` for `audit_chain`).
-async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
-    let poison = |reason: String| ProjectionError::Poison {
-        position: event.position,
-        event_type: event.event_type.clone(),
-        reason,
-    };
-    let row: Option<ToLink> = sqlx::query_as(&format!(
-        "SELECT {CANONICAL_COLUMNS}, p.link AS prev_link, p.hash AS prev_hash \
-         FROM events e \
-         LEFT JOIN LATERAL (SELECT c.link, c.hash FROM audit_chain c WHERE c.clinic_id = $2 \
-                            ORDER BY c.link DESC LIMIT 1) p ON true \
-         WHERE e.position = $1"
+/// Links `events` (a batch, in commit order) to their clinics' chains: the worker's `apply`
+/// for `audit_chain`. Three statements per batch: the events' canonical columns, the head of
+/// each clinic's chain, and one multi-row insert of the new links.
+async fn apply(conn: &mut PgConnection, events: &[&StoredEvent]) -> Result<(), ProjectionError> {
+    let positions: Vec<i64> = events.iter().map(|e| e.position).collect();
+    let mut clinics: Vec<Uuid> = events.iter().map(|e| e.tenant_id).collect();
+    clinics.sort_unstable();
+    clinics.dedup();
+    let rows: Vec<CanonicalEvent> = sqlx::query_as(&format!(
+        "SELECT {CANONICAL_COLUMNS} FROM events e WHERE e.position = ANY($1)"
     ))
-    .bind(event.position)
-    .bind(event.tenant_id)
-    .fetch_optional(&mut *conn)
+    .bind(&positions)
+    .fetch_all(&mut *conn)
     .await?;
-    let row = row.ok_or_else(|| poison("the event is gone".into()))?;
-    let prev = match row.prev_hash {
-        Some(bytes) => to_hash(bytes)?,
-        None => GENESIS,
-    };
-    let hash = link_hash(&prev, &canonical_bytes(&row.event));
-    sqlx::query(
-        "INSERT INTO audit_chain (clinic_id, position, link, hash) VALUES ($1, $2, $3, $4)",
+    let mut canonical: HashMap<i64, CanonicalEvent> =
+        rows.into_iter().map(|r| (r.position, r)).collect();
+    let stored: Vec<(Uuid, Option<i64>, Option<Vec<u8>>)> = sqlx::query_as(
+        "SELECT t.clinic_id, p.link, p.hash FROM unnest($1::uuid[]) AS t(clinic_id) \
+         LEFT JOIN LATERAL (SELECT c.link, c.hash FROM audit_chain c WHERE c.clinic_id = t.clinic_id \
+                            ORDER BY c.link DESC LIMIT 1) p ON true",
     )
-    .bind(event.tenant_id)
-    .bind(event.position)
-    .bind(row.prev_link.unwrap_or(0) + 1)
-    .bind(hash.as_slice())
+    .bind(&clinics)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut heads: HashMap<Uuid, (i64, [u8; 32])> = HashMap::new();
+    for (clinic, link, hash) in stored {
+        let hash = match hash {
+            Some(bytes) => to_hash(bytes)?,
+            None => GENESIS,
+        };
+        heads.insert(clinic, (link.unwrap_or(0), hash));
+    }
+    let mut links = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for event in events {
+        let row = canonical
+            .remove(&event.position)
+            .ok_or_else(|| event.poison("the event is gone"))?;
+        let head = heads.entry(event.tenant_id).or_insert((0, GENESIS));
+        *head = (head.0 + 1, link_hash(&head.1, &canonical_bytes(&row)));
+        links.0.push(event.tenant_id);
+        links.1.push(event.position);
+        links.2.push(head.0);
+        links.3.push(head.1.to_vec());
+    }
+    sqlx::query(
+        "INSERT INTO audit_chain (clinic_id, position, link, hash) \
+         SELECT * FROM unnest($1::uuid[], $2::int8[], $3::int8[], $4::bytea[])",
+    )
+    .bind(links.0)
+    .bind(links.1)
+    .bind(links.2)
+    .bind(links.3)
     .execute(&mut *conn)
     .await?;
     Ok(())

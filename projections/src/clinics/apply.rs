@@ -1,39 +1,100 @@
 //! `rm.clinics`: one row per clinic, with its departments and the counts the platform admin
 //! sees (staff, patients, appointments).
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use domain::clinic::ClinicEvent;
 use serde_json::{json, Value};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::changes;
 use crate::event::{one, Applied, StoredEvent};
 use crate::ProjectionError;
 
-pub(super) async fn apply(s: &str, conn: &mut PgConnection, e: &StoredEvent) -> Applied {
-    let clinic = e.tenant_id;
-    let at = e.at()?;
-    let counter = |column: &str| {
-        format!(
-            "UPDATE {s}.clinics SET {column} = {column} + 1, updated_at = $2 WHERE clinic_id = $1"
-        )
-    };
-    match e.aggregate_type.as_str() {
-        "Staff" if e.event_type == "StaffHired" => {
-            let sql = counter("staff_count");
-            return one(conn, e, sqlx::query(&sql).bind(clinic).bind(at)).await;
-        }
-        "Patient" if e.event_type == "PatientRegistered" => {
-            let sql = counter("patient_count");
-            return one(conn, e, sqlx::query(&sql).bind(clinic).bind(at)).await;
-        }
-        "Appointment" if e.event_type == "AppointmentBooked" => {
-            let sql = counter("appointment_count");
-            return one(conn, e, sqlx::query(&sql).bind(clinic).bind(at)).await;
-        }
-        "Clinic" => {}
-        _ => return Ok(()),
+/// How a batch changes one clinic's counters.
+struct Counts {
+    staff: i32,
+    patients: i32,
+    appointments: i32,
+    /// The first event of the batch that counted, to name if the clinic row is missing.
+    first: (i64, String),
+}
+
+/// Applies `events` (every event, in commit order) to `s.clinics`. The clinic's own events
+/// (rare) are applied one statement each, in order; the counts of staff, patients and
+/// appointments (one per `StaffHired`, `PatientRegistered`, `AppointmentBooked`: the bulk of
+/// the log) are summed per clinic and written by one `UPDATE` at the end of the batch, with
+/// `updated_at` from the clinic's last event of the batch.
+pub(super) async fn apply(s: &str, conn: &mut PgConnection, events: &[&StoredEvent]) -> Applied {
+    let mut counts: BTreeMap<Uuid, Counts> = BTreeMap::new();
+    let mut last_at: BTreeMap<Uuid, DateTime<Utc>> = BTreeMap::new();
+    for e in events {
+        let at = e.at()?;
+        let column = match (e.aggregate_type.as_str(), e.event_type.as_str()) {
+            ("Staff", "StaffHired") => 0,
+            ("Patient", "PatientRegistered") => 1,
+            ("Appointment", "AppointmentBooked") => 2,
+            ("Clinic", _) => {
+                clinic_event(s, conn, e, at).await?;
+                last_at.insert(e.tenant_id, at);
+                continue;
+            }
+            _ => continue,
+        };
+        let count = counts.entry(e.tenant_id).or_insert_with(|| Counts {
+            staff: 0,
+            patients: 0,
+            appointments: 0,
+            first: (e.position, e.event_type.clone()),
+        });
+        *[
+            &mut count.staff,
+            &mut count.patients,
+            &mut count.appointments,
+        ][column] += 1;
+        last_at.insert(e.tenant_id, at);
     }
+    if counts.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "UPDATE {s}.clinics t SET staff_count = staff_count + u.staff, \
+         patient_count = patient_count + u.patients, appointment_count = appointment_count + u.appointments, \
+         updated_at = u.updated_at \
+         FROM unnest($1::uuid[], $2::int4[], $3::int4[], $4::int4[], $5::timestamptz[]) \
+              AS u(clinic_id, staff, patients, appointments, updated_at) \
+         WHERE t.clinic_id = u.clinic_id RETURNING t.clinic_id"
+    );
+    let updated: Vec<Uuid> = sqlx::query_scalar(&sql)
+        .bind(counts.keys().copied().collect::<Vec<_>>())
+        .bind(counts.values().map(|c| c.staff).collect::<Vec<_>>())
+        .bind(counts.values().map(|c| c.patients).collect::<Vec<_>>())
+        .bind(counts.values().map(|c| c.appointments).collect::<Vec<_>>())
+        .bind(counts.keys().map(|k| last_at[k]).collect::<Vec<_>>())
+        .fetch_all(&mut *conn)
+        .await?;
+    if updated.len() == counts.len() {
+        return Ok(());
+    }
+    let (position, event_type) = counts
+        .into_iter()
+        .filter(|(clinic, _)| !updated.contains(clinic))
+        .map(|(_, c)| c.first)
+        .min()
+        .unwrap_or_default();
+    Err(changes::changed_nothing(position, event_type))
+}
+
+/// Applies one event of a clinic's own stream.
+async fn clinic_event(
+    s: &str,
+    conn: &mut PgConnection,
+    e: &StoredEvent,
+    at: DateTime<Utc>,
+) -> Applied {
+    let clinic = e.tenant_id;
     match e.decode::<ClinicEvent>()? {
         ClinicEvent::ClinicRegistered(new) => {
             let sql = format!(

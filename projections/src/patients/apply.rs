@@ -1,104 +1,149 @@
 //! `rm.patients`: one row per patient record; the searchable columns (folded names, phone
-//! digits) beside the whole record as JSON.
+//! digits) beside the whole record as JSON. A batch of events is merged per patient in memory
+//! and written with one `INSERT` and one `UPDATE` (see [`crate::changes`]).
 
+use chrono::{DateTime, NaiveDate, Utc};
 use domain::patient::PatientEvent;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use sqlx::PgConnection;
+use uuid::Uuid;
 
-use crate::event::{one, to_json, Applied, StoredEvent};
+use crate::changes::{self, Changes, Entry, Merge, Unnest};
+use crate::event::{to_json, Applied, StoredEvent};
 
 fn digits(phone: &str) -> String {
     phone.chars().filter(char::is_ascii_digit).collect()
 }
 
-/// A statement on the event's row, with `$1` to `$4` bound to the clinic, the patient, the
-/// time of the event and the row's new version.
-pub(super) async fn apply(s: &str, conn: &mut PgConnection, e: &StoredEvent) -> Applied {
-    let clinic = e.tenant_id;
-    let id = e.entity()?;
-    let at = e.at()?;
-    let version = e.sequence;
+/// A patient row (from `PatientRegistered`) or a patch of one (the columns an event sets).
+#[derive(Default)]
+struct Row {
+    mrn: Option<String>,
+    given: Option<String>,
+    family: Option<String>,
+    birth_date: Option<NaiveDate>,
+    sex: Option<String>,
+    phone: Option<String>,
+    phone_digits: Option<String>,
+    email: Option<String>,
+    status: Option<String>,
+    merged_into: Option<Uuid>,
+    /// The record's top-level fields this event sets (`record || patch`).
+    record: Map<String, Value>,
+    registered_at: Option<DateTime<Utc>>,
+}
+
+impl Merge for Row {
+    fn merge(&mut self, n: Row) {
+        changes::merge_newer! { self, n; mrn, given, family, birth_date, sex, phone, phone_digits, email, status, merged_into, registered_at }
+        self.record.extend(n.record);
+    }
+
+    fn columns(rows: &[Entry<Row>]) -> Unnest<'_, Row> {
+        Unnest::new(rows)
+            .col(|r| r.mrn.clone())
+            .col(|r| r.given.clone())
+            .col(|r| r.family.clone())
+            .col(|r| r.birth_date)
+            .col(|r| r.sex.clone())
+            .col(|r| r.phone.clone())
+            .col(|r| r.phone_digits.clone())
+            .col(|r| r.email.clone())
+            .col(|r| r.status.clone())
+            .col(|r| r.merged_into)
+            .col(|r| r.registered_at)
+            .col(|r| Value::Object(r.record.clone()))
+    }
+}
+
+fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(fields) => fields,
+        _ => Map::new(),
+    }
+}
+
+/// Folds one event into `rows`.
+fn fold(rows: &mut Changes<Row>, e: &StoredEvent) -> Applied {
+    let mut row = Row::default();
     match e.decode::<PatientEvent>()? {
         PatientEvent::PatientRegistered {
             mrn,
             demographics: d,
             ..
         } => {
-            let mut record = to_json(&d);
-            if let Value::Object(fields) = &mut record {
-                fields.insert("patient_id".into(), json!(id));
-                fields.insert("mrn".into(), json!(mrn));
-                fields.insert("status".into(), json!("active"));
-                fields.insert("merged_into".into(), Value::Null);
-            }
-            let sql = format!(
-                "INSERT INTO {s}.patients (clinic_id, patient_id, mrn, given, family, given_key, family_key, \
-                 birth_date, sex, phone, phone_digits, email, status, record, registered_at, updated_at, version) \
-                 VALUES ($1, $2, $3, $4, $5, rm_fold($4), rm_fold($5), $6, $7, $8, $9, $10, 'active', $11, $12, $12, $13)"
-            );
-            one(
-                conn,
-                e,
-                sqlx::query(&sql)
-                    .bind(clinic)
-                    .bind(id)
-                    .bind(mrn.to_string())
-                    .bind(d.name.given.as_str())
-                    .bind(d.name.family.as_str())
-                    .bind(d.birth_date)
-                    .bind(d.sex.as_str())
-                    .bind(d.phone.as_ref().map(|p| p.as_str().to_owned()))
-                    .bind(d.phone.as_ref().map(|p| digits(p.as_str())))
-                    .bind(d.email.map(|m| m.as_str().to_owned()))
-                    .bind(record)
-                    .bind(at)
-                    .bind(version),
-            )
-            .await
+            let mut record = object(to_json(&d));
+            record.insert("patient_id".into(), json!(changes::key(e)?.1));
+            record.insert("mrn".into(), json!(mrn));
+            record.insert("status".into(), json!("active"));
+            record.insert("merged_into".into(), Value::Null);
+            row.mrn = Some(mrn.to_string());
+            row.given = Some(d.name.given.as_str().to_owned());
+            row.family = Some(d.name.family.as_str().to_owned());
+            row.birth_date = Some(d.birth_date);
+            row.sex = Some(d.sex.as_str().to_owned());
+            row.phone_digits = d.phone.as_ref().map(|p| digits(p.as_str()));
+            row.phone = d.phone.map(|p| p.as_str().to_owned());
+            row.email = d.email.map(|m| m.as_str().to_owned());
+            row.status = Some("active".into());
+            row.record = record;
+            row.registered_at = Some(e.at()?);
+            return rows.create(e, row);
         }
         PatientEvent::PatientDemographicsUpdated { changes: c } => {
             // The fields that changed: the ones that are not null.
-            let mut patch = to_json(&c);
-            if let Value::Object(fields) = &mut patch {
-                fields.retain(|_, v| !v.is_null());
+            let mut patch = object(to_json(&c));
+            patch.retain(|_, v| !v.is_null());
+            if let Some(name) = c.name {
+                row.given = Some(name.given.as_str().to_owned());
+                row.family = Some(name.family.as_str().to_owned());
             }
-            let sql = format!(
-                "UPDATE {s}.patients SET given = coalesce($5, given), family = coalesce($6, family), \
-                 given_key = rm_fold(coalesce($5, given)), family_key = rm_fold(coalesce($6, family)), \
-                 birth_date = coalesce($7, birth_date), sex = coalesce($8, sex), phone = coalesce($9, phone), \
-                 phone_digits = coalesce($10, phone_digits), email = coalesce($11, email), \
-                 record = record || $12, updated_at = $3, version = $4 \
-                 WHERE clinic_id = $1 AND patient_id = $2"
-            );
-            one(
-                conn,
-                e,
-                e.entity_query(&sql)?
-                    .bind(c.name.as_ref().map(|n| n.given.as_str().to_owned()))
-                    .bind(c.name.as_ref().map(|n| n.family.as_str().to_owned()))
-                    .bind(c.birth_date)
-                    .bind(c.sex.map(|x| x.as_str()))
-                    .bind(c.phone.as_ref().map(|p| p.as_str().to_owned()))
-                    .bind(c.phone.as_ref().map(|p| digits(p.as_str())))
-                    .bind(c.email.map(|m| m.as_str().to_owned()))
-                    .bind(patch),
-            )
-            .await
+            row.birth_date = c.birth_date;
+            row.sex = c.sex.map(|x| x.as_str().to_owned());
+            row.phone_digits = c.phone.as_ref().map(|p| digits(p.as_str()));
+            row.phone = c.phone.map(|p| p.as_str().to_owned());
+            row.email = c.email.map(|m| m.as_str().to_owned());
+            row.record = patch;
         }
         PatientEvent::PatientMerged { survivor } => {
-            let sql = format!(
-                "UPDATE {s}.patients SET status = 'merged', merged_into = $5, \
-                 record = record || jsonb_build_object('status', 'merged', 'merged_into', $5), \
-                 updated_at = $3, version = $4 WHERE clinic_id = $1 AND patient_id = $2"
-            );
-            one(conn, e, e.entity_query(&sql)?.bind(survivor.as_uuid())).await
+            row.status = Some("merged".into());
+            row.merged_into = Some(survivor.as_uuid());
+            row.record = object(json!({"status": "merged", "merged_into": survivor.as_uuid()}));
         }
         PatientEvent::PatientDeactivated { .. } => {
-            let sql = format!(
-                "UPDATE {s}.patients SET status = 'inactive', record = record || '{{\"status\": \"inactive\"}}'::jsonb, \
-                 updated_at = $3, version = $4 WHERE clinic_id = $1 AND patient_id = $2"
-            );
-            one(conn, e, e.entity_query(&sql)?).await
+            row.status = Some("inactive".into());
+            row.record = object(json!({"status": "inactive"}));
         }
     }
+    rows.patch(e, row)
+}
+
+const UNNEST: &str = "unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::date[], \
+     $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::uuid[], $13::timestamptz[], \
+     $14::jsonb[], $15::timestamptz[], $16::int8[]) \
+     AS u(clinic_id, patient_id, mrn, given, family, birth_date, sex, phone, phone_digits, email, \
+          status, merged_into, registered_at, record, updated_at, version)";
+
+/// Applies `events` (this projection's, in commit order) to `s.patients`.
+pub(super) async fn apply(s: &str, conn: &mut PgConnection, events: &[&StoredEvent]) -> Applied {
+    let insert = format!(
+            "INSERT INTO {s}.patients (clinic_id, patient_id, mrn, given, family, given_key, family_key, \
+             birth_date, sex, phone, phone_digits, email, status, merged_into, record, registered_at, \
+             updated_at, version) \
+             SELECT clinic_id, patient_id, mrn, given, family, rm_fold(given), rm_fold(family), birth_date, \
+             sex, phone, phone_digits, email, status, merged_into, record, registered_at, updated_at, version \
+             FROM {UNNEST} RETURNING clinic_id, patient_id"
+        );
+    let update = format!(
+            "UPDATE {s}.patients t SET given = coalesce(u.given, t.given), family = coalesce(u.family, t.family), \
+             given_key = rm_fold(coalesce(u.given, t.given)), family_key = rm_fold(coalesce(u.family, t.family)), \
+             birth_date = coalesce(u.birth_date, t.birth_date), sex = coalesce(u.sex, t.sex), \
+             phone = coalesce(u.phone, t.phone), phone_digits = coalesce(u.phone_digits, t.phone_digits), \
+             email = coalesce(u.email, t.email), status = coalesce(u.status, t.status), \
+             merged_into = coalesce(u.merged_into, t.merged_into), record = t.record || u.record, \
+             updated_at = u.updated_at, version = u.version \
+             FROM {UNNEST} WHERE t.clinic_id = u.clinic_id AND t.patient_id = u.patient_id \
+             RETURNING t.clinic_id, t.patient_id"
+        );
+    changes::apply(conn, events, fold, &insert, &update).await
 }

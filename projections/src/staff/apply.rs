@@ -1,64 +1,111 @@
-//! `rm.staff`: one row per staff member, with working hours and time off.
+//! `rm.staff`: one row per staff member, with working hours and time off. A batch of events is
+//! merged per staff member in memory and written with one `INSERT` and one `UPDATE` (see
+//! [`crate::changes`]).
 
+use chrono::{DateTime, Utc};
 use domain::staff::StaffEvent;
-use serde_json::json;
+use serde_json::{json, Value};
 use sqlx::PgConnection;
+use uuid::Uuid;
 
-use crate::event::{one, to_json, Applied, StoredEvent};
+use crate::changes::{self, Changes, Entry, Merge, Unnest};
+use crate::event::{to_json, Applied, StoredEvent};
 
-pub(super) async fn apply(s: &str, conn: &mut PgConnection, e: &StoredEvent) -> Applied {
-    let update = |set: &str| {
-        format!("UPDATE {s}.staff SET {set}, updated_at = $3, version = $4 WHERE clinic_id = $1 AND staff_id = $2")
-    };
+/// A staff row (from `StaffHired`) or a patch of one.
+#[derive(Default)]
+struct Row {
+    name: Option<String>,
+    email: Option<String>,
+    role: Option<String>,
+    department_id: Option<Uuid>,
+    specialty: Option<String>,
+    licence_number: Option<String>,
+    active: Option<bool>,
+    working_hours: Option<Value>,
+    /// Time-off entries appended (`time_off || these`).
+    time_off: Vec<Value>,
+    hired_at: Option<DateTime<Utc>>,
+}
+
+impl Merge for Row {
+    fn merge(&mut self, n: Row) {
+        changes::merge_newer! { self, n; name, email, role, department_id, specialty, licence_number, active, working_hours, hired_at }
+        self.time_off.extend(n.time_off);
+    }
+
+    fn columns(rows: &[Entry<Row>]) -> Unnest<'_, Row> {
+        Unnest::new(rows)
+            .col(|r| r.name.clone())
+            .col(|r| r.email.clone())
+            .col(|r| r.role.clone())
+            .col(|r| r.department_id)
+            .col(|r| r.specialty.clone())
+            .col(|r| r.licence_number.clone())
+            .col(|r| r.active)
+            .col(|r| r.working_hours.clone())
+            .col(|r| Value::Array(r.time_off.clone()))
+            .col(|r| r.hired_at)
+    }
+}
+
+fn fold(rows: &mut Changes<Row>, e: &StoredEvent) -> Applied {
+    let mut row = Row::default();
     match e.decode::<StaffEvent>()? {
         StaffEvent::StaffHired(new) => {
             let hired = new.profile;
-            let sql = format!(
-                "INSERT INTO {s}.staff (clinic_id, staff_id, name, email, role, department_id, specialty, \
-                 licence_number, active, hired_at, updated_at, version) \
-                 VALUES ($1, $2, $5, $6, $7, $8, $9, $10, true, $3, $3, $4)"
-            );
-            let query = e
-                .entity_query(&sql)?
-                .bind(hired.name.as_str())
-                .bind(hired.email.as_str())
-                .bind(hired.role.as_str())
-                .bind(hired.department_id.map(|d| d.as_uuid()))
-                .bind(hired.specialty.map(|t| t.as_str().to_owned()))
-                .bind(hired.licence_number.map(|t| t.as_str().to_owned()));
-            one(conn, e, query).await
+            row.name = Some(hired.name.as_str().to_owned());
+            row.email = Some(hired.email.as_str().to_owned());
+            row.role = Some(hired.role.as_str().to_owned());
+            row.department_id = hired.department_id.map(|d| d.as_uuid());
+            row.specialty = hired.specialty.map(|t| t.as_str().to_owned());
+            row.licence_number = hired.licence_number.map(|t| t.as_str().to_owned());
+            row.active = Some(true);
+            row.hired_at = Some(e.at()?);
+            return rows.create(e, row);
         }
-        StaffEvent::StaffRoleChanged { to, .. } => {
-            let sql = update("role = $5");
-            one(conn, e, e.entity_query(&sql)?.bind(to.as_str())).await
-        }
+        StaffEvent::StaffRoleChanged { to, .. } => row.role = Some(to.as_str().to_owned()),
         StaffEvent::StaffProfileUpdated(changes) => {
-            let sql = update(
-                "name = coalesce($5, name), email = coalesce($6, email), department_id = coalesce($7, department_id), \
-                 specialty = coalesce($8, specialty), licence_number = coalesce($9, licence_number)",
-            );
-            let query = e
-                .entity_query(&sql)?
-                .bind(changes.name.map(|n| n.as_str().to_owned()))
-                .bind(changes.email.map(|m| m.as_str().to_owned()))
-                .bind(changes.department_id.map(|d| d.as_uuid()))
-                .bind(changes.specialty.map(|t| t.as_str().to_owned()))
-                .bind(changes.licence_number.map(|t| t.as_str().to_owned()));
-            one(conn, e, query).await
+            row.name = changes.name.map(|n| n.as_str().to_owned());
+            row.email = changes.email.map(|m| m.as_str().to_owned());
+            row.department_id = changes.department_id.map(|d| d.as_uuid());
+            row.specialty = changes.specialty.map(|t| t.as_str().to_owned());
+            row.licence_number = changes.licence_number.map(|t| t.as_str().to_owned());
         }
-        StaffEvent::WorkingHoursSet { hours } => {
-            let sql = update("working_hours = $5");
-            one(conn, e, e.entity_query(&sql)?.bind(to_json(&hours))).await
-        }
+        StaffEvent::WorkingHoursSet { hours } => row.working_hours = Some(to_json(&hours)),
         StaffEvent::TimeOffAdded { range, reason } => {
-            let sql = update("time_off = time_off || jsonb_build_array($5::jsonb)");
-            let entry = json!({"start": range.start(), "end": range.end(), "reason": reason});
-            one(conn, e, e.entity_query(&sql)?.bind(entry)).await
+            row.time_off =
+                vec![json!({"start": range.start(), "end": range.end(), "reason": reason})];
         }
-        StaffEvent::StaffDeactivated { .. } | StaffEvent::StaffReactivated => {
-            let active = e.event_type == "StaffReactivated";
-            let sql = update("active = $5");
-            one(conn, e, e.entity_query(&sql)?.bind(active)).await
-        }
+        StaffEvent::StaffDeactivated { .. } => row.active = Some(false),
+        StaffEvent::StaffReactivated => row.active = Some(true),
     }
+    rows.patch(e, row)
+}
+
+const UNNEST: &str = "unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::uuid[], \
+     $7::text[], $8::text[], $9::bool[], $10::jsonb[], $11::jsonb[], $12::timestamptz[], \
+     $13::timestamptz[], $14::int8[]) \
+     AS u(clinic_id, staff_id, name, email, role, department_id, specialty, licence_number, active, \
+          working_hours, time_off, hired_at, updated_at, version)";
+
+/// Applies `events` (this projection's, in commit order) to `s.staff`.
+pub(super) async fn apply(s: &str, conn: &mut PgConnection, events: &[&StoredEvent]) -> Applied {
+    let insert = format!(
+            "INSERT INTO {s}.staff (clinic_id, staff_id, name, email, role, department_id, specialty, \
+             licence_number, active, working_hours, time_off, hired_at, updated_at, version) \
+             SELECT clinic_id, staff_id, name, email, role, department_id, specialty, licence_number, \
+             active, coalesce(working_hours, '{{}}'), time_off, hired_at, updated_at, version \
+             FROM {UNNEST} RETURNING clinic_id, staff_id"
+        );
+    let update = format!(
+            "UPDATE {s}.staff t SET name = coalesce(u.name, t.name), email = coalesce(u.email, t.email), \
+             role = coalesce(u.role, t.role), department_id = coalesce(u.department_id, t.department_id), \
+             specialty = coalesce(u.specialty, t.specialty), \
+             licence_number = coalesce(u.licence_number, t.licence_number), \
+             active = coalesce(u.active, t.active), working_hours = coalesce(u.working_hours, t.working_hours), \
+             time_off = t.time_off || u.time_off, updated_at = u.updated_at, version = u.version \
+             FROM {UNNEST} WHERE t.clinic_id = u.clinic_id AND t.staff_id = u.staff_id \
+             RETURNING t.clinic_id, t.staff_id"
+        );
+    changes::apply(conn, events, fold, &insert, &update).await
 }
