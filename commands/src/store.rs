@@ -10,7 +10,6 @@ use cqrs_es::Aggregate;
 use domain::clock::Services;
 use domain::ids::ClinicId;
 use sqlx::PgPool;
-use tracing::instrument;
 use uuid::Uuid;
 
 use crate::error::{CommandError, StoreError};
@@ -89,16 +88,7 @@ impl EventStore {
     /// Runs `command` against the stream of `entity_id` inside `meta.clinic_id`, as
     /// `meta.actor`, in one transaction: load the stream, decide, append, commit. On success
     /// the events are committed and their positions returned; on any error nothing was
-    /// written.
-    #[instrument(
-        skip_all,
-        fields(
-            clinic_id = %meta.clinic_id,
-            aggregate_type = A::TYPE,
-            aggregate_id = %entity_id,
-            request_id = %meta.request_id,
-        )
-    )]
+    /// written. Its log lines carry [`CommandTx::decide`]'s span (clinic, stream, request).
     pub async fn execute<A>(
         &self,
         meta: &CommandMeta,
