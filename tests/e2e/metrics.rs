@@ -72,6 +72,8 @@ async fn app_with_clinic(code: &str) -> (TestApp, String, ClinicFixture) {
     let app = spawn_app().await;
     let platform = app.platform_admin().await;
     let clinic = app.clinic(&platform, code).await;
+    // The fixture's patient must be in the read models before a test reads it.
+    app.db.caught_up().await;
     (app, platform, clinic)
 }
 

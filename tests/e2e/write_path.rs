@@ -109,17 +109,19 @@ async fn a_registration_over_http_commits_one_transaction() {
             .status,
         201
     );
-    let mut stats = app.db.owner_connection().await;
-    let before = settled_commits(&mut stats).await;
+    let mut stats = CommitCounter {
+        conn: app.db.owner_connection().await,
+        reads: 0,
+    };
+    let before = stats.settled().await;
     for i in 0..n {
         let answer = app
             .post("/v1/patients", &desk, patient_body(&format!("P{i}")))
             .await;
         assert_eq!(answer.status, 201, "{answer:?}");
     }
-    let after = settled_commits(&mut stats).await;
-    // Per POST: the authentication's account read and the command's transaction. The reads
-    // of this test add a few; the old write path needed about three more per POST (the MRN,
+    let after = stats.settled().await;
+    // Per POST: the authentication's account read and the command's transaction. The old write path needed about three more per POST (the MRN,
     // the load and the read-back of positions each ran on their own).
     let per_post = (after - before) as f64 / n as f64;
     assert!(
@@ -128,25 +130,44 @@ async fn a_registration_over_http_commits_one_transaction() {
     );
 }
 
-/// `xact_commit` of the database once the server has published it: backends report their
-/// counts when idle, about a second late, so read every second until three reads in a row
-/// have moved by no more than this reader's own previous read (one transaction each).
-async fn settled_commits(conn: &mut sqlx::PgConnection) -> i64 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (mut last, mut quiet) = (-10, 0);
-    loop {
-        let now: i64 = sqlx::query_scalar(
-            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
-        )
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
-        quiet = if now - last <= 1 { quiet + 1 } else { 0 };
-        if quiet == 3 || Instant::now() > deadline {
-            return now;
+/// Reads `xact_commit` of the database, less this reader's own reads (one transaction each).
+struct CommitCounter {
+    conn: sqlx::PgConnection,
+    reads: i64,
+}
+
+impl CommitCounter {
+    /// The count once every backend has published its own. A backend reports when it goes
+    /// idle, but at most once a second: one that reported less than a second ago waits for
+    /// PostgreSQL's idle interval (`PGSTAT_IDLE_INTERVAL`, 10 s) instead. So read every
+    /// second until the count has not moved for longer than that.
+    async fn settled(&mut self) -> i64 {
+        const QUIET: Duration = Duration::from_secs(12);
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let (mut last, mut quiet_since) = (i64::MIN, Instant::now());
+        loop {
+            let published: i64 = sqlx::query_scalar(
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+            )
+            .fetch_one(&mut self.conn)
+            .await
+            .unwrap();
+            // What this read saw includes at most the reads before it.
+            let others = published - self.reads;
+            self.reads += 1;
+            if others != last {
+                quiet_since = Instant::now();
+            }
+            if quiet_since.elapsed() >= QUIET {
+                return others;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "xact_commit never settled (last {last}, now {others})"
+            );
+            last = others;
+            tokio::time::sleep(Duration::from_millis(1100)).await;
         }
-        last = now;
-        tokio::time::sleep(Duration::from_millis(1000)).await;
     }
 }
 
