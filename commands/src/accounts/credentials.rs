@@ -1,8 +1,12 @@
 //! Password hashing with argon2id at OWASP's minimum parameters (m = 19 MiB, t = 2, p = 1).
-//! Hashing is CPU-bound: the async [`hash`] / [`verify`] run it on the blocking pool.
+//! Hashing is CPU-bound: the async [`hash`] / [`verify`] run it on the blocking pool, at
+//! most one per core at a time. Each hash takes 19 MiB: unbounded, 32 concurrent log-ins
+//! took 600 MiB of memory and 32 blocking threads fighting for 2 cores; bounded, the rest
+//! wait their turn (the same total time) and memory stays at cores × 19 MiB.
 //! Hashes live only in the `accounts` table: never in events, never in logs.
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{LazyLock, OnceLock};
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -66,15 +70,42 @@ pub fn verify_blocking(hash: Option<&str>, password: &str) -> bool {
     ok && real
 }
 
+/// How many hashes may run at once: one per core.
+fn slots() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+static SLOTS: LazyLock<tokio::sync::Semaphore> =
+    LazyLock::new(|| tokio::sync::Semaphore::new(slots()));
+/// Hashes running now, and the most that ever ran at once.
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs `work` on the blocking pool once a slot is free.
+async fn limited<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    // The semaphore is never closed.
+    let _slot = SLOTS.acquire().await.ok();
+    tokio::task::spawn_blocking(move || {
+        let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
+        PEAK.fetch_max(now, Ordering::SeqCst);
+        let out = work();
+        RUNNING.fetch_sub(1, Ordering::SeqCst);
+        out
+    })
+    .await
+}
+
 pub async fn hash(password: String) -> Result<String, crate::StoreError> {
-    tokio::task::spawn_blocking(move || hash_blocking(&password))
+    limited(move || hash_blocking(&password))
         .await
         .map_err(|e| crate::StoreError(Box::new(e)))?
         .map_err(|e| crate::StoreError(e.to_string().into()))
 }
 
 pub async fn verify(hash: Option<String>, password: String) -> bool {
-    tokio::task::spawn_blocking(move || verify_blocking(hash.as_deref(), &password))
+    limited(move || verify_blocking(hash.as_deref(), &password))
         .await
         .unwrap_or(false)
 }
@@ -105,6 +136,31 @@ mod tests {
             "no account has this password; it only spends time"
         ));
         assert!(!verify_blocking(Some("not a phc string"), "x"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn no_more_hashes_run_at_once_than_there_are_cores() {
+        let h = hash_blocking("correct horse battery").unwrap();
+        let mut runs = tokio::task::JoinSet::new();
+        for i in 0..4 * slots() + 2 {
+            let h = h.clone();
+            runs.spawn(async move {
+                if i % 2 == 0 {
+                    verify(Some(h), "correct horse battery".into()).await
+                } else {
+                    hash("another long password".into()).await.is_ok()
+                }
+            });
+        }
+        while let Some(run) = runs.join_next().await {
+            assert!(run.unwrap());
+        }
+        let peak = PEAK.load(Ordering::SeqCst);
+        assert!(
+            peak >= 1 && peak <= slots(),
+            "{peak} at once, {} cores",
+            slots()
+        );
     }
 
     #[test]
