@@ -7,7 +7,9 @@
 //! [`crate::changes`]) and committed with `synchronous_commit = off` — a crash only loses
 //! rebuild tables nobody reads yet, and a rebuild is re-run from zero. Each batch is its own
 //! transaction, so the rebuild never holds the commit fence (the oldest running transaction)
-//! back for long. The swap holds the projections' checkpoint rows (which every live batch
+//! back for long. The fresh tables are loaded with their primary keys and unique indexes
+//! only (every write of a projection finds its row by primary key); the other indexes are
+//! built once the bulk is in, and the tables analysed, before the swap. The swap holds the projections' checkpoint rows (which every live batch
 //! locks first), catches up to the newest committed events, moves the tables, and sets the
 //! checkpoints to where the rebuild stopped; it commits synchronously.
 
@@ -119,6 +121,11 @@ async fn rebuild_together(
     }
     tracing::info!(projections = ?projections, "rebuilding into fresh tables");
     let mut tally: Tally = vec![(0, Duration::ZERO); projections.len()];
+    let schemas: Vec<String> = projections
+        .iter()
+        .map(|p| format!("rm_rebuild_{}", p.name))
+        .collect();
+    let deferred = drop_secondary_indexes(conn, &schemas).await?;
 
     // The bulk of the work, outside any lock, as the worker role (row-level security holds
     // for the owner too: the tables FORCE it).
@@ -127,6 +134,7 @@ async fn rebuild_together(
     let built = catch_up(conn, projections, ("0".into(), 0), false, &mut tally).await;
     conn.execute("RESET ROLE; RESET synchronous_commit").await?;
     let (position, mut events) = built?;
+    index_and_analyse(conn, &deferred, &schemas).await?;
 
     // The swap: hold the checkpoint rows (always in the order of PROJECTIONS, so two
     // rebuilds cannot deadlock; a worker holds one row at a time), catch up the last events,
@@ -190,6 +198,63 @@ async fn rebuild_together(
         );
     }
     Ok(reports)
+}
+
+/// Drops the indexes of the tables in `schemas` that neither a primary key nor a unique
+/// index needs; returns their definitions, to build them again after the load.
+async fn drop_secondary_indexes(
+    conn: &mut PgConnection,
+    schemas: &[String],
+) -> Result<Vec<String>, ProjectionError> {
+    let deferred: Vec<(String, String)> = sqlx::query_as(
+        "SELECT format('%I.%I', n.nspname, c.relname), pg_get_indexdef(i.indexrelid) \
+         FROM pg_index i \
+         JOIN pg_class c ON c.oid = i.indexrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = ANY($1) AND NOT i.indisunique AND NOT i.indisprimary \
+         ORDER BY 1",
+    )
+    .bind(schemas)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (name, _) in &deferred {
+        conn.execute(format!("DROP INDEX {name}").as_str()).await?;
+    }
+    Ok(deferred
+        .into_iter()
+        .map(|(_, definition)| definition)
+        .collect())
+}
+
+/// Builds the `deferred` indexes and analyses every table of `schemas`, so the swapped-in
+/// tables are planned with statistics from their first query.
+async fn index_and_analyse(
+    conn: &mut PgConnection,
+    deferred: &[String],
+    schemas: &[String],
+) -> Result<(), ProjectionError> {
+    let started = Instant::now();
+    conn.execute("SET maintenance_work_mem = '256MB'").await?;
+    for definition in deferred {
+        conn.execute(definition.as_str()).await?;
+    }
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables \
+         WHERE schemaname = ANY($1) ORDER BY 1",
+    )
+    .bind(schemas)
+    .fetch_all(&mut *conn)
+    .await?;
+    conn.execute(format!("ANALYZE {}", tables.join(", ")).as_str())
+        .await?;
+    conn.execute("RESET maintenance_work_mem").await?;
+    tracing::info!(
+        indexes = deferred.len(),
+        tables = tables.len(),
+        seconds = started.elapsed().as_secs_f64(),
+        "indexed and analysed the rebuilt tables"
+    );
+    Ok(())
 }
 
 /// Rebuilds `only` (or every projection).

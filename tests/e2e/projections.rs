@@ -531,6 +531,7 @@ async fn clinic_rebuild_swaps_in_identical_tables() {
     app.db.caught_up().await;
     let mut owner = app.db.owner_connection().await;
     let before = snapshot(&mut owner, "rm").await;
+    let indexes_before = index_definitions(&mut owner).await;
     let url = format!(
         "postgres://{}@{}:{}/{}",
         app.db.owner.get_username(),
@@ -562,6 +563,26 @@ async fn clinic_rebuild_swaps_in_identical_tables() {
     assert!(stdout.contains("events/s"));
     let after = snapshot(&mut owner, "rm").await;
     assert_eq!(before, after);
+    // The indexes the rebuild dropped for the load are back, the same ones, valid.
+    assert_eq!(index_definitions(&mut owner).await, indexes_before);
+    let invalid: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = 'rm' AND NOT (i.indisvalid AND i.indisready)",
+    )
+    .fetch_one(&mut owner)
+    .await
+    .unwrap();
+    assert_eq!(invalid, 0);
+    // Every swapped-in table was analysed: the planner has statistics from the first query.
+    let unanalysed: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = 'rm' AND c.relkind = 'r' AND c.reltuples < 0 ORDER BY 1",
+    )
+    .fetch_all(&mut owner)
+    .await
+    .unwrap();
+    assert!(unanalysed.is_empty(), "never analysed: {unanalysed:?}");
     // The live app still reads and the workers still write after the swap.
     let p = app
         .post("/v1/patients", &app_token(&app).await, patient_body("Post"))
@@ -579,6 +600,17 @@ async fn clinic_rebuild_swaps_in_identical_tables() {
             .await
             .unwrap();
     assert_eq!(leftovers, 0);
+}
+
+/// Every index of the read models: table, name and definition, in name order.
+async fn index_definitions(conn: &mut PgConnection) -> Vec<(String, String, String)> {
+    sqlx::query_as(
+        "SELECT tablename::text, indexname::text, indexdef FROM pg_indexes \
+         WHERE schemaname = 'rm' ORDER BY 1, 2",
+    )
+    .fetch_all(conn)
+    .await
+    .unwrap()
 }
 
 async fn app_token(app: &TestApp) -> String {
