@@ -80,7 +80,8 @@ impl StoredEvent {
     }
 
     pub(crate) fn decode<E: serde::de::DeserializeOwned>(&self) -> Result<E, ProjectionError> {
-        serde_json::from_value(self.payload.clone()).map_err(|e| self.poison(e))
+        // Deserialised from the borrowed value: no copy of the payload.
+        E::deserialize(&self.payload).map_err(|e| self.poison(e))
     }
 }
 
