@@ -243,6 +243,120 @@ async fn a_crash_mid_batch_then_a_restart_equals_a_rebuild_from_zero() {
     );
 }
 
+/// The read models, as the workers run them together.
+fn read_models() -> Vec<projections::Projection> {
+    projections::PROJECTIONS
+        .iter()
+        .copied()
+        .filter(|p| p.rebuildable)
+        .collect()
+}
+
+/// The read models' checkpoints: (name, position, the transaction that last moved it).
+async fn checkpoints(owner: &mut PgConnection) -> Vec<(String, i64, String)> {
+    sqlx::query_as(
+        "SELECT name, position, xmin::text FROM projection_checkpoints \
+         WHERE name <> 'audit_chain' ORDER BY name",
+    )
+    .fetch_all(owner)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_read_models_advance_together_one_transaction_per_batch() {
+    let mut settings = None;
+    let (app, _) = populate(spawn_app_with(|s| settings = s.workers.take()).await).await;
+    assert!(settings.is_some());
+    let mut owner = app.db.owner_connection().await;
+    let models = read_models();
+    assert_eq!(models.len(), 4);
+    let mut conn = worker::connect(&app.db.owner).await.unwrap();
+
+    // A crash in the middle of a group batch leaves every read model untouched.
+    let crashing = WorkerConfig {
+        batch_size: 10_000,
+        crash_after: Some(7),
+        ..Default::default()
+    };
+    let err = worker::group::run_group_batch(&mut conn, &models, &crashing)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("simulated crash"), "{err}");
+    sqlx::Connection::close(conn).await.unwrap();
+    let mut conn = worker::connect(&app.db.owner).await.unwrap();
+    assert!(checkpoints(&mut owner).await.iter().all(|c| c.1 == 0));
+    let untouched: i64 = sqlx::query_scalar("SELECT count(*) FROM rm.patients")
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+    assert_eq!(untouched, 0);
+
+    // Batches of 5: every batch moves the four checkpoints to one position, in one transaction.
+    let fives = WorkerConfig {
+        batch_size: 5,
+        ..Default::default()
+    };
+    let mut batches = 0;
+    loop {
+        match worker::group::run_group_batch(&mut conn, &models, &fives)
+            .await
+            .unwrap()
+        {
+            worker::group::GroupBatch::Applied(batch) => {
+                batches += 1;
+                assert!(batch.applied <= 5);
+                let now = checkpoints(&mut owner).await;
+                assert!(
+                    now.iter()
+                        .all(|(_, pos, xid)| *pos == batch.position && *xid == now[0].2),
+                    "{now:?}"
+                );
+            }
+            worker::group::GroupBatch::Idle => break,
+            worker::group::GroupBatch::Diverged => panic!("the checkpoints started together"),
+        }
+    }
+    assert!(batches > 5, "{batches} batches");
+    let together = snapshot(&mut owner, "rm").await;
+    // The same rows as a rebuild from zero.
+    projections::rebuild::rebuild(&mut owner, None)
+        .await
+        .unwrap();
+    assert_eq!(together, snapshot(&mut owner, "rm").await);
+
+    // One read model set back: the group does nothing and says so; the workers then run the
+    // read models one by one until they meet, and end with the same rows.
+    owner.execute("TRUNCATE rm.patients").await.unwrap();
+    owner
+        .execute("UPDATE projection_checkpoints SET transaction_id = '0', position = 0 WHERE name = 'patients'")
+        .await
+        .unwrap();
+    let before = checkpoints(&mut owner).await;
+    assert_eq!(
+        worker::group::run_group_batch(&mut conn, &models, &fives)
+            .await
+            .unwrap(),
+        worker::group::GroupBatch::Diverged
+    );
+    assert_eq!(checkpoints(&mut owner).await, before);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let workers = worker::spawn(
+        api::infra::db::worker_pool(&app.db.owner).await.unwrap(),
+        app.db.owner.clone(),
+        WorkerConfig {
+            batch_size: 3,
+            poll_interval: Duration::from_millis(50),
+            ..Default::default()
+        },
+        stopped,
+    );
+    app.db.caught_up().await;
+    let _ = stop.send(true);
+    workers.await.unwrap();
+    assert_eq!(together, snapshot(&mut owner, "rm").await);
+}
+
 #[tokio::test]
 async fn two_workers_at_once_never_apply_an_event_twice() {
     let app = spawn_app().await;

@@ -5,7 +5,8 @@
 //! with a lower position is never skipped — applies them, and moves the checkpoint in the same
 //! transaction, as a compare-and-swap on the old value. A crash mid-batch rolls the whole batch
 //! back: no event is lost or applied twice. LISTEN/NOTIFY wakes the workers; polling is the
-//! fallback.
+//! fallback. The read models run as one group, one transaction per batch for all of them
+//! ([`group`]); the hash chain runs on its own.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,9 @@ use tracing::{instrument, Instrument};
 
 use crate::event::read_after;
 use crate::{Projection, ProjectionError, PROJECTIONS};
+
+pub mod group;
+use group::GroupBatch;
 
 /// The NOTIFY channel the event trigger signals.
 pub const CHANNEL: &str = "clinic_events";
@@ -179,54 +183,74 @@ fn lease_key(name: &str) -> i64 {
     (h >> 1) as i64
 }
 
-/// Runs one projection until `shutdown` turns true (or it meets an event it cannot apply).
-async fn run_projection(
+/// Waits for a notification, `shutdown` or `poll`, whichever comes first.
+async fn idle(wake: &watch::Receiver<u64>, shutdown: &watch::Receiver<bool>, poll: Duration) {
+    let mut wake = wake.clone();
+    let mut shutdown = shutdown.clone();
+    tokio::select! {
+        _ = wake.changed() => {},
+        _ = shutdown.changed() => {},
+        _ = tokio::time::sleep(poll) => {},
+    }
+}
+
+/// Takes the leases of those of `wanted` this connection does not hold yet; returns the ones
+/// taken.
+async fn take_leases(conn: &mut PgConnection, wanted: &[Projection]) -> Vec<Projection> {
+    let mut taken = Vec::new();
+    for projection in wanted {
+        match sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(lease_key(projection.name))
+            .fetch_one(&mut *conn)
+            .await
+        {
+            Ok(true) => {
+                tracing::info!(projection = projection.name, "lease acquired");
+                taken.push(*projection);
+            }
+            Ok(false) => {}
+            Err(err) => tracing::warn!(error = %err, "lease query failed"),
+        }
+    }
+    taken
+}
+
+fn held(set: &[Projection], projection: &Projection) -> bool {
+    set.iter().any(|p| p.name == projection.name)
+}
+
+/// What a round of batches came to.
+enum Round {
+    /// Some projection advanced: go on at once.
+    Advanced,
+    /// Nothing to do: wait for a notification.
+    Idle,
+    /// The connection or a batch failed: reconnect.
+    Failed,
+}
+
+/// Runs `projections` (all read models, or the hash chain alone) until `shutdown` turns true
+/// or every one of them has stopped at an event it cannot apply. The projections whose lease
+/// this worker holds run as one group ([`group`]) while their checkpoints agree, else one by
+/// one; the leases of the others are tried again every `poll_interval`.
+async fn run_projections(
     options: PgConnectOptions,
-    projection: Projection,
+    projections: Vec<Projection>,
     config: WorkerConfig,
     mut wake: watch::Receiver<u64>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let idle =
-        |wake: &mut watch::Receiver<u64>, shutdown: &mut watch::Receiver<bool>, poll: Duration| {
-            let mut wake = wake.clone();
-            let mut shutdown = shutdown.clone();
-            async move {
-                tokio::select! {
-                    _ = wake.changed() => {},
-                    _ = shutdown.changed() => {},
-                    _ = tokio::time::sleep(poll) => {},
-                }
-            }
-        };
-    while !*shutdown.borrow() {
+    let mut stopped: Vec<Projection> = Vec::new();
+    while !*shutdown.borrow() && stopped.len() < projections.len() {
         let mut conn = match connect(&options).await {
             Ok(c) => c,
             Err(err) => {
                 tracing::warn!(error = %err, "projection worker cannot connect; retrying");
-                idle(&mut wake, &mut shutdown, config.poll_interval).await;
+                idle(&wake, &shutdown, config.poll_interval).await;
                 continue;
             }
         };
-        let leased: bool = match sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(lease_key(projection.name))
-            .fetch_one(&mut conn)
-            .await
-        {
-            Ok(l) => l,
-            Err(err) => {
-                tracing::warn!(error = %err, "lease query failed");
-                false
-            }
-        };
-        if !leased {
-            // Another worker owns it; look again later (it may die).
-            let _ = conn.close().await;
-            idle(&mut wake, &mut shutdown, config.poll_interval).await;
-            continue;
-        }
-        tracing::info!("lease acquired");
-        if projection.rebuildable {
+        if projections.iter().all(|p| p.rebuildable) {
             // A read model's batches commit without waiting for the WAL flush. A crash can
             // then lose only the last batches whose commit was not flushed yet — their rows
             // *and* their checkpoint, which commit together — so the worker re-applies them
@@ -236,42 +260,122 @@ async fn run_projection(
                 tracing::warn!(error = %err, "cannot turn off synchronous_commit");
             }
         }
+        let mut leased: Vec<Projection> = Vec::new();
+        let mut last_try: Option<tokio::time::Instant> = None;
         loop {
             if *shutdown.borrow() {
                 let _ = conn.close().await;
                 return;
             }
+            if leased.len() + stopped.len() < projections.len()
+                && last_try.is_none_or(|t| t.elapsed() >= config.poll_interval)
+            {
+                // Another worker may own some (it may die): look again every poll interval.
+                let missing: Vec<Projection> = projections
+                    .iter()
+                    .filter(|p| !held(&leased, p) && !held(&stopped, p))
+                    .copied()
+                    .collect();
+                leased.extend(take_leases(&mut conn, &missing).await);
+                leased.sort_by_key(|p| p.name);
+                last_try = Some(tokio::time::Instant::now());
+            }
             // Look at the wake-up counter before the batch, so a notification that arrives
             // during it is not lost.
             wake.borrow_and_update();
-            match run_batch(&mut conn, &projection, &config).await {
-                Ok(Some(batch)) => {
-                    record_batch(&config, projection.name, &batch);
-                    tracing::info!(
-                        position = batch.position,
-                        applied = batch.applied,
-                        "projection advanced"
-                    );
-                }
-                Ok(None) => idle(&mut wake, &mut shutdown, config.poll_interval).await,
-                Err(err @ ProjectionError::Poison { .. }) => {
-                    tracing::error!(error = %err, "projection stopped at an event it cannot apply");
-                    record_failure(&mut conn, projection.name, &err).await;
-                    let _ = conn.close().await;
-                    return;
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "projection batch failed; retrying");
+            match round(&mut conn, &mut leased, &mut stopped, &config).await {
+                Round::Advanced => {}
+                Round::Idle => idle(&wake, &shutdown, config.poll_interval).await,
+                Round::Failed => {
                     let _ = conn.close().await;
                     if config.crash_after.is_some() {
                         // The test hook simulates a process crash: this worker is gone.
                         return;
                     }
-                    idle(&mut wake, &mut shutdown, config.poll_interval).await;
+                    idle(&wake, &shutdown, config.poll_interval).await;
                     break;
                 }
             }
+            if stopped.len() == projections.len() {
+                let _ = conn.close().await;
+                return;
+            }
         }
+    }
+}
+
+/// One batch of the group, or, when the group cannot run, one batch of each projection.
+async fn round(
+    conn: &mut PgConnection,
+    leased: &mut Vec<Projection>,
+    stopped: &mut Vec<Projection>,
+    config: &WorkerConfig,
+) -> Round {
+    if leased.is_empty() {
+        return Round::Idle;
+    }
+    if leased.len() > 1 {
+        match group::run_group_batch(conn, leased, config).await {
+            Ok(GroupBatch::Applied(batch)) => {
+                for projection in leased.iter() {
+                    record_batch(config, projection.name, &batch);
+                }
+                tracing::debug!(
+                    position = batch.position,
+                    applied = batch.applied,
+                    projections = leased.len(),
+                    "projections advanced together"
+                );
+                return Round::Advanced;
+            }
+            Ok(GroupBatch::Idle) => return Round::Idle,
+            // One by one below: the projection that cannot apply its event stops there.
+            Ok(GroupBatch::Diverged) | Err(ProjectionError::Poison { .. }) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, "projection batch failed; retrying");
+                return Round::Failed;
+            }
+        }
+    }
+    let mut advanced = false;
+    for projection in leased.clone() {
+        let span = tracing::info_span!("projection", projection = projection.name);
+        match run_batch(conn, &projection, config).instrument(span).await {
+            Ok(Some(batch)) => {
+                record_batch(config, projection.name, &batch);
+                tracing::debug!(
+                    projection = projection.name,
+                    position = batch.position,
+                    applied = batch.applied,
+                    "projection advanced"
+                );
+                advanced = true;
+            }
+            Ok(None) => {}
+            Err(err @ ProjectionError::Poison { .. }) => {
+                tracing::error!(
+                    projection = projection.name,
+                    error = %err,
+                    "projection stopped at an event it cannot apply"
+                );
+                record_failure(conn, projection.name, &err).await;
+                let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+                    .bind(lease_key(projection.name))
+                    .execute(&mut *conn)
+                    .await;
+                leased.retain(|p| p.name != projection.name);
+                stopped.push(projection);
+            }
+            Err(err) => {
+                tracing::warn!(projection = projection.name, error = %err, "projection batch failed; retrying");
+                return Round::Failed;
+            }
+        }
+    }
+    if advanced {
+        Round::Advanced
+    } else {
+        Round::Idle
     }
 }
 
@@ -317,15 +421,20 @@ pub fn spawn(
                 }
             })
         };
-        let tasks: Vec<_> = config
-            .projections
-            .iter()
-            .map(|projection| {
-                let span = tracing::info_span!("projection", projection = projection.name);
+        // The read models run as one group; the hash chain (synchronous commits) on its own.
+        let (models, others): (Vec<Projection>, Vec<Projection>) =
+            config.projections.iter().partition(|p| p.rebuildable);
+        let sets = std::iter::once(models)
+            .chain(others.into_iter().map(|p| vec![p]))
+            .filter(|set| !set.is_empty());
+        let tasks: Vec<_> = sets
+            .map(|set| {
+                let names: Vec<&str> = set.iter().map(|p| p.name).collect();
+                let span = tracing::info_span!("projections", names = ?names);
                 tokio::spawn(
-                    run_projection(
+                    run_projections(
                         options.clone(),
-                        *projection,
+                        set,
                         config.clone(),
                         wake_rx.clone(),
                         shutdown.clone(),
