@@ -63,6 +63,9 @@ pub struct Args {
     /// Where the JSON results go.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
     pub results_dir: PathBuf,
+    /// Keep the fresh database when the run ends (for a post-mortem); it is dropped otherwise.
+    #[arg(long)]
+    pub keep_database: bool,
     /// The `clinic` binary; default: `cargo build --release --bin clinic` and use it.
     #[arg(long)]
     pub clinic_bin: Option<PathBuf>,

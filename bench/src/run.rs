@@ -85,7 +85,11 @@ pub async fn main(args: Args, plan: Plan) -> Result<bool> {
     if args.url.is_some() {
         let _ = raw::cleanup(&session.db.url).await;
     }
-    session.db.drop_now().await;
+    if args.keep_database {
+        eprintln!("kept database {}", session.db.name);
+    } else {
+        session.db.drop_now().await;
+    }
     let report = outcome?;
     report.print();
     let path = report.save(&args.results_dir)?;
@@ -179,7 +183,15 @@ async fn phases(session: &mut Session, args: &Args, plan: &Plan) -> Result<Repor
         report.store_events_big, report.seed_seconds
     );
     if restart {
-        report.rebuild = Some(rebuild(session, &db_url, report.store_events_big).await?);
+        // A failed rebuild fails the run, but the rest is still measured: the server's own
+        // workers then build the read models from the events.
+        match rebuild(session, &db_url, report.store_events_big).await {
+            Ok(r) => report.rebuild = Some(r),
+            Err(e) => {
+                eprintln!("  rebuild failed: {e}");
+                report.problems.push(format!("clinic rebuild failed: {e}"));
+            }
+        }
         session.start().await?;
     }
     fixture.refresh_tokens(&api).await?;
