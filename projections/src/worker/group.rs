@@ -13,7 +13,7 @@
 use sqlx::{Connection, PgConnection};
 use tracing::instrument;
 
-use super::{Batch, WorkerConfig};
+use super::{move_checkpoints, simulated_crash, Batch, WorkerConfig};
 use crate::event::read_after;
 use crate::{Projection, ProjectionError};
 
@@ -70,29 +70,9 @@ pub async fn run_group_batch(
         projection.apply("rm", &mut tx, &events[..upto]).await?;
     }
     if let Some(n) = crash {
-        return Err(ProjectionError::Db(sqlx::Error::Protocol(format!(
-            "simulated crash after {n} events of a batch"
-        ))));
+        return Err(simulated_crash(n));
     }
-    let moved = sqlx::query(
-        "UPDATE projection_checkpoints SET transaction_id = $2::xid8, position = $3, updated_at = now(), \
-         failed_position = NULL, last_error = NULL \
-         WHERE name = ANY($1) AND transaction_id = $4::xid8 AND position = $5",
-    )
-    .bind(&names)
-    .bind(&new_tx)
-    .bind(new_pos)
-    .bind(&old_tx)
-    .bind(old_pos)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if moved != names.len() as u64 {
-        // Someone else moved a checkpoint: drop this batch (rolled back on drop).
-        return Err(ProjectionError::Db(sqlx::Error::Protocol(format!(
-            "checkpoints of {names:?} moved during the batch"
-        ))));
-    }
+    move_checkpoints(&mut tx, &names, (&old_tx, old_pos), (&new_tx, new_pos)).await?;
     tx.commit().await?;
     tracing::Span::current().record("position", new_pos);
     Ok(GroupBatch::Applied(Batch {

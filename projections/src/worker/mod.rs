@@ -107,30 +107,10 @@ pub async fn run_batch(
     let (new_tx, new_pos) = (last.transaction_id.clone(), last.position);
     if let Some(n) = config.crash_after.filter(|n| *n < events.len()) {
         projection.apply("rm", &mut tx, &events[..n]).await?;
-        return Err(ProjectionError::Db(sqlx::Error::Protocol(format!(
-            "simulated crash after {n} events of a batch"
-        ))));
+        return Err(simulated_crash(n));
     }
     projection.apply("rm", &mut tx, &events).await?;
-    let moved = sqlx::query(
-        "UPDATE projection_checkpoints SET transaction_id = $2::xid8, position = $3, updated_at = now(), \
-         failed_position = NULL, last_error = NULL \
-         WHERE name = $1 AND transaction_id = $4::xid8 AND position = $5",
-    )
-    .bind(name)
-    .bind(&new_tx)
-    .bind(new_pos)
-    .bind(&old_tx)
-    .bind(old_pos)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if moved != 1 {
-        // Someone else moved the checkpoint: drop this batch (rolled back on drop).
-        return Err(ProjectionError::Db(sqlx::Error::Protocol(format!(
-            "checkpoint of {name} moved during the batch"
-        ))));
-    }
+    move_checkpoints(&mut tx, &[name], (&old_tx, old_pos), (&new_tx, new_pos)).await?;
     tx.commit().await?;
     tracing::Span::current().record("position", new_pos);
     tracing::debug!(applied = events.len(), "batch applied");
@@ -138,6 +118,42 @@ pub async fn run_batch(
         applied: events.len(),
         position: new_pos,
     }))
+}
+
+/// The error of the test hook `crash_after`.
+fn simulated_crash(n: usize) -> ProjectionError {
+    ProjectionError::Db(sqlx::Error::Protocol(format!(
+        "simulated crash after {n} events of a batch"
+    )))
+}
+
+/// Moves the checkpoints of `names` from `old` to `new`, as a compare-and-swap: an error when
+/// another worker moved one of them first (the caller's batch is then rolled back).
+async fn move_checkpoints(
+    conn: &mut PgConnection,
+    names: &[&str],
+    (old_tx, old_pos): (&str, i64),
+    (new_tx, new_pos): (&str, i64),
+) -> Result<(), ProjectionError> {
+    let moved = sqlx::query(
+        "UPDATE projection_checkpoints SET transaction_id = $2::xid8, position = $3, updated_at = now(), \
+         failed_position = NULL, last_error = NULL \
+         WHERE name = ANY($1) AND transaction_id = $4::xid8 AND position = $5",
+    )
+    .bind(names)
+    .bind(new_tx)
+    .bind(new_pos)
+    .bind(old_tx)
+    .bind(old_pos)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    if moved != names.len() as u64 {
+        return Err(ProjectionError::Db(sqlx::Error::Protocol(format!(
+            "checkpoints of {names:?} moved during the batch"
+        ))));
+    }
+    Ok(())
 }
 
 /// Records a committed batch: the position applied, the events it applied and its size. Lag
