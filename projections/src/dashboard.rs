@@ -213,8 +213,16 @@ pub async fn dashboard(
     .fetch_one(&mut *tx)
     .await?;
 
+    // The week's 15-minute buckets from the first one that starts at or after the week's
+    // start, plus the patients of the partial bucket before it (none where the week starts on
+    // a bucket boundary, as every time zone's midnight does today).
     let new_patients: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM rm.patients p WHERE p.clinic_id = $1 AND p.registered_at >= $2",
+        "WITH b AS (SELECT CASE WHEN rm_bucket($2) = $2 THEN $2 \
+                           ELSE rm_bucket($2) + interval '15 minutes' END AS first) \
+         SELECT coalesce((SELECT sum(r.registered) FROM rm.patient_registrations r, b \
+                          WHERE r.clinic_id = $1 AND r.bucket >= b.first), 0)::bigint \
+              + (SELECT count(*) FROM rm.patients p, b \
+                 WHERE p.clinic_id = $1 AND p.registered_at >= $2 AND p.registered_at < b.first)",
     )
     .bind(clinic_uuid)
     .bind(frame.week_start_at)

@@ -11,10 +11,11 @@ use uuid::Uuid;
 
 use crate::helpers::{patient_body, spawn_app, spawn_app_with, Answer, TestApp, TestDb};
 
-const TABLES: [(&str, &str); 4] = [
+const TABLES: [(&str, &str); 5] = [
     ("clinics", "clinic_id"),
     ("staff", "clinic_id, staff_id"),
     ("patients", "clinic_id, patient_id"),
+    ("patient_registrations", "clinic_id, bucket"),
     ("appointments", "clinic_id, appointment_id"),
 ];
 
@@ -327,7 +328,10 @@ async fn the_read_models_advance_together_one_transaction_per_batch() {
 
     // One read model set back: the group does nothing and says so; the workers then run the
     // read models one by one until they meet, and end with the same rows.
-    owner.execute("TRUNCATE rm.patients").await.unwrap();
+    owner
+        .execute("TRUNCATE rm.patients, rm.patient_registrations")
+        .await
+        .unwrap();
     owner
         .execute("UPDATE projection_checkpoints SET transaction_id = '0', position = 0 WHERE name = 'patients'")
         .await

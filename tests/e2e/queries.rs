@@ -14,7 +14,9 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::helpers::{patient_body, spawn_app, Answer, ClinicFixture, TestApp, PASSWORD};
+use crate::helpers::{
+    patient_body, spawn_app, spawn_app_at, Answer, ClinicFixture, TestApp, PASSWORD,
+};
 
 // ---------------------------------------------------------------------------------------
 // Helpers.
@@ -1345,4 +1347,69 @@ async fn the_openapi_document_describes_every_query_endpoint() {
     assert!(json["paths"]["/v1/patients"]["post"].is_object());
     assert!(json["paths"]["/v1/clinics"]["post"].is_object());
     assert!(json["paths"]["/v1/clinic"]["patch"].is_object());
+}
+
+/// "New patients this week" sums the clinic's registrations per 15-minute bucket from the
+/// local Monday 00:00 on: a registration at 23:59 on Sunday is last week's, one at 00:00 on
+/// Monday this week's, and the buckets agree with the rows.
+#[tokio::test]
+async fn new_patients_this_week_start_at_the_local_monday_midnight() {
+    use chrono::TimeZone;
+    // Sunday 2027-01-17, 22:00 in Berlin; the local week starts at 23:00 UTC.
+    let app = spawn_app_at(Utc.with_ymd_and_hms(2027, 1, 17, 21, 0, 0).unwrap()).await;
+    let platform = app.platform_admin().await;
+    let north = app.clinic(&platform, "north").await;
+    let monday = Utc.with_ymd_and_hms(2027, 1, 17, 23, 0, 0).unwrap();
+    // A fresh token each time: the clock moves past an access token's lifetime.
+    let register = |given: &'static str| {
+        let app = &app;
+        let email = north.emails["receptionist"].clone();
+        async move {
+            let token = app.login(&email).await;
+            position(&app.post("/v1/patients", &token, patient_body(given)).await)
+        }
+    };
+    let set_clock = |at: chrono::DateTime<Utc>| app.advance(at - app.now());
+    set_clock(monday - chrono::Duration::minutes(30));
+    register("Sunday").await;
+    set_clock(monday - chrono::Duration::seconds(1));
+    register("Late").await;
+    set_clock(monday);
+    register("Midnight").await;
+    set_clock(monday + chrono::Duration::minutes(14));
+    register("Early").await;
+    set_clock(monday + chrono::Duration::minutes(40));
+    let last = register("Later").await;
+    let admin = app.login(&north.emails["clinic_admin"]).await;
+    let dashboard = ok(read(&app, &admin, "/v1/dashboard", last).await);
+    assert_eq!(dashboard["week_start"], "2027-01-18", "{dashboard}");
+    assert_eq!(dashboard["new_patients_this_week"], 3, "{dashboard}");
+
+    // The buckets hold every registration of the clinic (the fixture's patient included), in
+    // the bucket of its time.
+    let mut owner = app.db.owner_connection().await;
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT to_char(bucket AT TIME ZONE 'UTC', 'DD HH24:MI'), registered::int8 \
+         FROM rm.patient_registrations WHERE clinic_id = $1 ORDER BY bucket",
+    )
+    .bind(north.id)
+    .fetch_all(&mut owner)
+    .await
+    .unwrap();
+    let patients: i64 = sqlx::query_scalar("SELECT count(*) FROM rm.patients WHERE clinic_id = $1")
+        .bind(north.id)
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+    assert_eq!(rows.iter().map(|r| r.1).sum::<i64>(), patients, "{rows:?}");
+    let tail: Vec<(String, i64)> = rows[rows.len() - 4..].to_vec();
+    assert_eq!(
+        tail,
+        vec![
+            ("17 22:30".to_owned(), 1),
+            ("17 22:45".to_owned(), 1),
+            ("17 23:00".to_owned(), 2),
+            ("17 23:30".to_owned(), 1)
+        ]
+    );
 }

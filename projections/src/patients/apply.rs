@@ -1,5 +1,6 @@
 //! `rm.patients`: one row per patient record; the searchable columns (folded names, phone
-//! digits) beside the whole record as JSON. A batch of events is merged per patient in memory
+//! digits) beside the whole record as JSON. `rm.patient_registrations`: the clinic's
+//! registrations per 15-minute bucket, added to by the statement that inserts the rows. A batch of events is merged per patient in memory
 //! and written with one `INSERT` and one `UPDATE` (see [`crate::changes`]).
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -126,13 +127,19 @@ const UNNEST: &str = "unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5:
 
 /// Applies `events` (this projection's, in commit order) to `s.patients`.
 pub(super) async fn apply(s: &str, conn: &mut PgConnection, events: &[&StoredEvent]) -> Applied {
+    // The new rows, and in the same statement the clinic's registrations per 15-minute
+    // bucket (what the dashboard sums for "new patients this week").
     let insert = format!(
-            "INSERT INTO {s}.patients (clinic_id, patient_id, mrn, given, family, given_key, family_key, \
+            "WITH new AS (INSERT INTO {s}.patients (clinic_id, patient_id, mrn, given, family, given_key, family_key, \
              birth_date, sex, phone, phone_digits, email, status, merged_into, record, registered_at, \
              updated_at, version) \
              SELECT clinic_id, patient_id, mrn, given, family, rm_fold(given), rm_fold(family), birth_date, \
              sex, phone, phone_digits, email, status, merged_into, record, registered_at, updated_at, version \
-             FROM {UNNEST} RETURNING clinic_id, patient_id"
+             FROM {UNNEST} RETURNING clinic_id, patient_id, registered_at), \
+             counted AS (INSERT INTO {s}.patient_registrations AS t (clinic_id, bucket, registered) \
+             SELECT clinic_id, rm_bucket(registered_at), count(*) FROM new GROUP BY 1, 2 \
+             ON CONFLICT (clinic_id, bucket) DO UPDATE SET registered = t.registered + excluded.registered) \
+             SELECT clinic_id, patient_id FROM new"
         );
     let update = format!(
             "UPDATE {s}.patients t SET given = coalesce(u.given, t.given), family = coalesce(u.family, t.family), \

@@ -8,10 +8,10 @@ pub use queries::*;
 
 use crate::projection::Projection;
 
-/// The projection of `rm.patients`.
+/// The projection of `rm.patients` (and its registrations per 15-minute bucket).
 pub const PROJECTION: Projection = Projection::read_model(
     "patients",
-    &["patients"],
+    &["patients", "patient_registrations"],
     Some("Patient"),
     |schema, conn, events| Box::pin(apply::apply(schema, conn, events)),
 );
