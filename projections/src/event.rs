@@ -28,10 +28,12 @@ pub struct StoredEvent {
     pub occurred_at: Option<DateTime<Utc>>,
 }
 
-/// The columns every reader selects, in `StoredEvent`'s order.
+/// The columns every reader selects, in `StoredEvent`'s order. The payload is read as stored
+/// (`json` text, parsed once by `serde_json`): a `::jsonb` cast had PostgreSQL parse it and
+/// sort its keys first, a sixth of a rebuild's database time.
 pub const EVENT_COLUMNS: &str =
     "position, transaction_id::text AS transaction_id, tenant_id, aggregate_type, \
-     aggregate_id, sequence, event_type, payload::jsonb AS payload, \
+     aggregate_id, sequence, event_type, payload, \
      (metadata ->> 'occurred_at')::timestamptz AS occurred_at";
 
 /// The next `limit` events after `(transaction_id, position)` in commit order, below the

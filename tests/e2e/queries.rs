@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::helpers::{
-    patient_body, spawn_app, spawn_app_at, Answer, ClinicFixture, TestApp, PASSWORD,
+    patient_body, spawn_app, spawn_app_at, Answer, ClinicFixture, TestApp, TestDb, PASSWORD,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -1412,4 +1412,41 @@ async fn new_patients_this_week_start_at_the_local_monday_midnight() {
             ("17 23:30".to_owned(), 1)
         ]
     );
+}
+
+/// The patients' writes fold names with `rm_fold`'s body written out (PostgreSQL does not
+/// inline the function); searches fold the query with `rm_fold` itself. The two must agree,
+/// or a search misses the rows it should find.
+#[tokio::test]
+async fn the_written_out_fold_folds_like_rm_fold() {
+    let db = TestDb::new().await;
+    let mut conn = db.owner_connection().await;
+    let inline = projections::patients::fold_expression("$1::text");
+    let names = [
+        Some("Zoë"),
+        Some("ÅNGSTRÖM"),
+        Some("Łukasz Żółć"),
+        Some("Nguyễn Thị Minh Khai"),
+        Some("李小龍"),
+        Some("straße ǅ ﬁ Ｆｕｌｌ"),
+        Some("Émile 🎉 O'Brien-Smith"),
+        Some(""),
+        Some("  spaced  "),
+        None,
+    ];
+    for name in names {
+        let (folded, written): (String, String) =
+            sqlx::query_as(&format!("SELECT rm_fold($1::text), {inline}"))
+                .bind(name)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(written, folded, "{name:?}");
+    }
+    let (zoe,): (String,) = sqlx::query_as(&format!("SELECT {inline}"))
+        .bind("Zoë")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(zoe, "zoe");
 }

@@ -4,6 +4,7 @@
 mod apply;
 mod queries;
 
+pub use apply::fold_expression;
 pub use queries::*;
 
 use crate::projection::Projection;
