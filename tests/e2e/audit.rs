@@ -12,6 +12,8 @@ use serde_json::{json, Value};
 use sqlx::{Connection, Executor};
 use uuid::Uuid;
 
+use projections::audit::{self, EventFilter};
+
 use crate::helpers::{patient_body, spawn_app, Answer, ClinicFixture, TestApp, TestDb};
 
 // ---------------------------------------------------------------------------------------
@@ -221,6 +223,109 @@ async fn an_auditor_streams_the_clinics_events_in_commit_order_and_resumes_witho
             .await
             .names_field(field);
     }
+}
+
+/// The export writes each line from its row, the payload's JSON text as stored. Its lines say
+/// what the typed read (`AuditEvent`, payload parsed) says, also for names with accents, CJK,
+/// emoji and quotes, and for a payload stored with line breaks; they come in chunks of whole
+/// lines.
+#[tokio::test]
+async fn the_export_writes_the_lines_of_the_typed_read_in_chunks_of_whole_lines() {
+    let (app, _platform, north, _south) = two_clinics().await;
+    let names = [
+        "Zoë",
+        "Łukasz",
+        "李小龍",
+        "O'Brien",
+        "Ana-María",
+        "Émile 🎉",
+        "Nguyễn",
+    ];
+    // Enough events for several chunks.
+    let mut i = 0;
+    while app.event_count().await < 300 {
+        let given = names[i % names.len()];
+        ok(&app
+            .post("/v1/patients", &north.receptionist, patient_body(given))
+            .await);
+        i += 1;
+    }
+    // An event stored with line breaks between its JSON tokens (the `json` type keeps them):
+    // its line must still be one line.
+    let mut owner = app.db.owner_connection().await;
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ('AuditTestMarker', $1, 1, 'Marked', '1.0', $2::json, $3)",
+    )
+    .bind(format!("{}:{}", north.id, Uuid::new_v4()))
+    .bind("{\n  \"Marked\": {\"note\": \"two\\nlines\",\r\n \"at\": 1}\n}")
+    .bind(json!({"tenant_id": north.id, "actor_id": Uuid::nil(), "actor_role": "system",
+                 "request_id": "export-test", "occurred_at": app.now()}))
+    .execute(&mut owner)
+    .await
+    .unwrap();
+    let pool = app.db.app_pool().await;
+    let clinic = domain::ids::ClinicId::from_uuid(north.id);
+
+    let mut typed = Vec::new();
+    let mut rx = audit::stream_events(pool.clone(), clinic, EventFilter::default(), 16);
+    while let Some(event) = rx.recv().await {
+        typed.extend(event.unwrap().to_ndjson_line());
+    }
+    let mut chunks = Vec::new();
+    let mut rx = audit::stream_ndjson(pool.clone(), clinic, EventFilter::default(), 2);
+    while let Some(chunk) = rx.recv().await {
+        chunks.push(chunk.unwrap());
+    }
+
+    assert!(chunks.len() >= 2, "{} chunks", chunks.len());
+    for (n, chunk) in chunks.iter().enumerate() {
+        assert_eq!(chunk.last(), Some(&b'\n'), "chunk {n} ends mid-line");
+        if n + 1 < chunks.len() {
+            assert!(
+                chunk.len() >= audit::CHUNK_BYTES,
+                "chunk {n}: {}",
+                chunk.len()
+            );
+        }
+    }
+    let exported = String::from_utf8(chunks.concat()).unwrap();
+    let typed = String::from_utf8(typed).unwrap();
+    assert_eq!(lines(&exported), lines(&typed));
+    // The payload is the stored text, byte for byte (one line per event, though: the payload
+    // stored with line breaks is written compact).
+    let stored: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT position, payload::text FROM events WHERE tenant_id = $1 \
+         ORDER BY transaction_id, position",
+    )
+    .bind(north.id)
+    .fetch_all(&mut owner)
+    .await
+    .unwrap();
+    assert_eq!(exported.lines().count(), stored.len());
+    for (line, (position, payload)) in exported.lines().zip(&stored) {
+        let raw: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(raw["position"], *position);
+        if payload.contains('\n') {
+            assert!(line.contains(r#""payload":{"Marked":{"#), "{line}");
+        } else {
+            assert!(
+                line.contains(&format!(r#""payload":{payload},"actor""#)),
+                "{line}"
+            );
+        }
+    }
+    let streamed = full_stream(&app, &north.auditor, north.id, "").await;
+    assert!(streamed.contains("李小龍") && streamed.contains("Émile 🎉"));
+    assert!(lines(&streamed)
+        .iter()
+        .any(|e| e["payload"] == json!({"Marked": {"note": "two\nlines", "at": 1}})));
+    for given in names {
+        assert!(lines(&streamed)
+            .iter()
+            .any(|e| e["payload"]["PatientRegistered"]["name"]["given"] == given));
+    }
+    pool.close().await;
 }
 
 #[tokio::test]

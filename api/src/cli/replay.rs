@@ -111,14 +111,13 @@ async fn export(
         until,
         ..EventFilter::default()
     };
-    let mut rx = audit::stream_events(pool.clone(), clinic, filter, BUFFER);
-    let mut count: u64 = 0;
-    while let Some(event) = rx.recv().await {
-        let event = event.map_err(|e| CliError::Refused(format!("reading the events: {e}")))?;
-        sink.write_all(&event.to_ndjson_line())
-            .await
-            .map_err(write_failed)?;
-        count += 1;
+    let mut rx = audit::stream_ndjson(pool.clone(), clinic, filter, 4);
+    let mut count: usize = 0;
+    while let Some(lines) = rx.recv().await {
+        let lines = lines.map_err(|e| CliError::Refused(format!("reading the events: {e}")))?;
+        sink.write_all(&lines).await.map_err(write_failed)?;
+        // One line per event: JSON text escapes every newline inside a string.
+        count += lines.iter().filter(|b| **b == b'\n').count();
     }
     sink.flush().await.map_err(write_failed)?;
     if let Some(path) = out {

@@ -58,8 +58,8 @@ pub const MAX_STREAM_LIMIT: i64 = 1_000_000;
 /// Access-log page sizes.
 pub const DEFAULT_ACCESS_LIMIT: i64 = 100;
 pub const MAX_ACCESS_LIMIT: i64 = 1000;
-/// Events buffered between the database cursor and the HTTP body.
-const STREAM_BUFFER: usize = 64;
+/// Chunks of lines (about 64 KiB each) buffered between the database cursor and the HTTP body.
+const STREAM_BUFFER: usize = 4;
 
 /// The problems every audit endpoint may answer with (documentation only).
 pub struct AuditProblems;
@@ -151,7 +151,8 @@ pub struct EventParams {
 /// The clinic's events as NDJSON, in commit order.
 ///
 /// One line per event: `{position, time, aggregate_type, aggregate_id, sequence, event_type,
-/// event_version, payload, actor, role, request_id}` (see `AuditEvent`). Events are listed in
+/// event_version, payload, actor, role, request_id}` (see `AuditEvent`); `payload` is the
+/// store's JSON text, byte for byte. Events are listed in
 /// commit order (transaction, then position) and only once every transaction that could
 /// precede them has ended, so a stream resumed with `after_position` = the last position
 /// received never misses an event and never repeats one. The answer is streamed from a
@@ -192,7 +193,7 @@ async fn stream_events(
         aggregate_id: params.aggregate_id,
         limit: params.limit,
     };
-    ndjson_response(audit::stream_events(
+    ndjson_response(audit::stream_ndjson(
         state.pool.clone(),
         clinic,
         filter,
@@ -201,11 +202,11 @@ async fn stream_events(
     .await
 }
 
-/// Waits for the first event (so a failing query is still a proper 500), then streams the
-/// rest as NDJSON. A database error later cuts the body short (the client sees an aborted
+/// Waits for the first chunk of lines (so a failing query is still a proper 500), then
+/// streams the rest. A database error later cuts the body short (the client sees an aborted
 /// transfer, never a partial line presented as complete).
 async fn ndjson_response(
-    mut rx: tokio::sync::mpsc::Receiver<Result<AuditEvent, sqlx::Error>>,
+    mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, sqlx::Error>>,
 ) -> Result<Response, ApiError> {
     let first = match rx.recv().await {
         Some(Err(e)) => return Err(ApiError::internal(e)),
@@ -217,7 +218,7 @@ async fn ndjson_response(
     let lines = futures::stream::iter(first)
         .chain(rest)
         .map(|item| match item {
-            Ok(event) => Ok::<_, std::io::Error>(bytes::Bytes::from(event.to_ndjson_line())),
+            Ok(lines) => Ok::<_, std::io::Error>(bytes::Bytes::from(lines)),
             Err(e) => {
                 tracing::error!(error = %e, "audit event stream failed");
                 Err(std::io::Error::other("the event stream failed"))
