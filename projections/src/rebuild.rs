@@ -8,8 +8,10 @@
 //! rebuild tables nobody reads yet, and a rebuild is re-run from zero. Each batch is its own
 //! transaction, so the rebuild never holds the commit fence (the oldest running transaction)
 //! back for long. The fresh tables are loaded with their primary keys and unique indexes
-//! only (every write of a projection finds its row by primary key); the other indexes are
-//! built once the bulk is in, and the tables analysed, before the swap. The swap holds the projections' checkpoint rows (which every live batch
+//! only (every write of a projection finds its row by primary key), their pages half filled
+//! (an event that updates a row loaded earlier writes its new version on the same page: a
+//! HOT update, no index entry); the other indexes are built once the bulk is in, the fill
+//! factor reset, and the tables analysed, before the swap. The swap holds the projections' checkpoint rows (which every live batch
 //! locks first), catches up to the newest committed events, moves the tables, and sets the
 //! checkpoints to where the rebuild stopped; it commits synchronously.
 
@@ -28,6 +30,9 @@ pub fn rebuildable(name: &str) -> Result<Projection, ProjectionError> {
     }
     Ok(projection)
 }
+
+/// How full a rebuild fills the pages of its fresh tables (percent).
+const LOAD_FILLFACTOR: u32 = 50;
 
 /// Events read per batch of a rebuild.
 const BATCH: i64 = 10_000;
@@ -126,6 +131,13 @@ async fn rebuild_together(
         .map(|p| format!("rm_rebuild_{}", p.name))
         .collect();
     let deferred = drop_secondary_indexes(conn, &schemas).await?;
+    let tables = tables_of(conn, &schemas).await?;
+    // Room on each page for a row's next version: an update that stays on its page (with
+    // only the keys indexed during the load) writes no index entry.
+    for table in &tables {
+        conn.execute(format!("ALTER TABLE {table} SET (fillfactor = {LOAD_FILLFACTOR})").as_str())
+            .await?;
+    }
 
     // The bulk of the work, outside any lock, as the worker role (row-level security holds
     // for the owner too: the tables FORCE it).
@@ -134,7 +146,7 @@ async fn rebuild_together(
     let built = catch_up(conn, projections, ("0".into(), 0), false, &mut tally).await;
     conn.execute("RESET ROLE; RESET synchronous_commit").await?;
     let (position, mut events) = built?;
-    index_and_analyse(conn, &deferred, &schemas).await?;
+    index_and_analyse(conn, &deferred, &tables).await?;
 
     // The swap: hold the checkpoint rows (always in the order of PROJECTIONS, so two
     // rebuilds cannot deadlock; a worker holds one row at a time), catch up the last events,
@@ -226,25 +238,37 @@ async fn drop_secondary_indexes(
         .collect())
 }
 
-/// Builds the `deferred` indexes and analyses every table of `schemas`, so the swapped-in
-/// tables are planned with statistics from their first query.
+/// The tables of `schemas`, qualified.
+async fn tables_of(
+    conn: &mut PgConnection,
+    schemas: &[String],
+) -> Result<Vec<String>, ProjectionError> {
+    Ok(sqlx::query_scalar(
+        "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables \
+         WHERE schemaname = ANY($1) ORDER BY 1",
+    )
+    .bind(schemas)
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// Builds the `deferred` indexes, gives `tables` back their default fill factor (for the pages
+/// written from now on) and analyses them, so the swapped-in tables are planned with
+/// statistics from their first query.
 async fn index_and_analyse(
     conn: &mut PgConnection,
     deferred: &[String],
-    schemas: &[String],
+    tables: &[String],
 ) -> Result<(), ProjectionError> {
     let started = Instant::now();
     conn.execute("SET maintenance_work_mem = '256MB'").await?;
     for definition in deferred {
         conn.execute(definition.as_str()).await?;
     }
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables \
-         WHERE schemaname = ANY($1) ORDER BY 1",
-    )
-    .bind(schemas)
-    .fetch_all(&mut *conn)
-    .await?;
+    for table in tables {
+        conn.execute(format!("ALTER TABLE {table} RESET (fillfactor)").as_str())
+            .await?;
+    }
     conn.execute(format!("ANALYZE {}", tables.join(", ")).as_str())
         .await?;
     conn.execute("RESET maintenance_work_mem").await?;

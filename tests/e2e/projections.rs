@@ -739,6 +739,17 @@ async fn clinic_rebuild_swaps_in_identical_tables() {
     .await
     .unwrap();
     assert!(unanalysed.is_empty(), "never analysed: {unanalysed:?}");
+    // The fill factor the load used (room for HOT updates) is reset: the tables keep the
+    // options they were created with (none).
+    let options: Vec<(String, Vec<String>)> = sqlx::query_as(
+        "SELECT c.relname::text, c.reloptions FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = 'rm' AND c.relkind = 'r' AND c.reloptions IS NOT NULL ORDER BY 1",
+    )
+    .fetch_all(&mut owner)
+    .await
+    .unwrap();
+    assert!(options.is_empty(), "options left: {options:?}");
     // The live app still reads and the workers still write after the swap.
     let p = app
         .post("/v1/patients", &app_token(&app).await, patient_body("Post"))
