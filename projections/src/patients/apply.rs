@@ -133,7 +133,7 @@ macro_rules! fold {
     };
 }
 
-/// [`fold!`] of `x` as a string, for the tests that compare it with `rm_fold`.
+/// `fold!` of `x` as a string, for the tests that compare it with `rm_fold`.
 pub fn fold_expression(x: &str) -> String {
     fold!("{x}").replace("{x}", x)
 }

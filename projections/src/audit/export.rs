@@ -1,0 +1,99 @@
+//! The audit export (`GET /v1/audit/events`, `clinic replay`): the clinic's events as NDJSON
+//! lines, written straight from the rows.
+
+use chrono::{DateTime, Utc};
+use domain::ids::ClinicId;
+use futures::TryStreamExt;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};
+
+use super::{push_filter, EventFilter};
+#[cfg(doc)]
+use super::{stream_events, AuditEvent};
+
+/// A [`Line`]'s columns: the payload as stored (`json`, whose text PostgreSQL has checked).
+const LINE_COLUMNS: &str = audit_columns!("payload");
+
+/// One NDJSON line of the export, borrowed from its row: [`AuditEvent`]'s fields in its
+/// order, with the payload's JSON text as the store holds it (`jsonb`'s output: `": "` and
+/// `", "`, keys by length) instead of parsed into a `Value` and written again. It says what
+/// [`AuditEvent::to_ndjson_line`] says (a test compares them).
+#[derive(Serialize, sqlx::FromRow)]
+struct Line<'r> {
+    position: i64,
+    time: Option<DateTime<Utc>>,
+    aggregate_type: &'r str,
+    aggregate_id: &'r str,
+    sequence: i64,
+    event_type: &'r str,
+    event_version: &'r str,
+    payload: &'r RawValue,
+    actor: &'r str,
+    role: &'r str,
+    request_id: &'r str,
+}
+
+/// The NDJSON lines of an export are handed over in chunks of at least this many bytes
+/// (whole lines; the last chunk may be shorter).
+pub const CHUNK_BYTES: usize = 64 * 1024;
+
+/// The NDJSON lines of `clinic`'s events that match `filter`, in commit order: for each
+/// event of [`stream_events`], its `Line` (the payload as stored). A task reads them
+/// with a cursor, writes each row's line straight from the row (no parsed payload, no
+/// per-event allocation) and hands over chunks of whole lines ([`CHUNK_BYTES`]) on a bounded
+/// channel of `capacity` chunks. It stops when the receiver is dropped; a database error
+/// ends the stream with that error (the chunk being filled is not sent).
+pub fn stream_ndjson(
+    pool: PgPool,
+    clinic: ClinicId,
+    filter: EventFilter,
+    capacity: usize,
+) -> tokio::sync::mpsc::Receiver<Result<Vec<u8>, sqlx::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
+    tokio::spawn(async move {
+        let mut qb = QueryBuilder::<Postgres>::new(format!("SELECT {LINE_COLUMNS}"));
+        push_filter(&mut qb, clinic, &filter);
+        let mut rows = qb.build().fetch(&pool);
+        let mut chunk = Vec::with_capacity(CHUNK_BYTES * 2);
+        loop {
+            let written = match rows.try_next().await {
+                Ok(Some(row)) => write_line(&mut chunk, &row),
+                Ok(None) => break,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+            if chunk.len() >= CHUNK_BYTES {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_BYTES * 2));
+                if tx.send(Ok(full)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        if !chunk.is_empty() {
+            let _ = tx.send(Ok(chunk)).await;
+        }
+    });
+    rx
+}
+
+/// Appends `row`'s NDJSON line (newline included) to `out`.
+fn write_line(out: &mut Vec<u8>, row: &sqlx::postgres::PgRow) -> Result<(), sqlx::Error> {
+    let decode = |e: serde_json::Error| sqlx::Error::Decode(Box::new(e));
+    let compact: Box<RawValue>;
+    let mut line = Line::from_row(row)?;
+    if line.payload.get().contains(['\n', '\r']) {
+        // `json` keeps the text as it was given, line breaks between tokens included; our
+        // writers never store one, but a line of NDJSON must not break: written compact.
+        let parsed: Value = serde_json::from_str(line.payload.get()).map_err(decode)?;
+        compact = serde_json::value::to_raw_value(&parsed).map_err(decode)?;
+        line.payload = &compact;
+    }
+    serde_json::to_writer(&mut *out, &line).map_err(decode)?;
+    out.push(b'\n');
+    Ok(())
+}
