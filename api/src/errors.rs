@@ -99,9 +99,7 @@ impl From<commands::accounts::LogInError> for ApiError {
     fn from(err: commands::accounts::LogInError) -> Self {
         use commands::accounts::LogInError;
         match err {
-            LogInError::BadCredentials => {
-                ApiError::Unauthorized("the e-mail or password is wrong".into())
-            }
+            LogInError::BadCredentials => ApiError::Unauthorized(err.to_string()),
             LogInError::LockedOut { retry_after_secs } => ApiError::TooManyRequests {
                 retry_after_secs,
                 detail: "Too many failed log-ins for this e-mail; try again later.".into(),
