@@ -3,7 +3,8 @@
 //! working on the old tables during the rebuild.
 //!
 //! The events are read once for all the projections being rebuilt, in commit order and in
-//! large batches; each batch is applied to every projection (set-based: see
+//! large batches (with a second connection, as `clinic rebuild` gives, the next batch is read
+//! and decoded while this one is written); each batch is applied to every projection (set-based: see
 //! [`crate::changes`]) and committed with `synchronous_commit = off` — a crash only loses
 //! rebuild tables nobody reads yet, and a rebuild is re-run from zero. Each batch is its own
 //! transaction, so the rebuild never holds the commit fence (the oldest running transaction)
@@ -35,7 +36,7 @@ pub fn rebuildable(name: &str) -> Result<Projection, ProjectionError> {
 const LOAD_FILLFACTOR: u32 = 50;
 
 /// Events read per batch of a rebuild.
-const BATCH: i64 = 10_000;
+pub const BATCH: i64 = 10_000;
 
 /// What a rebuild did for one projection.
 #[derive(Debug, Clone)]
@@ -70,12 +71,13 @@ async fn catch_up(
     projections: &[Projection],
     from: (String, i64),
     in_one_tx: bool,
+    batch: i64,
     tally: &mut Tally,
 ) -> Result<((String, i64), u64), ProjectionError> {
     let (mut tx_id, mut pos) = from;
     let mut read = 0u64;
     loop {
-        let events = read_after(conn, &tx_id, pos, BATCH).await?;
+        let events = read_after(conn, &tx_id, pos, batch).await?;
         let Some(last) = events.last() else {
             return Ok(((tx_id, pos), read));
         };
@@ -108,11 +110,67 @@ async fn apply_all(
     Ok(())
 }
 
+/// The bulk of a rebuild with a second connection, `reader`, that reads the next batch of the
+/// log (and decodes it) while `conn` writes this one. Each batch still commits on its own.
+async fn load_reading_ahead(
+    conn: &mut PgConnection,
+    mut reader: PgConnection,
+    projections: &[Projection],
+    batch: i64,
+    tally: &mut Tally,
+) -> Result<((String, i64), u64), ProjectionError> {
+    // One batch read ahead: the reader waits while the writer is a whole batch behind.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<StoredEvent>, sqlx::Error>>(1);
+    let reading = tokio::spawn(async move {
+        let (mut tx_id, mut pos) = ("0".to_owned(), 0);
+        loop {
+            let events = read_after(&mut reader, &tx_id, pos, batch).await;
+            let last = match &events {
+                Ok(events) => events
+                    .last()
+                    .map(|e| (e.transaction_id.clone(), e.position)),
+                Err(_) => None,
+            };
+            let end = last.is_none();
+            if tx.send(events).await.is_err() || end {
+                break;
+            }
+            if let Some(next) = last {
+                (tx_id, pos) = next;
+            }
+        }
+        let _ = reader.close().await;
+    });
+    let mut at = ("0".to_owned(), 0);
+    let mut read = 0u64;
+    let outcome = loop {
+        let events = match rx.recv().await {
+            Some(Ok(events)) => events,
+            Some(Err(e)) => break Err(e.into()),
+            None => break Ok(()),
+        };
+        let Some(last) = events.last() else {
+            break Ok(());
+        };
+        let next = (last.transaction_id.clone(), last.position);
+        let mut tx = conn.begin().await?;
+        apply_all(&mut tx, projections, &events, tally).await?;
+        tx.commit().await?;
+        read += events.len() as u64;
+        at = next;
+    };
+    drop(rx);
+    let _ = reading.await;
+    outcome.map(|()| (at, read))
+}
+
 /// Rebuilds `projections` together. `conn` must be the tables' owner (it creates schemas and
-/// moves tables).
+/// moves tables); `reader`, if given, reads the log ahead during the load.
 async fn rebuild_together(
     conn: &mut PgConnection,
+    reader: Option<PgConnection>,
     projections: &[Projection],
+    batch: i64,
 ) -> Result<Vec<RebuildReport>, ProjectionError> {
     let started = Instant::now();
     for projection in projections {
@@ -143,7 +201,10 @@ async fn rebuild_together(
     // for the owner too: the tables FORCE it).
     conn.execute("SET ROLE clinic_worker; SET synchronous_commit = off")
         .await?;
-    let built = catch_up(conn, projections, ("0".into(), 0), false, &mut tally).await;
+    let built = match reader {
+        Some(reader) => load_reading_ahead(conn, reader, projections, batch, &mut tally).await,
+        None => catch_up(conn, projections, ("0".into(), 0), false, batch, &mut tally).await,
+    };
     conn.execute("RESET ROLE; RESET synchronous_commit").await?;
     let (position, mut events) = built?;
     index_and_analyse(conn, &deferred, &tables).await?;
@@ -161,7 +222,7 @@ async fn rebuild_together(
     .await?;
     tx.execute("SET LOCAL ROLE clinic_worker").await?;
     let ((final_tx, final_pos), more) =
-        catch_up(&mut tx, projections, position, true, &mut tally).await?;
+        catch_up(&mut tx, projections, position, true, batch, &mut tally).await?;
     tx.execute("RESET ROLE").await?;
     events += more;
     for projection in projections {
@@ -281,10 +342,23 @@ async fn index_and_analyse(
     Ok(())
 }
 
-/// Rebuilds `only` (or every projection).
+/// Rebuilds `only` (or every projection), reading and writing on `conn`, in batches of
+/// [`BATCH`] events.
 pub async fn rebuild(
     conn: &mut PgConnection,
     only: Option<&str>,
+) -> Result<Vec<RebuildReport>, ProjectionError> {
+    rebuild_with(conn, None, only, BATCH).await
+}
+
+/// [`rebuild`] in batches of `batch` events, with a second connection, `reader` (if given),
+/// that reads the log ahead while `conn` writes: the reading and decoding of the next batch
+/// overlap the writes of this one (`clinic rebuild` gives one).
+pub async fn rebuild_with(
+    conn: &mut PgConnection,
+    reader: Option<PgConnection>,
+    only: Option<&str>,
+    batch: i64,
 ) -> Result<Vec<RebuildReport>, ProjectionError> {
     let chosen: Vec<Projection> = match only {
         Some(name) => vec![rebuildable(name)?],
@@ -295,5 +369,5 @@ pub async fn rebuild(
             .filter(|p| p.rebuildable)
             .collect(),
     };
-    rebuild_together(conn, &chosen).await
+    rebuild_together(conn, reader, &chosen, batch).await
 }

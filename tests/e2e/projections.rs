@@ -977,6 +977,16 @@ async fn incremental_and_rebuilt_read_models_are_identical() {
     drain(&mut conn, &app.db, &fours).await;
     assert_eq!(incremental, snapshot(&mut owner, "rm").await);
 
+    // A rebuild that reads the log ahead on a second connection (as `clinic rebuild` does),
+    // in batches of 3: every batch reaches the writer, in order.
+    let reader = worker::connect(&app.db.owner).await.unwrap();
+    let reports = projections::rebuild::rebuild_with(&mut owner, Some(reader), None, 3)
+        .await
+        .unwrap();
+    assert!(reports[0].events > 9, "{} events", reports[0].events);
+    drain(&mut conn, &app.db, &fours).await;
+    assert_eq!(incremental, snapshot(&mut owner, "rm").await);
+
     // The edge cases did reach the read models.
     let rows: Vec<(String, String, Option<Uuid>, Option<String>)> = sqlx::query_as(
         "SELECT given, status, merged_into, email FROM rm.patients WHERE patient_id = ANY($1) ORDER BY given",

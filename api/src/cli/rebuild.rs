@@ -23,12 +23,20 @@ pub async fn run(args: RebuildArgs) -> Result<(), CliError> {
     let mut conn = sqlx::ConnectOptions::connect(&database.owner_options)
         .await
         .map_err(|e| CliError::Refused(format!("DATABASE_URL: {e}")))?;
-    let reports = projections::rebuild::rebuild(&mut conn, args.projection.as_deref())
+    let reader = sqlx::ConnectOptions::connect(&database.owner_options)
         .await
-        .map_err(|e| match e {
-            projections::ProjectionError::UnknownProjection(_) => invalid("--projection", e),
-            other => CliError::Refused(other.to_string()),
-        })?;
+        .map_err(|e| CliError::Refused(format!("DATABASE_URL: {e}")))?;
+    let reports = projections::rebuild::rebuild_with(
+        &mut conn,
+        Some(reader),
+        args.projection.as_deref(),
+        projections::rebuild::BATCH,
+    )
+    .await
+    .map_err(|e| match e {
+        projections::ProjectionError::UnknownProjection(_) => invalid("--projection", e),
+        other => CliError::Refused(other.to_string()),
+    })?;
     for r in &reports {
         println!(
             "rebuilt {}: {} events in {:.2} s ({:.0} events/s), at position {}; {} of them its own, \
