@@ -74,24 +74,42 @@ async fn catch_up(
     batch: i64,
     tally: &mut Tally,
 ) -> Result<((String, i64), u64), ProjectionError> {
-    let (mut tx_id, mut pos) = from;
+    let mut at = from;
     let mut read = 0u64;
     loop {
-        let events = read_after(conn, &tx_id, pos, batch).await?;
-        let Some(last) = events.last() else {
-            return Ok(((tx_id, pos), read));
+        let events = read_after(conn, &at.0, at.1, batch).await?;
+        let Some(next) = end_of(&events) else {
+            return Ok((at, read));
         };
-        let next = (last.transaction_id.clone(), last.position);
-        if in_one_tx {
-            apply_all(conn, projections, &events, tally).await?;
-        } else {
-            let mut tx = conn.begin().await?;
-            apply_all(&mut tx, projections, &events, tally).await?;
-            tx.commit().await?;
-        }
+        apply_batch(conn, projections, &events, in_one_tx, tally).await?;
         read += events.len() as u64;
-        (tx_id, pos) = next;
+        at = next;
     }
+}
+
+/// Where a read continues after `events`: the last one's (transaction, position).
+fn end_of(events: &[StoredEvent]) -> Option<(String, i64)> {
+    events
+        .last()
+        .map(|e| (e.transaction_id.clone(), e.position))
+}
+
+/// Applies one batch to every one of `projections`: in a transaction of its own, or (with
+/// `in_one_tx`) in the one `conn` is in.
+async fn apply_batch(
+    conn: &mut PgConnection,
+    projections: &[Projection],
+    events: &[StoredEvent],
+    in_one_tx: bool,
+    tally: &mut Tally,
+) -> Result<(), ProjectionError> {
+    if in_one_tx {
+        return apply_all(conn, projections, events, tally).await;
+    }
+    let mut tx = conn.begin().await?;
+    apply_all(&mut tx, projections, events, tally).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 async fn apply_all(
@@ -122,21 +140,17 @@ async fn load_reading_ahead(
     // One batch read ahead: the reader waits while the writer is a whole batch behind.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<StoredEvent>, sqlx::Error>>(1);
     let reading = tokio::spawn(async move {
-        let (mut tx_id, mut pos) = ("0".to_owned(), 0);
+        let mut at = ("0".to_owned(), 0);
         loop {
-            let events = read_after(&mut reader, &tx_id, pos, batch).await;
-            let last = match &events {
-                Ok(events) => events
-                    .last()
-                    .map(|e| (e.transaction_id.clone(), e.position)),
-                Err(_) => None,
-            };
-            let end = last.is_none();
-            if tx.send(events).await.is_err() || end {
+            let events = read_after(&mut reader, &at.0, at.1, batch).await;
+            // An error or an empty batch is the last thing sent.
+            let next = events.as_deref().ok().and_then(end_of);
+            if tx.send(events).await.is_err() {
                 break;
             }
-            if let Some(next) = last {
-                (tx_id, pos) = next;
+            match next {
+                Some(next) => at = next,
+                None => break,
             }
         }
         let _ = reader.close().await;
@@ -149,13 +163,10 @@ async fn load_reading_ahead(
             Some(Err(e)) => break Err(e.into()),
             None => break Ok(()),
         };
-        let Some(last) = events.last() else {
+        let Some(next) = end_of(&events) else {
             break Ok(());
         };
-        let next = (last.transaction_id.clone(), last.position);
-        let mut tx = conn.begin().await?;
-        apply_all(&mut tx, projections, &events, tally).await?;
-        tx.commit().await?;
+        apply_batch(conn, projections, &events, false, tally).await?;
         read += events.len() as u64;
         at = next;
     };

@@ -20,12 +20,14 @@ pub struct RebuildArgs {
 pub async fn run(args: RebuildArgs) -> Result<(), CliError> {
     let settings = DatabaseSettings::from_args(&args.database)?;
     let database = db::open_and_migrate(&settings).await?;
-    let mut conn = sqlx::ConnectOptions::connect(&database.owner_options)
-        .await
-        .map_err(|e| CliError::Refused(format!("DATABASE_URL: {e}")))?;
-    let reader = sqlx::ConnectOptions::connect(&database.owner_options)
-        .await
-        .map_err(|e| CliError::Refused(format!("DATABASE_URL: {e}")))?;
+    // One connection writes; a second reads the log ahead of it.
+    let connect = || async {
+        sqlx::ConnectOptions::connect(&database.owner_options)
+            .await
+            .map_err(|e| CliError::Refused(format!("DATABASE_URL: {e}")))
+    };
+    let mut conn = connect().await?;
+    let reader = connect().await?;
     let reports = projections::rebuild::rebuild_with(
         &mut conn,
         Some(reader),

@@ -111,7 +111,7 @@ async fn export(
         until,
         ..EventFilter::default()
     };
-    let mut rx = audit::stream_ndjson(pool.clone(), clinic, filter, 4);
+    let mut rx = audit::stream_ndjson(pool.clone(), clinic, filter, audit::CHUNKS_BUFFERED);
     let mut count: usize = 0;
     while let Some(lines) = rx.recv().await {
         let lines = lines.map_err(|e| CliError::Refused(format!("reading the events: {e}")))?;

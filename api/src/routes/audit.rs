@@ -58,8 +58,6 @@ pub const MAX_STREAM_LIMIT: i64 = 1_000_000;
 /// Access-log page sizes.
 pub const DEFAULT_ACCESS_LIMIT: i64 = 100;
 pub const MAX_ACCESS_LIMIT: i64 = 1000;
-/// Chunks of lines (about 64 KiB each) buffered between the database cursor and the HTTP body.
-const STREAM_BUFFER: usize = 4;
 
 /// The problems every audit endpoint may answer with (documentation only).
 pub struct AuditProblems;
@@ -197,7 +195,7 @@ async fn stream_events(
         state.pool.clone(),
         clinic,
         filter,
-        STREAM_BUFFER,
+        audit::CHUNKS_BUFFERED,
     ))
     .await
 }

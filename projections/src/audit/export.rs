@@ -39,6 +39,10 @@ struct Line<'r> {
 /// (whole lines; the last chunk may be shorter).
 pub const CHUNK_BYTES: usize = 64 * 1024;
 
+/// The chunks an export's readers buffer between the database cursor and their writer (the
+/// HTTP body, `clinic replay`'s file): about 256 KiB.
+pub const CHUNKS_BUFFERED: usize = 4;
+
 /// The NDJSON lines of `clinic`'s events that match `filter`, in commit order: for each
 /// event of [`stream_events`], its `Line` (the payload as stored). A task reads them
 /// with a cursor, writes each row's line straight from the row (no parsed payload, no

@@ -122,20 +122,10 @@ fn fold(rows: &mut Changes<Row>, e: &StoredEvent) -> Applied {
 /// `rm_fold(x)` written out (its body in `migrations/20261125000004_projections.sql`).
 /// PostgreSQL does not inline `rm_fold`, an IMMUTABLE wrapper around the STABLE `unaccent`,
 /// and each call through it costs about three times the expression (3.7 µs against 1.1 µs);
-/// the patients' writes fold two names per row. `folds_like_rm_fold` (e2e) checks they agree.
-macro_rules! fold {
-    ($x:literal) => {
-        concat!(
-            "lower(public.unaccent('public.unaccent'::regdictionary, coalesce(",
-            $x,
-            ", '')))"
-        )
-    };
-}
-
-/// `fold!` of `x` as a string, for the tests that compare it with `rm_fold`.
+/// the patients' writes fold two names per row. The e2e test
+/// `the_written_out_fold_folds_like_rm_fold` checks they agree.
 pub fn fold_expression(x: &str) -> String {
-    fold!("{x}").replace("{x}", x)
+    format!("lower(public.unaccent('public.unaccent'::regdictionary, coalesce({x}, '')))")
 }
 
 const UNNEST: &str = "unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::date[], \
@@ -159,8 +149,8 @@ pub(super) async fn apply(s: &str, conn: &mut PgConnection, events: &[&StoredEve
              SELECT clinic_id, rm_bucket(registered_at), count(*) FROM new GROUP BY 1, 2 \
              ON CONFLICT (clinic_id, bucket) DO UPDATE SET registered = t.registered + excluded.registered) \
              SELECT clinic_id, patient_id FROM new",
-            fold_given = fold!("given"),
-            fold_family = fold!("family"),
+            fold_given = fold_expression("given"),
+            fold_family = fold_expression("family"),
         );
     let update = format!(
             "UPDATE {s}.patients t SET given = coalesce(u.given, t.given), family = coalesce(u.family, t.family), \
@@ -173,8 +163,8 @@ pub(super) async fn apply(s: &str, conn: &mut PgConnection, events: &[&StoredEve
              updated_at = u.updated_at, version = u.version \
              FROM {UNNEST} WHERE t.clinic_id = u.clinic_id AND t.patient_id = u.patient_id \
              RETURNING t.clinic_id, t.patient_id",
-            fold_u_given = fold!("u.given"),
-            fold_u_family = fold!("u.family"),
+            fold_u_given = fold_expression("u.given"),
+            fold_u_family = fold_expression("u.family"),
         );
     changes::apply(conn, events, fold, &insert, &update).await
 }
