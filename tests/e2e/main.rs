@@ -17,4 +17,5 @@ mod metrics;
 mod projections;
 mod queries;
 mod scheduling;
+mod security;
 mod write_path;

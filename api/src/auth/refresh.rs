@@ -22,7 +22,7 @@ pub fn digest(token: &str) -> Vec<u8> {
 
 /// Stores a new token of `family` for `account`, issued at `now`, and returns it.
 pub async fn issue(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     account: Uuid,
     family: Uuid,
     now: DateTime<Utc>,
@@ -37,130 +37,144 @@ pub async fn issue(
     .bind(family)
     .bind(digest(&token))
     .bind(now + Duration::days(TTL_DAYS))
-    .execute(pool)
+    .execute(db)
     .await?;
     Ok(token)
 }
 
 /// Why a refresh token was refused. All of them answer the same 401.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Refused {
+enum Refused {
     Unknown,
     Expired,
     Revoked,
     /// A spent token was presented again: the family is now revoked.
     Reused,
+    /// The account was deactivated.
+    Inactive,
 }
 
 #[derive(sqlx::FromRow)]
 struct TokenRow {
     id: Uuid,
     account_id: Uuid,
-    family_id: Uuid,
     expires_at: DateTime<Utc>,
     used_at: Option<DateTime<Utc>>,
     revoked_at: Option<DateTime<Utc>>,
 }
 
-/// The account a valid token belongs to, after marking the token used (atomically: of two
-/// concurrent uses, one wins and the other is treated as reuse). `now` is the service clock's.
-pub async fn consume(
-    pool: &PgPool,
-    token: &str,
-    now: DateTime<Utc>,
-) -> Result<Result<(Uuid, Uuid), Refused>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let row: Option<TokenRow> = sqlx::query_as(
-        "SELECT id, account_id, family_id, expires_at, used_at, revoked_at \
-             FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
-    )
-    .bind(digest(token))
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(TokenRow {
-        id,
-        account_id: account,
-        family_id: family,
-        expires_at,
-        used_at,
-        revoked_at,
-    }) = row
-    else {
-        return Ok(Err(Refused::Unknown));
-    };
-    if used_at.is_some() {
-        sqlx::query("UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL")
-            .bind(family)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        tracing::warn!(account_id = %account, "a spent refresh token was reused; its family is revoked");
-        return Ok(Err(Refused::Reused));
-    }
-    if revoked_at.is_some() {
-        return Ok(Err(Refused::Revoked));
-    }
-    if expires_at <= now {
-        return Ok(Err(Refused::Expired));
-    }
-    sqlx::query("UPDATE refresh_tokens SET used_at = now() WHERE id = $1")
-        .bind(id)
-        .execute(&mut *tx)
+/// The namespace of the families' advisory locks (the two-key form, so it cannot meet the
+/// projection workers' one-key leases).
+const FAMILY_LOCK_SPACE: i32 = 0x7265_6672; // "refr"
+
+/// Locks `family` until `conn`'s transaction ends. Every change to a family (a rotation, the
+/// revocation that a reuse causes, a logout) takes this lock first, so they happen one after
+/// the other. A statement run after the lock sees every token the previous holder inserted:
+/// a revocation cannot miss a successor issued at the same moment.
+async fn lock_family(conn: &mut sqlx::PgConnection, family: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2::text))")
+        .bind(FAMILY_LOCK_SPACE)
+        .bind(family)
+        .execute(conn)
         .await?;
-    tx.commit().await?;
-    Ok(Ok((account, family)))
+    Ok(())
 }
 
-/// The account a token was issued to, whatever its state.
-pub async fn owner(pool: &PgPool, token: &str) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar("SELECT account_id FROM refresh_tokens WHERE token_hash = $1")
-        .bind(digest(token))
-        .fetch_optional(pool)
-        .await
+async fn revoke_family(conn: &mut sqlx::PgConnection, family: Uuid) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(family)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// The family of `token`, locked in `conn`'s transaction; `None` for an unknown token.
+async fn lock_family_of(
+    conn: &mut sqlx::PgConnection,
+    token: &str,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    let family: Option<Uuid> =
+        sqlx::query_scalar("SELECT family_id FROM refresh_tokens WHERE token_hash = $1")
+            .bind(digest(token))
+            .fetch_optional(&mut *conn)
+            .await?;
+    if let Some(family) = family {
+        lock_family(conn, family).await?;
+    }
+    Ok(family)
 }
 
 /// Revokes the family of `token` (logout). Unknown tokens are ignored.
 pub async fn revoke(pool: &PgPool, token: &str) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE refresh_tokens SET revoked_at = now() \
-         WHERE family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $1) \
-           AND revoked_at IS NULL",
-    )
-    .bind(digest(token))
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected() > 0)
+    let mut tx = pool.begin().await?;
+    let Some(family) = lock_family_of(&mut tx, token).await? else {
+        return Ok(false);
+    };
+    let revoked = revoke_family(&mut tx, family).await?;
+    tx.commit().await?;
+    Ok(revoked > 0)
 }
 
-/// Redeems a refresh token at `now`: the account it belongs to and its family, for a new
-/// pair. A suspended clinic's token is refused (403) without being spent, so it still works
-/// after the clinic is reactivated; an unknown, spent, revoked or expired token, or one of a
+/// Redeems a refresh token at `now` (the service clock) and issues its successor, in one
+/// transaction that holds the family's lock: the account the token belongs to and the new
+/// refresh token. Of two uses of one token, the second waits for the first to commit, finds
+/// the token spent and revokes the family, successor included.
+///
+/// A suspended clinic's token is refused (403) without being spent, so it still works after
+/// the clinic is reactivated. An unknown, spent, revoked or expired token, or one of a
 /// deactivated account, is a 401.
-pub async fn redeem(
+pub async fn rotate(
     pool: &PgPool,
     token: &str,
     now: DateTime<Utc>,
-) -> Result<(commands::accounts::Account, Uuid), crate::problem::ApiError> {
+) -> Result<(commands::accounts::Account, String), crate::problem::ApiError> {
     use crate::problem::ApiError;
     use commands::accounts;
 
-    let refused = || ApiError::Unauthorized("the refresh token is not valid".into());
-    if let Some(owner) = owner(pool, token).await? {
-        let account = accounts::find_by_id(pool, owner).await?;
-        if account.is_some_and(|a| a.clinic_suspended) {
-            return Err(ApiError::ClinicSuspended);
-        }
-    }
-    let (account_id, family) = consume(pool, token, now).await?.map_err(|why| {
+    let refuse = |why: Refused| {
         tracing::info!(reason = ?why, "refresh token refused");
-        refused()
-    })?;
-    let account = accounts::find_by_id(pool, account_id)
+        ApiError::Unauthorized("the refresh token is not valid".into())
+    };
+    let mut tx = pool.begin().await?;
+    let Some(family) = lock_family_of(&mut tx, token).await? else {
+        return Err(refuse(Refused::Unknown));
+    };
+    // Read after the lock: this sees what the family's previous holder committed.
+    let row: TokenRow = sqlx::query_as(
+        "SELECT id, account_id, expires_at, used_at, revoked_at \
+         FROM refresh_tokens WHERE token_hash = $1",
+    )
+    .bind(digest(token))
+    .fetch_one(&mut *tx)
+    .await?;
+    if row.used_at.is_some() {
+        revoke_family(&mut tx, family).await?;
+        tx.commit().await?;
+        tracing::warn!(account_id = %row.account_id, "a spent refresh token was reused; its family is revoked");
+        return Err(refuse(Refused::Reused));
+    }
+    if row.revoked_at.is_some() {
+        return Err(refuse(Refused::Revoked));
+    }
+    if row.expires_at <= now {
+        return Err(refuse(Refused::Expired));
+    }
+    let account = accounts::find_by_id_locked(&mut tx, row.account_id)
         .await?
-        .filter(|a| a.active)
-        .ok_or_else(refused)?;
+        .ok_or_else(|| refuse(Refused::Unknown))?;
     if account.clinic_suspended {
         return Err(ApiError::ClinicSuspended);
     }
-    Ok((account, family))
+    if !account.active {
+        return Err(refuse(Refused::Inactive));
+    }
+    sqlx::query("UPDATE refresh_tokens SET used_at = now() WHERE id = $1")
+        .bind(row.id)
+        .execute(&mut *tx)
+        .await?;
+    let successor = issue(&mut *tx, account.id, family, now).await?;
+    tx.commit().await?;
+    Ok((account, successor))
 }

@@ -62,17 +62,16 @@ pub struct Me {
 /// What logging in and refreshing answer.
 type Tokens = Result<Json<TokenResponse>, ApiError>;
 
-async fn issue_tokens(
+fn token_answer(
     state: &AppState,
     account: &accounts::Account,
-    family: Uuid,
+    refresh_token: String,
 ) -> Result<TokenResponse, ApiError> {
     let role = account.actor_role()?;
     let (access_token, expires_in) =
         state
             .jwt
             .issue(account.id, account.clinic_id, role, state.clock.now())?;
-    let refresh_token = refresh::issue(&state.pool, account.id, family, state.clock.now()).await?;
     Ok(TokenResponse {
         access_token,
         refresh_token,
@@ -97,7 +96,9 @@ async fn login(State(state): State<AppState>, body: JsonBody) -> Tokens {
     let account =
         accounts::log_in(&state.pool, &req.email, req.password, state.clock.now()).await?;
     tracing::info!(account_id = %account.id, "logged in");
-    Ok(Json(issue_tokens(&state, &account, Uuid::new_v4()).await?))
+    let refresh_token =
+        refresh::issue(&state.pool, account.id, Uuid::new_v4(), state.clock.now()).await?;
+    Ok(Json(token_answer(&state, &account, refresh_token)?))
 }
 
 /// Exchange a refresh token for a new pair. Each refresh token works once; presenting a spent
@@ -110,9 +111,9 @@ async fn login(State(state): State<AppState>, body: JsonBody) -> Tokens {
     ))]
 async fn refresh_tokens(State(state): State<AppState>, body: JsonBody) -> Tokens {
     let req: RefreshRequest = body.parse()?;
-    let (account, family) =
-        refresh::redeem(&state.pool, &req.refresh_token, state.clock.now()).await?;
-    Ok(Json(issue_tokens(&state, &account, family).await?))
+    let (account, refresh_token) =
+        refresh::rotate(&state.pool, &req.refresh_token, state.clock.now()).await?;
+    Ok(Json(token_answer(&state, &account, refresh_token)?))
 }
 
 /// Log out: revokes the refresh token and every token of its login. Always 204.

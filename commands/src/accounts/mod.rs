@@ -107,6 +107,21 @@ pub async fn find_by_id(pool: &PgPool, id: Uuid) -> Result<Option<Account>, Stor
     )
 }
 
+/// The account `id`, read in `conn`'s transaction with its row share-locked, so that a
+/// deactivation (which updates the row) waits until the transaction has committed and then
+/// sees what it wrote.
+pub async fn find_by_id_locked(
+    conn: &mut sqlx::PgConnection,
+    id: Uuid,
+) -> Result<Option<Account>, StoreError> {
+    Ok(sqlx::query_as::<_, Account>(&format!(
+        "SELECT {ACCOUNT_COLUMNS} WHERE a.id = $1 FOR SHARE OF a"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?)
+}
+
 /// Hires a staff member (a new stream) and creates their account, on `tx`: the password hash
 /// is staged first and moved into `accounts` by the event trigger, which also refuses an
 /// e-mail that already has an account. If the command fails, the transaction rolls the
