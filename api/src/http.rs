@@ -67,6 +67,7 @@ impl JsonBody {
         } else {
             &self.0
         };
+        refuse_nul(bytes)?;
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|err| {
             let path = err.path().to_string();
@@ -81,6 +82,27 @@ impl JsonBody {
         de.end()
             .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
         Ok(value)
+    }
+}
+
+/// What a string holding U+0000 is told. PostgreSQL cannot store the character in `text`,
+/// and no field of this API has a use for it.
+pub const NUL_MESSAGE: &str = "must not contain the NUL character (U+0000)";
+
+/// Refuses a JSON body with U+0000 in any string, key or value, with a 422 naming the field
+/// (as serde_path_to_error writes paths: `name.given`, `allergies[0]`). JSON can carry the
+/// character only escaped, so a body without the escape `\u0000` is passed at once. Malformed
+/// JSON is left to the parse that follows.
+fn refuse_nul(bytes: &[u8]) -> Result<(), ApiError> {
+    if !bytes.windows(6).any(|w| w == br"\u0000") {
+        return Ok(());
+    }
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return Ok(());
+    };
+    match domain::values::nul_path(&value) {
+        Some(path) => Err(ApiError::field(path, NUL_MESSAGE)),
+        None => Ok(()),
     }
 }
 

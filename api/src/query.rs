@@ -53,14 +53,25 @@ where
     }
 }
 
-/// The name/value pairs of `uri`'s query string, in order; a malformed one is a 400.
+/// The name/value pairs of `uri`'s query string, in order; a malformed one is a 400, and one
+/// with U+0000 (`%00`) in a name or a value is a 422 naming the parameter.
 pub fn pairs(uri: &Uri) -> Result<Vec<(String, String)>, ApiError> {
     if uri.query().is_none() {
         return Ok(Vec::new());
     }
-    axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
+    let pairs = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
         .map(|axum::extract::Query(pairs)| pairs)
-        .map_err(|e| ApiError::BadRequest(format!("malformed query string: {e}")))
+        .map_err(|e| ApiError::BadRequest(format!("malformed query string: {e}")))?;
+    let with_nul: Vec<FieldError> = pairs
+        .iter()
+        .filter(|(name, value)| name.contains('\0') || value.contains('\0'))
+        .map(|(name, _)| FieldError::new(name.replace('\0', "%00"), crate::http::NUL_MESSAGE))
+        .collect();
+    if with_nul.is_empty() {
+        Ok(pairs)
+    } else {
+        Err(ApiError::Validation(with_nul))
+    }
 }
 
 /// The first value of `name` in `uri`'s query string (trimmed; an empty one is absent), for a

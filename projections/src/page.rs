@@ -44,5 +44,12 @@ pub(crate) fn decode_token<T: DeserializeOwned>(token: &str) -> Result<T, Invali
     let bytes = URL_SAFE_NO_PAD
         .decode(token.trim())
         .map_err(|_| InvalidQuery::BadPageToken)?;
-    serde_json::from_slice(&bytes).map_err(|_| InvalidQuery::BadPageToken)
+    // Our tokens never hold U+0000 (the keys come from `text` columns); a forged one would
+    // reach PostgreSQL, which refuses the character.
+    let json: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|_| InvalidQuery::BadPageToken)?;
+    if domain::values::nul_path(&json).is_some() {
+        return Err(InvalidQuery::BadPageToken);
+    }
+    serde_json::from_value(json).map_err(|_| InvalidQuery::BadPageToken)
 }

@@ -54,7 +54,7 @@ const ENDPOINTS: &[&str] = &[
 ];
 
 /// Every role a caller can have.
-const ALL_ROLES: &[&str] = &[
+pub(crate) const ALL_ROLES: &[&str] = &[
     "platform_admin",
     "clinic_admin",
     "doctor",
@@ -74,11 +74,11 @@ const CLINICAL: &[&str] = &["clinic_admin", "nurse", "doctor"];
 // ---------------------------------------------------------------------------------------
 // The world every test starts from: two clinics and a few records to act on.
 
-struct World {
+pub(crate) struct World {
     /// The service clock's now when the world was set up.
     now: DateTime<Utc>,
     platform: String,
-    north: ClinicFixture,
+    pub(crate) north: ClinicFixture,
     south: ClinicFixture,
     /// Account ids by role: the platform admin's and North's staff.
     ids: HashMap<&'static str, Uuid>,
@@ -100,7 +100,7 @@ struct World {
 }
 
 impl World {
-    fn token(&self, role: &str) -> &str {
+    pub(crate) fn token(&self, role: &str) -> &str {
         if role == "platform_admin" {
             &self.platform
         } else {
@@ -210,7 +210,7 @@ async fn book(app: &TestApp, clinic: &ClinicFixture, at: &Value) -> Uuid {
     booked.id()
 }
 
-async fn setup(app: &TestApp) -> World {
+pub(crate) async fn setup(app: &TestApp) -> World {
     let platform = app.platform_admin().await;
     let north = app.clinic(&platform, "north").await;
     let south = app.clinic(&platform, "south").await;
@@ -289,17 +289,17 @@ struct Cross {
 }
 
 #[derive(Clone, Debug)]
-struct Case {
+pub(crate) struct Case {
     /// One of [`ENDPOINTS`].
-    endpoint: &'static str,
-    method: Method,
+    pub(crate) endpoint: &'static str,
+    pub(crate) method: Method,
     /// The path, acting on a North record (or a platform path).
-    path: String,
+    pub(crate) path: String,
     /// A valid body for `actor`.
-    body: Value,
+    pub(crate) body: Value,
     allowed: &'static [&'static str],
     /// The allowed role the table acts as (for 401 forgeries, 422s and the success run).
-    actor: &'static str,
+    pub(crate) actor: &'static str,
     /// The status of a success: 201 for a create, else 200.
     status: u16,
     /// The events a success writes, in order.
@@ -402,7 +402,7 @@ impl Case {
 
 /// The table, in an order in which every valid body succeeds once (see
 /// `valid_bodies_succeed_for_an_allowed_role_in_the_callers_clinic`).
-fn cases(w: &World) -> Vec<Case> {
+pub(crate) fn cases(w: &World) -> Vec<Case> {
     let (n, s) = (&w.north, &w.south);
     let nowhere = Uuid::new_v4();
     let a = n.appointment_id;

@@ -2,9 +2,10 @@
 //! names the finding it covers; `docs/security.md` maps every threat to its test.
 
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, Answer, TestApp, PASSWORD};
+use crate::endpoints;
+use crate::helpers::{patient_body, spawn_app, Answer, TestApp, PASSWORD};
 
 async fn refresh(app: &TestApp, token: &str) -> Answer {
     app.send(
@@ -71,5 +72,267 @@ async fn f01_reusing_an_old_token_while_its_successor_rotates_kills_the_new_one_
                 "attempt {attempt}: a token of a revoked family lived on: {after:?}"
             );
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. U+0000 in any string the API takes is a 422 naming the field, never a 500.
+
+/// Every string leaf of `value` with its path, as the 422s name fields.
+fn string_leaves(value: &Value, path: &str, out: &mut Vec<String>) {
+    match value {
+        Value::String(_) => out.push(path.to_owned()),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                string_leaves(item, &format!("{path}[{i}]"), out);
+            }
+        }
+        Value::Object(fields) => {
+            for (key, item) in fields {
+                let at = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                string_leaves(item, &at, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `value` with a NUL appended to the string at `path`.
+fn with_nul_at(value: &Value, path: &str) -> Value {
+    let mut value = value.clone();
+    let mut at = &mut value;
+    for part in path.split('.') {
+        let (key, indexes) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        at = &mut at[key];
+        for index in indexes
+            .trim_matches(['[', ']'])
+            .split("][")
+            .filter(|s| !s.is_empty())
+        {
+            at = &mut at[index.parse::<usize>().unwrap()];
+        }
+    }
+    let text = at.as_str().unwrap().to_owned();
+    *at = Value::String(format!("{text}\u{0}"));
+    value
+}
+
+#[tokio::test]
+async fn f03_nul_in_any_json_field_of_any_command_is_a_422_naming_it_and_writes_nothing() {
+    let app = spawn_app().await;
+    let w = endpoints::setup(&app).await;
+    let mut tried = 0;
+    let mut failures = Vec::new();
+    for case in endpoints::cases(&w) {
+        let mut leaves = Vec::new();
+        string_leaves(&case.body, "", &mut leaves);
+        for leaf in leaves {
+            let body = with_nul_at(&case.body, &leaf);
+            let before = app.event_count().await;
+            let answer = app
+                .send(
+                    case.method.clone(),
+                    &case.path,
+                    Some(w.token(case.actor)),
+                    Some(&body),
+                )
+                .await;
+            let named = answer.status == 422
+                && answer.body["errors"]
+                    .as_array()
+                    .is_some_and(|e| e.iter().any(|e| e["field"] == leaf.as_str()));
+            if !named || app.event_count().await != before {
+                failures.push(format!("{} `{leaf}`: {answer:?}", case.endpoint));
+            }
+            tried += 1;
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert!(tried > 40, "only {tried} fields tried");
+}
+
+#[tokio::test]
+async fn f03_nul_in_auth_bodies_is_a_422_before_any_authentication() {
+    let app = spawn_app().await;
+    for (path, body, field) in [
+        (
+            "/v1/auth/login",
+            json!({"email": "a\u{0}@x.io", "password": "x"}),
+            "email",
+        ),
+        (
+            "/v1/auth/login",
+            json!({"email": "a@x.io", "password": "pass\u{0}word"}),
+            "password",
+        ),
+        (
+            "/v1/auth/refresh",
+            json!({"refresh_token": "abc\u{0}"}),
+            "refresh_token",
+        ),
+        (
+            "/v1/auth/logout",
+            json!({"refresh_token": "abc\u{0}"}),
+            "refresh_token",
+        ),
+    ] {
+        app.send(Method::POST, path, None, Some(&body))
+            .await
+            .names_field(field);
+    }
+}
+
+/// Sends `GET path?query` with every role in turn until one may use the endpoint; the
+/// answer of that role.
+async fn get_as_anyone(app: &TestApp, w: &endpoints::World, path_and_query: &str) -> Answer {
+    let mut last = None;
+    for role in endpoints::ALL_ROLES {
+        let answer = app
+            .send(Method::GET, path_and_query, Some(w.token(role)), None)
+            .await;
+        if answer.status != 403 {
+            return answer;
+        }
+        last = Some(answer);
+    }
+    last.expect("a role")
+}
+
+#[tokio::test]
+async fn f03_nul_in_any_query_parameter_of_any_read_is_a_422_naming_it_and_odd_text_no_5xx() {
+    let app = spawn_app().await;
+    let w = endpoints::setup(&app).await;
+    let doc = serde_json::to_value(api::startup::openapi()).unwrap();
+    let mut tried = 0;
+    let mut failures = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let Some(get) = item.get("get") else { continue };
+        let path = path.replace("{id}", &w.north.patient_id.to_string());
+        let params = get["parameters"].as_array().cloned().unwrap_or_default();
+        for param in params.iter().filter(|p| p["in"] == "query") {
+            let name = param["name"].as_str().unwrap();
+            for value in ["ab%00", "%00", "2026-01-01%00"] {
+                let answer = get_as_anyone(&app, &w, &format!("{path}?{name}={value}")).await;
+                let named = answer.status == 422
+                    && answer.body["errors"]
+                        .as_array()
+                        .is_some_and(|e| e.iter().any(|e| e["field"] == name));
+                if !named {
+                    failures.push(format!("GET {path}?{name}={value}: {answer:?}"));
+                }
+                tried += 1;
+            }
+        }
+    }
+    // Huge values and Unicode edge cases (right-to-left override, combining marks, a ZWJ
+    // emoji sequence, a BOM, a non-character, an over-long UTF-8 sequence) are answered,
+    // never with a 5xx.
+    let huge = "x".repeat(16 * 1024);
+    let odd = [
+        huge.as_str(),
+        "%E2%80%AEab",
+        "e%CC%81%CC%81%CC%81",
+        "%F0%9F%91%A9%E2%80%8D%F0%9F%94%AC",
+        "%EF%BB%BFab",
+        "%EF%BF%BF",
+        "%C0%80",
+        "%FF%FE",
+    ];
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let Some(get) = item.get("get") else { continue };
+        let path = path.replace("{id}", &w.north.patient_id.to_string());
+        let params = get["parameters"].as_array().cloned().unwrap_or_default();
+        for param in params.iter().filter(|p| p["in"] == "query") {
+            let name = param["name"].as_str().unwrap();
+            for value in odd {
+                let answer = get_as_anyone(&app, &w, &format!("{path}?{name}={value}")).await;
+                if answer.status >= 500 {
+                    failures.push(format!(
+                        "GET {path}?{name}=<{} bytes>: {answer:?}",
+                        value.len()
+                    ));
+                }
+            }
+        }
+    }
+    // A NUL in a parameter's name is named too (written %00), not a 500.
+    let answer = get_as_anyone(&app, &w, "/v1/patients?q%00=ab").await;
+    answer.names_field("q%00");
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert!(tried > 30, "only {tried} parameters tried");
+}
+
+#[tokio::test]
+async fn f03_a_forged_page_token_with_nul_is_a_422_naming_it() {
+    use base64::Engine as _;
+    let app = spawn_app().await;
+    let w = endpoints::setup(&app).await;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let forged = [
+        (
+            "/v1/patients",
+            json!({"f": "ab\u{0}", "g": "", "i": uuid::Uuid::new_v4()}),
+        ),
+        (
+            "/v1/patients",
+            json!({"f": "ab", "g": "\u{0}", "i": uuid::Uuid::new_v4()}),
+        ),
+    ];
+    for (path, key) in forged {
+        let token = b64.encode(serde_json::to_vec(&key).unwrap());
+        let answer = app
+            .send(
+                Method::GET,
+                &format!("{path}?page_token={token}"),
+                Some(&w.north.admin),
+                None,
+            )
+            .await;
+        answer.names_field("page_token");
+    }
+}
+
+#[tokio::test]
+async fn f03_nul_in_a_header_is_refused_by_the_server_not_a_500() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let platform = app.platform_admin().await;
+    let clinic = app.clinic(&platform, "nulheader").await;
+    let host = app.url("/").replace("http://", "");
+    let host = host.trim_end_matches('/');
+    for header in [
+        "Idempotency-Key",
+        "If-Match",
+        "X-Request-Id",
+        "X-Min-Position",
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+        let body = patient_body("Nul");
+        let body = serde_json::to_vec(&body).unwrap();
+        let mut request = format!(
+            "POST /v1/patients HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{header}: ab",
+            clinic.admin,
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(b"\x00cd\r\n\r\n");
+        request.extend_from_slice(&body);
+        stream.write_all(&request).await.unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.unwrap();
+        let status_line = String::from_utf8_lossy(&answer);
+        let status_line = status_line.lines().next().unwrap_or_default();
+        assert!(
+            status_line.starts_with("HTTP/1.1 400"),
+            "{header}: {status_line}"
+        );
     }
 }

@@ -18,7 +18,7 @@ pub use email::Email;
 pub use enums::{Plan, Role, Sex};
 pub use mrn::Mrn;
 pub use phone::Phone;
-pub use text::{ClinicCode, NonEmptyText, PersonName};
+pub use text::{nul_path, ClinicCode, NonEmptyText, PersonName};
 pub use time_range::TimeRange;
 pub use time_zone::TimeZone;
 pub use working_hours::{LocalInterval, WorkingHours};

@@ -67,9 +67,73 @@ impl ClinicCode {
 }
 string_value!(ClinicCode);
 
+/// The path of the first string in a JSON `value`, key or value, that holds U+0000 (which
+/// PostgreSQL cannot store in `text`), written as serde_path_to_error writes paths
+/// (`name.given`, `allergies[0]`; `body` for the value itself). A key with the character is
+/// named with it written `\u0000`.
+pub fn nul_path(value: &serde_json::Value) -> Option<String> {
+    nul_path_at(value, "")
+}
+
+/// The path of the first string in `value` (a key or a value) that holds U+0000.
+fn nul_path_at(value: &serde_json::Value, path: &str) -> Option<String> {
+    use serde_json::Value;
+    let named = |path: &str| {
+        Some(if path.is_empty() {
+            "body".to_owned()
+        } else {
+            path.to_owned()
+        })
+    };
+    match value {
+        Value::String(s) if s.contains('\0') => named(path),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_path_at(item, &format!("{path}[{i}]"))),
+        Value::Object(fields) => fields.iter().find_map(|(key, item)| {
+            let at = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            if key.contains('\0') {
+                named(&at.replace('\0', "\\u0000"))
+            } else {
+                nul_path_at(item, &at)
+            }
+        }),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nul_path_names_the_first_string_with_u0000() {
+        use serde_json::json;
+        assert_eq!(
+            nul_path(&json!({"name": {"given": "Ann", "family": "A"}})),
+            None
+        );
+        assert_eq!(nul_path(&json!("a\u{0}b")).as_deref(), Some("body"));
+        assert_eq!(
+            nul_path(&json!({"name": {"given": "A\u{0}nn"}})).as_deref(),
+            Some("name.given")
+        );
+        assert_eq!(
+            nul_path(&json!({"allergies": ["nuts", "\u{0}"]})).as_deref(),
+            Some("allergies[1]")
+        );
+        assert_eq!(
+            nul_path(&json!({"hours": {"mo\u{0}n": []}})).as_deref(),
+            Some("hours.mo\\u0000n")
+        );
+        // A backslash followed by `u0000` is text, not the character.
+        assert_eq!(nul_path(&json!({"note": "\\u0000"})), None);
+    }
 
     #[test]
     fn non_empty_text_is_trimmed() {
