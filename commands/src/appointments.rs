@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::error::{CommandError, StoreError};
 use crate::metadata::{ActorRole, CommandMeta};
+use crate::registry;
 use crate::store::{Committed, EventStore, Expect};
 use crate::tx::{stream, CommandTx, Streams};
 
@@ -121,6 +122,14 @@ pub async fn book(
         wanted.push(stream::<Clinic>(clinic, clinic.as_uuid()));
     }
     let facts = tx.load_streams(&wanted).await?;
+    // A doctor books only a patient they may already see: a booking must not be the way to
+    // see a record (the desk books a patient's first visit with a doctor). Checked before the
+    // patient, so that the answer says nothing about a patient the doctor may not see.
+    if meta.actor.role == ActorRole::Doctor
+        && !registry::doctor_sees_patient(tx.conn(), clinic, req.doctor_id, req.patient_id).await?
+    {
+        return Err(BookingError::PatientNotFound);
+    }
     let patient = facts.get::<Patient>(clinic, req.patient_id.as_uuid())?;
     check_patient(patient.map(|(p, _)| p).as_ref())?;
     let doctor = facts.get::<Staff>(clinic, req.doctor_id.as_uuid())?;

@@ -1,12 +1,13 @@
 //! Patient use cases: registering takes an MRN from the clinic's registry; merging looks at
-//! the surviving record first. Each runs in one transaction.
+//! the surviving record first; a doctor changes only a patient they may see. Each runs in one
+//! transaction.
 
-use domain::ids::PatientId;
-use domain::patient::{Demographics, Patient, PatientCommand, PatientError};
+use domain::ids::{PatientId, StaffId};
+use domain::patient::{Demographics, DemographicsChanges, Patient, PatientCommand, PatientError};
 use uuid::Uuid;
 
 use crate::error::{CommandError, StoreError};
-use crate::metadata::CommandMeta;
+use crate::metadata::{ActorRole, CommandMeta};
 use crate::registry;
 use crate::store::{Committed, EventStore, Expect};
 use crate::tx::stream;
@@ -20,7 +21,8 @@ pub struct Registered {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PatientsError {
-    /// The record to merge does not exist in the caller's clinic.
+    /// The record does not exist in the caller's clinic, or the caller is a doctor who may
+    /// not see it (the same answer, so it does not tell them that the patient exists).
     #[error("patient not found")]
     NotFound,
     #[error("no such patient in your clinic")]
@@ -71,6 +73,32 @@ pub async fn register(
         patient_id,
         committed,
     })
+}
+
+/// Changes the demographics of patient `id`. A doctor may change only a patient they may see
+/// ([`registry::doctor_sees_patient`]); for any other, the answer is the same "not found" as
+/// for a patient that does not exist, and nothing is written.
+pub async fn update_demographics(
+    store: &EventStore,
+    meta: &CommandMeta,
+    expect: Expect,
+    id: Uuid,
+    changes: DemographicsChanges,
+) -> Result<Committed, PatientsError> {
+    let clinic = meta.clinic_id;
+    let mut tx = store.begin().await?;
+    if meta.actor.role == ActorRole::Doctor {
+        let doctor = StaffId::from_uuid(meta.actor.id);
+        let patient = PatientId::from_uuid(id);
+        if !registry::doctor_sees_patient(tx.conn(), clinic, doctor, patient).await? {
+            return Err(PatientsError::NotFound);
+        }
+    }
+    let loaded = tx.load::<Patient>(clinic, id).await?;
+    let command = PatientCommand::UpdateDemographics { changes };
+    let committed = tx.decide(meta, id, loaded, command, expect).await?;
+    tx.commit().await?;
+    Ok(committed)
 }
 
 /// Merges patient `id` into the surviving record `into` (same clinic, active). The record

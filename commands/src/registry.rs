@@ -1,11 +1,11 @@
 //! Set-based rules that no single stream can hold: clinic codes unique on the platform, MRNs
-//! unique within a clinic.
+//! unique within a clinic, and which patients a doctor may see (`care_links`).
 //!
 //! Uniqueness itself is enforced by a trigger on `events` that claims the code or MRN in the
 //! same transaction as the append (see the `registries` migration), so it cannot be broken by
 //! racing requests. This module hands out MRN numbers and answers look-ups.
 
-use domain::ids::ClinicId;
+use domain::ids::{ClinicId, PatientId, StaffId};
 use domain::values::{ClinicCode, Mrn};
 use sqlx::{PgExecutor, PgPool};
 
@@ -29,6 +29,28 @@ pub async fn next_mrn<'e>(
     .fetch_one(executor)
     .await?;
     Ok(Mrn::from_number(n as u64))
+}
+
+/// Whether `doctor` may see `patient`: the patient has an appointment with them that is
+/// booked, checked in, in progress or fulfilled (a cancelled one or a no-show grants nothing).
+/// `care_links` is kept by a trigger on `events`, so on a command's transaction
+/// ([`crate::CommandTx::conn`]) this is the state at that commit. The read side applies the
+/// same rule to `rm.appointments` (`projections::patients`).
+pub async fn doctor_sees_patient<'e>(
+    executor: impl PgExecutor<'e>,
+    clinic_id: ClinicId,
+    doctor: StaffId,
+    patient: PatientId,
+) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM care_links \
+          WHERE clinic_id = $1 AND doctor_id = $2 AND patient_id = $3 AND grants)",
+    )
+    .bind(clinic_id.as_uuid())
+    .bind(doctor.as_uuid())
+    .bind(patient.as_uuid())
+    .fetch_one(executor)
+    .await?)
 }
 
 /// The clinic registered under `code`, if any.

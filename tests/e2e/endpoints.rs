@@ -1887,6 +1887,25 @@ pub(crate) async fn doctors_act_only_on_their_own_appointments_and_only_update_p
         app.event_count().await,
     );
 
+    // The desk books the patient's first visit with the second doctor (a doctor books only
+    // patients they may already see: `security::f02_…`).
+    let first_visit = app
+        .post(
+            "/v1/appointments",
+            &n.receptionist,
+            with(
+                &with(&slot(app.now(), 5, 11), "patient_id", json!(n.patient_id)),
+                "doctor_id",
+                json!(second_id),
+            ),
+        )
+        .await;
+    checks.that(
+        "the desk books the second doctor",
+        first_visit.status == 201,
+        || format!("{first_visit:?}"),
+    );
+
     // Their own booking works; the first doctor may not touch it, its own doctor may.
     let own = app
         .post(

@@ -336,3 +336,161 @@ async fn f03_nul_in_a_header_is_refused_by_the_server_not_a_500() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// 2. A doctor cannot give themselves access to a patient.
+
+/// Books `patient` with the fixture's doctor, `days` from now at 10:00 (UTC), as `token`.
+async fn book_with_doctor(
+    app: &TestApp,
+    clinic: &crate::helpers::ClinicFixture,
+    token: &str,
+    patient: uuid::Uuid,
+    days: i64,
+) -> Answer {
+    let start = app.future(days, 10);
+    app.post(
+        "/v1/appointments",
+        token,
+        json!({
+            "patient_id": patient,
+            "doctor_id": clinic.doctor_id,
+            "start": start,
+            "end": start + chrono::Duration::minutes(30),
+        }),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn f02_a_doctor_cannot_book_cancel_or_update_their_way_into_a_record() {
+    let app = spawn_app().await;
+    let platform = app.platform_admin().await;
+    let n = app.clinic(&platform, "selfgrant").await;
+    let registered = app
+        .post("/v1/patients", &n.receptionist, patient_body("Hidden"))
+        .await;
+    assert_eq!(registered.status, 201, "{registered:?}");
+    let hidden = registered.id();
+    let events = app.event_count().await;
+    let record = format!("/v1/patients/{hidden}");
+    let seen = |answer: &Answer| answer.status == 200;
+
+    // The patient is not the doctor's: 404, and not in their list.
+    let read = app.read_at(&record, &n.doctor, pos(&registered)).await;
+    read.problem(404);
+    let list = app
+        .read_at("/v1/patients?limit=200", &n.doctor, pos(&registered))
+        .await;
+    assert!(
+        !list.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["patient_id"] == hidden.to_string()),
+        "{list:?}"
+    );
+
+    // Booking the patient with themselves is refused with the answer of an unknown patient.
+    let booked = book_with_doctor(&app, &n, &n.doctor, hidden, 2).await;
+    booked.names_field("patient_id");
+    let unknown = book_with_doctor(&app, &n, &n.doctor, uuid::Uuid::new_v4(), 2).await;
+    assert_eq!(
+        booked.body["errors"], unknown.body["errors"],
+        "{booked:?} vs {unknown:?}"
+    );
+    // Updating them is a 404, like reading them; nothing was written.
+    let patched = app
+        .patch(&record, &n.doctor, json!({"phone": "+49 30 7654321"}))
+        .await;
+    patched.problem(404);
+    let patched_unknown = app
+        .patch(
+            &format!("/v1/patients/{}", uuid::Uuid::new_v4()),
+            &n.doctor,
+            json!({"phone": "+49 30 7654321"}),
+        )
+        .await;
+    assert_eq!(patched.body["detail"], patched_unknown.body["detail"]);
+    assert_eq!(
+        app.event_count().await,
+        events,
+        "a refused command writes nothing"
+    );
+
+    // The desk books the patient with the doctor: now the doctor sees and may update them.
+    let desk = book_with_doctor(&app, &n, &n.receptionist, hidden, 3).await;
+    assert_eq!(desk.status, 201, "{desk:?}");
+    assert!(seen(&app.read_at(&record, &n.doctor, pos(&desk)).await));
+    let patched = app
+        .patch(&record, &n.doctor, json!({"phone": "+49 30 7654321"}))
+        .await;
+    assert_eq!(patched.status, 200, "{patched:?}");
+    // ... and may book a follow-up themselves.
+    let follow_up = book_with_doctor(&app, &n, &n.doctor, hidden, 5).await;
+    assert_eq!(follow_up.status, 201, "{follow_up:?}");
+
+    // Cancelled, both appointments grant nothing: the record is a 404 to the doctor again,
+    // for reads, updates and bookings.
+    for appointment in [desk.id(), follow_up.id()] {
+        let cancelled = app
+            .post(
+                &format!("/v1/appointments/{appointment}/cancel"),
+                &n.receptionist,
+                json!({"reason": "moved away"}),
+            )
+            .await;
+        assert_eq!(cancelled.status, 200, "{cancelled:?}");
+    }
+    let position = app.event_count().await;
+    let read = app
+        .read_at(&record, &n.doctor, last_position(&app).await)
+        .await;
+    read.problem(404);
+    app.patch(&record, &n.doctor, json!({"phone": "+49 30 1111111"}))
+        .await
+        .problem(404);
+    book_with_doctor(&app, &n, &n.doctor, hidden, 6)
+        .await
+        .names_field("patient_id");
+    assert_eq!(app.event_count().await, position);
+
+    // A no-show grants nothing either; a fulfilled visit does.
+    let no_show = book_with_doctor(&app, &n, &n.receptionist, hidden, 0).await;
+    assert_eq!(no_show.status, 201, "{no_show:?}");
+    app.advance(chrono::Duration::days(1));
+    // (A day later, the access tokens have expired.)
+    let desk = app.login(&n.emails["receptionist"]).await;
+    let doctor = app.login(&n.emails["doctor"]).await;
+    let marked = app
+        .post(
+            &format!("/v1/appointments/{}/no-show", no_show.id()),
+            &desk,
+            json!({}),
+        )
+        .await;
+    assert_eq!(marked.status, 200, "{marked:?}");
+    app.read_at(&record, &doctor, last_position(&app).await)
+        .await
+        .problem(404);
+
+    // The fixture's patient, booked by the desk, stays visible throughout.
+    let own = format!("/v1/patients/{}", n.patient_id);
+    let own = app.read_at(&own, &doctor, last_position(&app).await).await;
+    assert!(seen(&own), "{own:?}");
+}
+
+/// The `position` of a command answer (for `X-Min-Position`).
+fn pos(answer: &Answer) -> i64 {
+    answer.body["position"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no position in {answer:?}"))
+}
+
+async fn last_position(app: &TestApp) -> i64 {
+    let mut conn = app.db.owner_connection().await;
+    sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}

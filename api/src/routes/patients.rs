@@ -163,15 +163,20 @@ async fn register(cmd: Command) -> Result<Response, ApiError> {
     .await
 }
 
-/// Update a patient's demographics. Doctors may do this too.
+/// Update a patient's demographics. Doctors may do this too, for a patient they may see
+/// (see `GET /v1/patients/{id}`); any other patient is a 404 to them.
 #[utoipa::path(patch, path = "/v1/patients/{id}", tag = "patients", request_body = UpdatePatient,
     security(("bearer" = [])), params(("id" = Uuid, Path, description = "Patient id")),
     responses((status = 200, description = "Updated", body = CommandAccepted), CommandProblems))]
 async fn update(cmd: Command<IdPath>) -> Result<Response, ApiError> {
     cmd.run(
         roles::PATIENT_DEMOGRAPHICS,
-        |changes: DemographicsChanges, ctx| {
-            ctx.update::<Patient>(PatientCommand::UpdateDemographics { changes })
+        |changes: DemographicsChanges, ctx| async move {
+            let meta = ctx.meta()?;
+            let committed =
+                patients::update_demographics(ctx.store(), &meta, ctx.expect, ctx.id(), changes)
+                    .await?;
+            Ok(CommandResponse::updated(ctx.id(), &committed))
         },
     )
     .await
@@ -253,8 +258,8 @@ fn reads(doctor: Option<StaffId>) -> &'static [Projection] {
 /// case, `mrn-12` = `MRN-000012`), digits (with `+`, spaces, `-`, `(`, `)`) a prefix of the
 /// phone number's digits (at least 4), anything else a prefix of the given name, the family
 /// name or "given family", ignoring case and accents. Without `q`, every patient. Ordered by
-/// family name, given name and id; a doctor sees only patients who have (or had) an
-/// appointment with them.
+/// family name, given name and id; a doctor sees only the patients they may see: those with an
+/// appointment with them that is booked, checked in, in progress or fulfilled.
 #[utoipa::path(get, path = "/v1/patients", tag = "patients", security(("bearer" = [])),
     params(PatientSearchParams, MinPositionQuery, MinPositionHeader),
     responses((status = 200, description = "One page of patients", body = PatientPage), ReadProblems))]
@@ -272,7 +277,8 @@ async fn list_patients(mut read: Read<PatientSearchParams>) -> Result<Json<Patie
 }
 
 /// A patient's whole record (`ETag` carries its version). A doctor gets a 404 for a patient
-/// they have never had an appointment with.
+/// without an appointment with them that is booked, checked in, in progress or fulfilled (a
+/// cancelled one or a no-show grants nothing).
 #[utoipa::path(get, path = "/v1/patients/{id}", tag = "patients", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Patient id"), MinPositionQuery, MinPositionHeader),
     responses((status = 200, description = "The patient", body = PatientRecord), ReadProblems))]

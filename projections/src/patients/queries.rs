@@ -94,7 +94,8 @@ impl PatientSearch {
 #[derive(Debug, Clone)]
 pub struct PatientQuery {
     pub search: PatientSearch,
-    /// Only patients who have (or had) an appointment with this doctor.
+    /// Only patients this doctor may see (an appointment with them that is not cancelled or
+    /// a no-show).
     pub doctor: Option<StaffId>,
     pub after: Option<PatientCursor>,
     /// 1..=[`MAX_PAGE_SIZE`].
@@ -273,12 +274,18 @@ fn push_page(
         .push_bind(limit + 1);
 }
 
-/// `AND` the patient `p` has (or had) an appointment with `doctor`.
+/// The appointment states that let a doctor see the patient (`commands::registry::
+/// doctor_sees_patient` holds the same rule for the write side): a cancelled appointment or a
+/// no-show grants nothing.
+pub const STATUSES_THAT_GRANT: &str = "('booked', 'checked-in', 'in-progress', 'fulfilled')";
+
+/// `AND` the patient `p` has an appointment with `doctor` that lets the doctor see them.
 fn push_seen_by(sql: &mut QueryBuilder<'_, Postgres>, doctor: StaffId) {
-    sql.push(
+    sql.push(format!(
         " AND EXISTS (SELECT 1 FROM rm.appointments a \
-           WHERE a.clinic_id = p.clinic_id AND a.patient_id = p.patient_id AND a.doctor_id = ",
-    )
+           WHERE a.clinic_id = p.clinic_id AND a.patient_id = p.patient_id \
+             AND a.status IN {STATUSES_THAT_GRANT} AND a.doctor_id = "
+    ))
     .push_bind(doctor.as_uuid())
     .push(")");
 }
@@ -329,7 +336,7 @@ struct PatientRecordRow {
 }
 
 /// One patient of the clinic; `None` if there is none with this id, or (with `doctor`) if
-/// that doctor has never had an appointment with them.
+/// that doctor may not see them.
 pub async fn patient(
     pool: &PgPool,
     clinic: ClinicId,
