@@ -3,14 +3,16 @@
 //! A command answers with the global `position` of the last event it wrote. A client that
 //! sends it back as `X-Min-Position: N` (or `?min_position=N`) with a query gets an answer
 //! from read models that include that event: the handler waits (polling the projections'
-//! checkpoints) for at most [`WAIT_LIMIT`], then answers 503 with `Retry-After`.
+//! checkpoints) for at most [`WAIT_LIMIT`], then answers 503 with `Retry-After`. A position
+//! no committed event has is a 422 at once.
 //!
 //! A query endpoint takes a [`Read`]: the caller, the path, `X-Min-Position` and the query
 //! string. It checks the caller's role, then their scope (the clinic, a doctor's own
 //! records), then the query string, and waits for the read models it reads:
 //!
-//! - a doctor sees only their own appointments and the patients they have (or had) an
-//!   appointment with; anything else is a 404 (a filter on another doctor is a 403);
+//! - a doctor sees only their own appointments and the patients with an appointment with them
+//!   that is not cancelled or a no-show; anything else is a 404 (a filter on another doctor
+//!   is a 403);
 //! - a receptionist sees no clinical notes (an appointment's `reason` is absent);
 //! - the platform admin sees clinics and counts, never patient data.
 
@@ -25,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use commands::ActorRole;
 use domain::ids::{ClinicId, StaffId};
+use projections::checkpoint::Reached;
 use projections::Projection;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -48,9 +51,13 @@ const POLL_EVERY: Duration = Duration::from_millis(15);
 const RETRY_AFTER_SECS: u64 = 1;
 
 /// The position the read models must have reached: the larger of `X-Min-Position` and
-/// `?min_position=`, if either is given. Anything but a non-negative integer is a 400.
+/// `?min_position=`, if either is given, with the name of the one it came from. Anything but a
+/// non-negative integer is a 400.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MinPosition(pub Option<i64>);
+pub struct MinPosition(pub Option<(i64, &'static str)>);
+
+/// The names a [`MinPosition`] is given by, as a 422 names them.
+const HEADER_NAME: &str = "X-Min-Position";
 
 fn parse_position(name: &str, raw: &str) -> Result<i64, ApiError> {
     raw.trim()
@@ -68,18 +75,24 @@ impl<S: Send + Sync> FromRequestParts<S> for MinPosition {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let mut min: Option<i64> = None;
+        let mut min: Option<(i64, &'static str)> = None;
+        let mut keep = |position: i64, name: &'static str| {
+            if min.is_none_or(|(p, _)| position > p) {
+                min = Some((position, name));
+            }
+        };
         for value in parts.headers.get_all(MIN_POSITION_HEADER) {
             let raw = value.to_str().map_err(|_| {
                 ApiError::BadRequest("X-Min-Position must be a non-negative integer".into())
             })?;
-            let position = parse_position("X-Min-Position", raw)?;
-            min = min.max(Some(position));
+            keep(parse_position(HEADER_NAME, raw)?, HEADER_NAME);
         }
         for (name, raw) in query::pairs(&parts.uri)? {
             if name == MIN_POSITION_PARAM {
-                let position = parse_position(MIN_POSITION_PARAM, &raw)?;
-                min = min.max(Some(position));
+                keep(
+                    parse_position(MIN_POSITION_PARAM, &raw)?,
+                    MIN_POSITION_PARAM,
+                );
             }
         }
         Ok(MinPosition(min))
@@ -87,19 +100,29 @@ impl<S: Send + Sync> FromRequestParts<S> for MinPosition {
 }
 
 /// Waits until every one of `projections` has applied the event at `min` (no wait without
-/// one, or for position 0). After [`WAIT_LIMIT`] the answer is a 503 with `Retry-After`.
+/// one, or for position 0). A position no committed event has (beyond the head of the store)
+/// is a 422 naming where it came from, at once: no command answered it, so waiting cannot
+/// help, and a client cannot use it to hold a request and its polls. After [`WAIT_LIMIT`] the
+/// answer is a 503 with `Retry-After`.
 pub async fn wait_for(
     state: &AppState,
     projections: &[Projection],
-    min: Option<i64>,
+    min: MinPosition,
 ) -> Result<(), ApiError> {
-    let Some(position) = min.filter(|p| *p > 0) else {
+    let Some((position, field)) = min.0.filter(|(p, _)| *p > 0) else {
         return Ok(());
     };
     let deadline = Instant::now() + WAIT_LIMIT;
     loop {
-        if projections::checkpoint::covers(&state.pool, projections, position).await? {
-            return Ok(());
+        match projections::checkpoint::reached(&state.pool, projections, position).await? {
+            Reached::Yes => return Ok(()),
+            Reached::Unwritten => {
+                return Err(ApiError::field(
+                    field,
+                    "no event has this position: send the `position` of a command's answer",
+                ))
+            }
+            Reached::NotYet => {}
         }
         if Instant::now() >= deadline {
             tracing::info!(position, ?projections, "read models behind X-Min-Position");
@@ -121,7 +144,7 @@ pub struct Read<Q = NoParams, P = ()> {
     pub state: AppState,
     pub principal: Principal,
     pub path: P,
-    min: Option<i64>,
+    min: MinPosition,
     params: Option<Result<Q, ApiError>>,
 }
 
@@ -136,7 +159,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let principal = Principal::from_request_parts(parts, state).await?;
         let path = P::from_request_parts(parts, state).await?;
-        let MinPosition(min) = MinPosition::from_request_parts(parts, state).await?;
+        let min = MinPosition::from_request_parts(parts, state).await?;
         let params = ReadQuery::<Q>::from_request_parts(parts, state).await;
         Ok(Read {
             state: state.clone(),
@@ -233,7 +256,7 @@ impl IntoResponses for ReadProblems {
             (401, UNAUTHORIZED),
             (403, "The caller's role may not read this (or, for a doctor, filters on another doctor), or the clinic is suspended"),
             (404, "No such record in the caller's clinic (for a doctor: not one of theirs)"),
-            (422, "An invalid query parameter (or a malformed `{id}`), named in `errors`"),
+            (422, "An invalid query parameter (or a malformed `{id}`), or an `X-Min-Position` / `min_position` that no event has, named in `errors`"),
             (503, "The read models have not reached `X-Min-Position` within 2 s; retry after `Retry-After`"),
         ])
     }
@@ -279,15 +302,19 @@ mod tests {
         assert_eq!(extract("/x", None).await.unwrap(), MinPosition(None));
         assert_eq!(
             extract("/x", Some(" 12 ")).await.unwrap(),
-            MinPosition(Some(12))
+            MinPosition(Some((12, "X-Min-Position")))
         );
         assert_eq!(
             extract("/x?q=a&min_position=7", None).await.unwrap(),
-            MinPosition(Some(7))
+            MinPosition(Some((7, "min_position")))
         );
         assert_eq!(
             extract("/x?min_position=7", Some("9")).await.unwrap(),
-            MinPosition(Some(9))
+            MinPosition(Some((9, "X-Min-Position")))
+        );
+        assert_eq!(
+            extract("/x?min_position=10", Some("9")).await.unwrap(),
+            MinPosition(Some((10, "min_position")))
         );
     }
 

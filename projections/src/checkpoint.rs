@@ -5,25 +5,41 @@ use sqlx::PgPool;
 
 use crate::Projection;
 
-/// True when every one of `projections` has applied the event at `position` (an event that
-/// does not exist yet — not committed, or a position from the future — is not covered).
-pub async fn covers(
+/// Where the read models stand against a position a client sent (`X-Min-Position`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reached {
+    /// Every projection asked for has applied the event at the position.
+    Yes,
+    /// The event exists; some projection has not applied it yet.
+    NotYet,
+    /// No committed event has this position (beyond the head of the store, or a position
+    /// a rolled-back transaction took). Waiting cannot help: no command answered it.
+    Unwritten,
+}
+
+/// Whether every one of `projections` has applied the event at `position`, in one statement.
+pub async fn reached(
     pool: &PgPool,
     projections: &[Projection],
     position: i64,
-) -> Result<bool, sqlx::Error> {
+) -> Result<Reached, sqlx::Error> {
     let names: Vec<&str> = projections.iter().map(|p| p.name).collect();
-    let uncovered: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM projection_checkpoints c \
-         WHERE c.name = ANY($1) AND NOT EXISTS ( \
-             SELECT 1 FROM events e WHERE e.position = $2 \
-               AND (e.transaction_id, e.position) <= (c.transaction_id, c.position))",
+    let (written, uncovered): (bool, i64) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM events WHERE position = $2), \
+                (SELECT count(*) FROM projection_checkpoints c \
+                 WHERE c.name = ANY($1) AND NOT EXISTS ( \
+                     SELECT 1 FROM events e WHERE e.position = $2 \
+                       AND (e.transaction_id, e.position) <= (c.transaction_id, c.position)))",
     )
     .bind(names)
     .bind(position)
     .fetch_one(pool)
     .await?;
-    Ok(uncovered == 0)
+    Ok(match (written, uncovered) {
+        (false, _) => Reached::Unwritten,
+        (true, 0) => Reached::Yes,
+        (true, _) => Reached::NotYet,
+    })
 }
 
 /// One projection's progress.

@@ -15,7 +15,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::helpers::{
-    patient_body, spawn_app, spawn_app_at, Answer, ClinicFixture, TestApp, TestDb, PASSWORD,
+    patient_body, spawn_app, spawn_app_at, spawn_app_with, Answer, ClinicFixture, TestApp, TestDb,
+    PASSWORD,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -1229,14 +1230,23 @@ async fn appointment_and_staff_filters_and_their_422s() {
 // X-Min-Position.
 
 #[tokio::test]
-async fn a_position_the_read_models_do_not_reach_is_a_503_after_2_seconds() {
-    let app = spawn_app().await;
+async fn a_written_position_the_read_models_do_not_reach_is_a_503_after_2_seconds() {
+    // No projection workers: the registration below is written but never applied.
+    let app = spawn_app_with(|s| s.workers = None).await;
     let platform = app.platform_admin().await;
-    let north = app.clinic(&platform, "north").await;
-    let far = head(&app).await + 1_000_000;
+    let clinic = app.clinic(&platform, "north").await;
+    let written = app
+        .post(
+            "/v1/patients",
+            &clinic.receptionist,
+            patient_body("Unapplied"),
+        )
+        .await;
+    assert_eq!(written.status, 201, "{written:?}");
+    let position = written.body["position"].as_i64().unwrap();
 
     let started = Instant::now();
-    let answer = read(&app, &north.admin, "/v1/patients", far).await;
+    let answer = read(&app, &clinic.admin, "/v1/patients", position).await;
     let waited = started.elapsed();
     let body = answer.problem(503);
     assert_eq!(body["type"], "https://clinic.example/problems/unavailable");
@@ -1250,14 +1260,57 @@ async fn a_position_the_read_models_do_not_reach_is_a_503_after_2_seconds() {
     let answer = app
         .send(
             Method::GET,
-            &format!("/v1/clinics?min_position={far}"),
-            Some(&platform),
+            &format!("/v1/patients?min_position={position}"),
+            Some(&clinic.admin),
             None,
         )
         .await;
     answer.problem(503);
     assert_eq!(answer.header("retry-after"), Some("1"));
     assert!(started.elapsed() >= Duration::from_millis(1900));
+}
+
+/// Issue 12, finding 6: a position no event has (beyond the head of the store) cannot be
+/// used to hold a request for the whole wait while it polls: it is a 422 naming where it came
+/// from, at once.
+#[tokio::test]
+async fn a_position_beyond_the_head_of_the_store_is_a_422_at_once() {
+    let app = spawn_app().await;
+    let platform = app.platform_admin().await;
+    let north = app.clinic(&platform, "north").await;
+    let head = head(&app).await;
+    for far in [
+        head + 1,
+        head + 1_000_000,
+        9_223_372_036_854_775_806,
+        i64::MAX,
+    ] {
+        let started = Instant::now();
+        read(&app, &north.admin, "/v1/patients", far)
+            .await
+            .names_field("X-Min-Position");
+        let answer = app
+            .send(
+                Method::GET,
+                &format!("/v1/clinics?min_position={far}"),
+                Some(&platform),
+                None,
+            )
+            .await;
+        answer.names_field("min_position");
+        assert!(
+            started.elapsed() < Duration::from_millis(1000),
+            "{far}: took {:?}",
+            started.elapsed()
+        );
+    }
+    // The head itself is written and reached: answered at once.
+    let started = Instant::now();
+    assert_eq!(
+        read(&app, &north.admin, "/v1/patients", head).await.status,
+        200
+    );
+    assert!(started.elapsed() < Duration::from_millis(1900));
 }
 
 #[tokio::test]

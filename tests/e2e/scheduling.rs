@@ -691,8 +691,7 @@ pub(crate) async fn availability_checks_parameters_roles_and_the_doctor_at(now: 
     .await;
     gone.problem(404);
 
-    // X-Min-Position is honoured: a position from the future is a 503 after the wait (one
-    // try: `availability` would retry it).
+    // X-Min-Position is honoured: a position no event has yet is a 422 naming it.
     let far = (position(&answer) + 1_000).to_string();
     let future = app
         .send_with(
@@ -703,7 +702,7 @@ pub(crate) async fn availability_checks_parameters_roles_and_the_doctor_at(now: 
             &[("x-min-position", &far)],
         )
         .await;
-    future.problem(503);
+    future.names_field("X-Min-Position");
 }
 
 // ---------------------------------------------------------------------------------------
