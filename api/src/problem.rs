@@ -123,8 +123,57 @@ pub enum ApiError {
     Internal(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
+/// The `Retry-After` of a 503 while the database cannot be reached, in seconds.
+pub const DATABASE_RETRY_AFTER_SECS: u64 = 2;
+
+/// Whether `err`, or an error in its chain of causes, says that the database cannot be reached:
+/// no connection could be had in time, the connection broke, or the server is shutting down,
+/// starting up or out of connection slots. Any other database error is the request's or
+/// ours, and stays a 500.
+pub fn database_unreachable(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if let Some(sqlx_err) = e.downcast_ref::<sqlx::Error>() {
+            return match sqlx_err {
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+                sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => true,
+                sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                    // Class 08: connection exception; 57P01-03: shutting down or starting up;
+                    // 53300: too many connections.
+                    code.starts_with("08")
+                        || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+                }),
+                _ => false,
+            };
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            return matches!(
+                io.kind(),
+                ConnectionRefused
+                    | ConnectionReset
+                    | ConnectionAborted
+                    | BrokenPipe
+                    | UnexpectedEof
+            );
+        }
+        cause = e.source();
+    }
+    false
+}
+
 impl ApiError {
+    /// A failure of the server's own. When its cause is that the database cannot be reached
+    /// (see [`database_unreachable`]), the answer is a 503 with `Retry-After` instead of a
+    /// 500: the client may retry, and the service recovers when the database is back.
     pub fn internal(err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        if database_unreachable(&err) {
+            tracing::warn!(error = %error_chain(&err), "the database cannot be reached");
+            return ApiError::RetryLater {
+                retry_after_secs: DATABASE_RETRY_AFTER_SECS,
+                detail: "The database cannot be reached; retry shortly.".into(),
+            };
+        }
         ApiError::Internal(Box::new(err))
     }
 

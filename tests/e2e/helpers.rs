@@ -446,6 +446,15 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     start_app(db, settings, clock).await
 }
 
+/// An app over an existing test database whose settings `adjust` changes first (e.g. to reach
+/// the database through a proxy).
+pub async fn spawn_app_with_db(db: TestDb, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let clock = Arc::new(ManualClock::new(default_now()));
+    let mut settings = test_settings(&db, clock.clone());
+    adjust(&mut settings);
+    start_app(db, settings, clock).await
+}
+
 /// An app over an existing test database (e.g. one the CLI has written to).
 pub async fn spawn_app_on(db: TestDb) -> TestApp {
     let clock = Arc::new(ManualClock::new(default_now()));

@@ -494,3 +494,131 @@ async fn last_position(app: &TestApp) -> i64 {
         .await
         .unwrap()
 }
+
+// ---------------------------------------------------------------------------------------
+// 5. While PostgreSQL cannot be reached, requests get a 503 with Retry-After within 1 s.
+
+/// A TCP proxy in front of the test's PostgreSQL that the test can take down (every open
+/// connection is cut, new ones are closed at once) and bring back up on the same port.
+struct PgProxy {
+    port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    kill: tokio::sync::broadcast::Sender<()>,
+}
+
+impl PgProxy {
+    async fn start(target: String) -> PgProxy {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = std::sync::Arc::new(AtomicBool::new(true));
+        let (kill, _) = tokio::sync::broadcast::channel(4);
+        let (accepting, sender) = (up.clone(), kill.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !accepting.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let mut killed = sender.subscribe();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = killed.recv() => {}
+                    }
+                });
+            }
+        });
+        PgProxy { port, up, kill }
+    }
+
+    fn down(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        let _ = self.kill.send(());
+    }
+
+    fn up(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn f05_while_the_database_is_down_requests_get_a_fast_503_with_retry_after_and_recover() {
+    let db = crate::helpers::TestDb::new().await;
+    let target = format!("{}:{}", db.owner.get_host(), db.owner.get_port());
+    let proxy = PgProxy::start(target).await;
+    let through_proxy = db.owner.clone().port(proxy.port);
+    let app = crate::helpers::spawn_app_with_db(db, |s| {
+        s.database.source = api::infra::config::DatabaseSource::Url(Box::new(through_proxy));
+    })
+    .await;
+    let platform = app.platform_admin().await;
+    let clinic = app.clinic(&platform, "dbdown").await;
+    assert_eq!(app.get("/readyz").await.status().as_u16(), 200);
+
+    proxy.down();
+    let requests: [(Method, &str, Option<&str>, Option<Value>); 5] = [
+        (Method::GET, "/v1/me", Some(&clinic.admin), None),
+        (Method::GET, "/v1/patients", Some(&clinic.admin), None),
+        (
+            Method::POST,
+            "/v1/patients",
+            Some(&clinic.receptionist),
+            Some(patient_body("Down")),
+        ),
+        (Method::GET, "/v1/dashboard", Some(&clinic.nurse), None),
+        (
+            Method::POST,
+            "/v1/auth/login",
+            None,
+            Some(json!({"email": clinic.emails["nurse"], "password": PASSWORD})),
+        ),
+    ];
+    // Twice: the first use of a pooled connection finds it cut, the second finds none.
+    for round in 0..2 {
+        for (method, path, token, body) in &requests {
+            let started = std::time::Instant::now();
+            let answer = app.send(method.clone(), path, *token, body.as_ref()).await;
+            let took = started.elapsed();
+            let problem = answer.problem(503);
+            assert_eq!(
+                problem["type"],
+                "https://clinic.example/problems/unavailable"
+            );
+            assert!(answer.header("retry-after").is_some(), "{answer:?}");
+            assert!(
+                took < std::time::Duration::from_millis(1000),
+                "round {round}: {method} {path} took {took:?}"
+            );
+        }
+        let started = std::time::Instant::now();
+        let ready = app.get("/readyz").await;
+        assert_eq!(ready.status().as_u16(), 503);
+        assert!(started.elapsed() < std::time::Duration::from_millis(1000));
+    }
+
+    // Back up: the same requests succeed again, without a restart of the service.
+    proxy.up();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if app.get("/readyz").await.status().as_u16() == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no recovery in 10 s");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let registered = app
+        .post("/v1/patients", &clinic.receptionist, patient_body("Back"))
+        .await;
+    assert_eq!(registered.status, 201, "{registered:?}");
+    assert_eq!(
+        app.send(Method::GET, "/v1/me", Some(&clinic.admin), None)
+            .await
+            .status,
+        200
+    );
+}

@@ -187,6 +187,12 @@ pub async fn worker_pool(options: &PgConnectOptions) -> Result<PgPool, DbError> 
     role_pool(options, 2, "SET ROLE clinic_worker").await
 }
 
+/// How long a request waits for a database connection before it is answered 503 with
+/// `Retry-After` (`problem::database_unreachable`). While PostgreSQL is down, this bounds
+/// every request that needs it and `/readyz`; under load it sheds what the pool cannot serve
+/// in time instead of queueing it.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(800);
+
 /// A pool whose every connection runs `set_role` as it opens. A checkout costs no round trip:
 /// sqlx would ping each idle connection before handing it out (`test_before_acquire`), which
 /// doubles the round trips of a one-statement request; a dead connection shows up as an
@@ -200,7 +206,7 @@ async fn role_pool(
     PgPoolOptions::new()
         .max_connections(max_connections)
         .test_before_acquire(false)
-        .acquire_timeout(Duration::from_secs(5))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 conn.execute(set_role).await?;
