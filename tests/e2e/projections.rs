@@ -314,7 +314,18 @@ async fn the_read_models_advance_together_one_transaction_per_batch() {
                     "{now:?}"
                 );
             }
-            worker::group::GroupBatch::Idle => break,
+            // Idle also while a transaction anywhere on the server (another test's) could
+            // still commit before the next event: wait until the whole log is applied.
+            worker::group::GroupBatch::Idle => {
+                let head: i64 = sqlx::query_scalar("SELECT max(position) FROM events")
+                    .fetch_one(&mut owner)
+                    .await
+                    .unwrap();
+                if checkpoints(&mut owner).await.iter().all(|c| c.1 == head) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
             worker::group::GroupBatch::Diverged => panic!("the checkpoints started together"),
         }
     }

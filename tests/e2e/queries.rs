@@ -808,7 +808,7 @@ async fn doctors_see_only_their_own_appointments_and_patients() {
         vec![theirs.to_string()]
     );
     ok(read(&app, &watson_token, &format!("/v1/patients/{theirs}"), p).await);
-    // A cancelled appointment still counts as "had an appointment".
+    // A cancelled appointment grants nothing (issue 12, finding 2): Watson loses the record.
     let cancelled = app
         .post(
             &format!("/v1/appointments/{other_appointment}/cancel"),
@@ -817,7 +817,11 @@ async fn doctors_see_only_their_own_appointments_and_patients() {
         )
         .await;
     let p = position(&cancelled);
-    ok(read(&app, &watson_token, &format!("/v1/patients/{theirs}"), p).await);
+    read(&app, &watson_token, &format!("/v1/patients/{theirs}"), p)
+        .await
+        .problem(404);
+    let patients = ok(read(&app, &watson_token, "/v1/patients?q=sherlock", p).await);
+    assert_eq!(ids(&patients["items"], "patient_id"), Vec::<String>::new());
     let view = ok(read(
         &app,
         &north.receptionist,
