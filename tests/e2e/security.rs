@@ -622,3 +622,181 @@ async fn f05_while_the_database_is_down_requests_get_a_fast_503_with_retry_after
         200
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// 4. Every answer that carries patient data is in the access log, once, naming the patients
+// it returned or the filter it used.
+
+#[tokio::test]
+async fn f04_lists_searches_exports_histories_and_the_dashboard_are_in_the_access_log() {
+    let app = spawn_app().await;
+    let platform = app.platform_admin().await;
+    let n = app.clinic(&platform, "accesslist").await;
+    let second = app
+        .post("/v1/patients", &n.receptionist, patient_body("Second"))
+        .await;
+    assert_eq!(second.status, 201, "{second:?}");
+    let second = second.id();
+    app.db.caught_up().await;
+    let (p, a) = (n.patient_id, n.appointment_id);
+    let both = {
+        let mut ids = vec![p.to_string(), second.to_string()];
+        ids.sort();
+        ids
+    };
+    let just = |id: uuid::Uuid| vec![id.to_string()];
+    let none: Vec<String> = Vec::new();
+    // (role, path, endpoint, patient_id, patient_ids, filter)
+    type Read<'a> = (&'a str, String, &'a str, Option<String>, Vec<String>, Value);
+    let reads: Vec<Read> = vec![
+        (
+            "receptionist",
+            "/v1/patients?limit=50".into(),
+            "GET /v1/patients",
+            None,
+            both.clone(),
+            json!({"limit": "50"}),
+        ),
+        (
+            "nurse",
+            "/v1/patients?q=Ada".into(),
+            "GET /v1/patients",
+            None,
+            just(p),
+            json!({"q": "Ada"}),
+        ),
+        (
+            "auditor",
+            "/v1/audit/events".into(),
+            "GET /v1/audit/events",
+            None,
+            none.clone(),
+            json!({}),
+        ),
+        (
+            "auditor",
+            format!("/v1/audit/events?aggregate_type=Patient&aggregate_id={p}"),
+            "GET /v1/audit/events",
+            Some(p.to_string()),
+            none.clone(),
+            json!({"aggregate_type": "Patient", "aggregate_id": p.to_string()}),
+        ),
+        (
+            "auditor",
+            format!("/v1/audit/appointments/{a}/history"),
+            "GET /v1/audit/appointments/{id}/history",
+            Some(p.to_string()),
+            none.clone(),
+            json!({}),
+        ),
+        (
+            "clinic_admin",
+            format!(
+                "/v1/audit/state?aggregate_type=Appointment&aggregate_id={a}&as_of={}",
+                app.now().to_rfc3339().replace('+', "%2B")
+            ),
+            "GET /v1/audit/state",
+            Some(p.to_string()),
+            none.clone(),
+            Value::Null,
+        ),
+        (
+            "nurse",
+            "/v1/dashboard".into(),
+            "GET /v1/dashboard",
+            None,
+            just(p),
+            json!({}),
+        ),
+        (
+            "receptionist",
+            "/v1/appointments".into(),
+            "GET /v1/appointments",
+            None,
+            just(p),
+            json!({}),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (role, path, endpoint, patient_id, patient_ids, filter) in &reads {
+        let answer = app.send(Method::GET, path, Some(n.token(role)), None).await;
+        assert_eq!(answer.status, 200, "{path}: {answer:?}");
+        let request_id = answer.header("x-request-id").unwrap().to_owned();
+        let log = app
+            .send(
+                Method::GET,
+                "/v1/audit/access-log?limit=1000",
+                Some(&n.auditor),
+                None,
+            )
+            .await;
+        let rows: Vec<&Value> = log.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["request_id"] == request_id.as_str())
+            .collect();
+        let expected = json!({
+            "endpoint": endpoint, "outcome": "allowed", "role": role,
+            "patient_id": patient_id, "patient_ids": patient_ids,
+            "filter": filter,
+        });
+        match rows.as_slice() {
+            [row] => {
+                let got = json!({
+                    "endpoint": row["endpoint"], "outcome": row["outcome"], "role": row["role"],
+                    "patient_id": row["patient_id"], "patient_ids": row["patient_ids"],
+                    "filter": row["filter"],
+                });
+                if got != expected {
+                    failures.push(format!("{path}: expected {expected}, got {got}"));
+                }
+            }
+            other => failures.push(format!("{path}: {} rows for one request", other.len())),
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+
+    // "Who read the second patient?" finds the lists that returned them.
+    let who = app
+        .send(
+            Method::GET,
+            &format!("/v1/audit/access-log?patient_id={second}"),
+            Some(&n.auditor),
+            None,
+        )
+        .await;
+    let endpoints: Vec<&str> = who.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["endpoint"].as_str().unwrap())
+        .collect();
+    assert_eq!(endpoints, ["GET /v1/patients"], "{who:?}");
+
+    // Staff events carry no patient data and are not recorded; a refused list is.
+    let before = access_rows(&app).await;
+    let staff = app
+        .send(
+            Method::GET,
+            "/v1/audit/events?aggregate_type=Staff",
+            Some(&n.auditor),
+            None,
+        )
+        .await;
+    assert_eq!(staff.status, 200);
+    assert_eq!(access_rows(&app).await, before);
+    let refused = app
+        .send(Method::GET, "/v1/patients", Some(&n.auditor), None)
+        .await;
+    refused.problem(403);
+    assert_eq!(access_rows(&app).await, before + 1);
+}
+
+async fn access_rows(app: &TestApp) -> i64 {
+    let mut conn = app.db.owner_connection().await;
+    sqlx::query_scalar("SELECT count(*) FROM access_log")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}

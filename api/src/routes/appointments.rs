@@ -25,7 +25,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{roles, CommandProblems};
-use crate::access_log::{self, ClientIp};
+use crate::access_log::{self, ClientIp, Subjects};
 use crate::http::{CommandAccepted, CommandResponse, IdPath};
 use crate::pipeline::{Command, Ctx};
 use crate::problem::ApiError;
@@ -280,16 +280,17 @@ async fn list_appointments(
     uri: Uri,
     mut read: Read<AppointmentParams>,
 ) -> Result<Json<AppointmentPage>, ApiError> {
-    // A list of one patient's appointments is a read of that patient's data, whether or not
-    // the rest of the query is valid.
+    // Every page names its patients, so every list is recorded: the patients it returned and
+    // the filter. A list of one patient's appointments names that patient, whether or not the
+    // rest of the query is valid.
     let patient = query::raw(&uri, "patient_id").and_then(|raw| Uuid::parse_str(&raw).ok());
     let result = read_appointments(&mut read).await;
-    let Some(patient) = patient else {
-        return result;
-    };
+    let returned = result.iter().flat_map(|Json(page)| &page.items);
+    let mut subjects = Subjects::list(&uri, returned.map(|a| a.patient_id));
+    subjects.patient_id = patient;
     let (state, principal) = (&read.state, &read.principal);
     let endpoint = "GET /v1/appointments";
-    access_log::logged(state, principal, Some(patient), endpoint, client_ip, result).await
+    access_log::logged(state, principal, subjects, endpoint, client_ip, result).await
 }
 
 async fn read_appointments(
@@ -349,7 +350,7 @@ async fn get_appointment(
     access_log::logged(
         &read.state,
         &read.principal,
-        patient,
+        Subjects::patient(patient),
         endpoint,
         client_ip,
         result,

@@ -33,7 +33,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::access_log::{self, ClientIp};
+use crate::access_log::{self, ClientIp, Subjects};
 use crate::auth::Principal;
 use crate::http::IdPath;
 use crate::problem::{problem_responses, ApiError, FieldError};
@@ -164,9 +164,32 @@ pub struct EventParams {
 async fn stream_events(
     State(state): State<AppState>,
     principal: Principal,
+    client_ip: ClientIp,
+    uri: Uri,
     params: Result<Query<EventParams>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let clinic = auditor_clinic(&principal)?;
+    // Staff and clinic events name no patient; any other stream carries patients' data and is
+    // recorded (before its first byte leaves) with its filter, and the patient it is limited
+    // to, if it is.
+    let kind = query::raw(&uri, "aggregate_type").and_then(|k| aggregate_type(&k).ok());
+    if matches!(kind, Some("Staff" | "Clinic")) {
+        return events_stream(&state, &principal, params).await;
+    }
+    let mut subjects = Subjects::list(&uri, []);
+    subjects.patient_id = (kind == Some("Patient"))
+        .then(|| query::raw(&uri, "aggregate_id").and_then(|v| Uuid::from_str(&v).ok()))
+        .flatten();
+    let result = events_stream(&state, &principal, params).await;
+    let endpoint = "GET /v1/audit/events";
+    access_log::logged(&state, &principal, subjects, endpoint, client_ip, result).await
+}
+
+async fn events_stream(
+    state: &AppState,
+    principal: &Principal,
+    params: Result<Query<EventParams>, ApiError>,
+) -> Result<Response, ApiError> {
+    let clinic = auditor_clinic(principal)?;
     let Query(params) = params?;
     let mut errors: Vec<FieldError> = check_window(params.since, params.until)
         .into_iter()
@@ -267,7 +290,7 @@ async fn patient_history(
     access_log::logged(
         &state,
         &principal,
-        Some(id),
+        Subjects::patient(Some(id)),
         "GET /v1/audit/patients/{id}/history",
         client_ip,
         result,
@@ -276,16 +299,32 @@ async fn patient_history(
 }
 
 /// An appointment's events, oldest first (same shape as the lines of `/v1/audit/events`).
+/// Recorded in the access log with the appointment's patient, allowed or refused.
 #[utoipa::path(get, path = "/v1/audit/appointments/{id}/history", tag = "audit", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Appointment id")),
     responses((status = 200, description = "The appointment's events", body = Vec<AuditEvent>), AuditProblems))]
 async fn appointment_history(
     State(state): State<AppState>,
     principal: Principal,
+    client_ip: ClientIp,
+    uri: Uri,
     IdPath(id): IdPath,
     params: Result<Query<NoParams>, ApiError>,
 ) -> Result<Json<Vec<AuditEvent>>, ApiError> {
-    history(&state, &principal, "Appointment", id, params).await
+    let result = history(&state, &principal, "Appointment", id, params).await;
+    let mut booked = result.iter().flat_map(|Json(events)| events);
+    let patient = booked.find_map(|e| patient_of_booking(&e.payload));
+    let mut subjects = Subjects::list(&uri, []);
+    subjects.patient_id = patient;
+    let endpoint = "GET /v1/audit/appointments/{id}/history";
+    access_log::logged(&state, &principal, subjects, endpoint, client_ip, result).await
+}
+
+/// The patient an `AppointmentBooked` payload names.
+fn patient_of_booking(payload: &Value) -> Option<Uuid> {
+    payload["AppointmentBooked"]["patient_id"]
+        .as_str()
+        .and_then(|id| Uuid::from_str(id).ok())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -358,14 +397,22 @@ async fn state_inner(
     let version = last.sequence;
     let replayed = replay(kind, events.iter().map(stored))?
         .ok_or_else(|| ApiError::field("aggregate_type", "unknown aggregate type"))?;
-    let patient = (kind == "Patient").then_some(id);
+    let replayed = replayed.to_json();
+    // A patient's state is theirs; an appointment's names its patient.
+    let patient = match kind {
+        "Patient" => Some(id),
+        "Appointment" => replayed["patient_id"]
+            .as_str()
+            .and_then(|p| Uuid::from_str(p).ok()),
+        _ => None,
+    };
     Ok((
         Json(StateAsOf {
             aggregate_type: kind.to_owned(),
             aggregate_id: id,
             as_of,
             version,
-            state: replayed.to_json(),
+            state: replayed,
         }),
         patient,
     ))
@@ -387,7 +434,8 @@ async fn state_as_of(
     let result = state_inner(&state, &principal, params).await;
     let patient = match &result {
         Ok((_, patient)) => *patient,
-        // A refused read of a patient's state is logged too.
+        // A refused read of a patient's state is logged too (an appointment's patient is not
+        // known then).
         Err(_) => {
             let asked_patient = query::raw(&uri, "aggregate_type")
                 .is_some_and(|kind| kind.eq_ignore_ascii_case("patient"));
@@ -401,7 +449,7 @@ async fn state_as_of(
             access_log::logged(
                 &state,
                 &principal,
-                Some(patient),
+                Subjects::patient(Some(patient)),
                 "GET /v1/audit/state",
                 client_ip,
                 result,

@@ -1,6 +1,7 @@
 //! The caller's own clinic: its dashboard and settings (clinic roles); settings and
 //! departments (clinic admin).
 
+use axum::http::Uri;
 use axum::response::Response;
 use axum::Json;
 use commands::Committed;
@@ -16,6 +17,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{roles, CommandProblems};
+use crate::access_log::{self, ClientIp, Subjects};
 use crate::http::{CommandAccepted, CommandResponse, IdPath};
 use crate::pipeline::{Command, Ctx};
 use crate::problem::ApiError;
@@ -160,7 +162,28 @@ const DASHBOARD_READS: &[Projection] = &[
 #[utoipa::path(get, path = "/v1/dashboard", tag = "clinic", security(("bearer" = [])),
     params(MinPositionQuery, MinPositionHeader),
     responses((status = 200, description = "The dashboard", body = Dashboard), ReadProblems))]
-async fn get_dashboard(mut read: Read) -> Result<Json<Dashboard>, ApiError> {
+async fn get_dashboard(
+    client_ip: ClientIp,
+    uri: Uri,
+    mut read: Read,
+) -> Result<Json<Dashboard>, ApiError> {
+    let result = dashboard_of(&mut read).await;
+    // The next appointments name their patients: recorded with those patients.
+    let upcoming = result.iter().flat_map(|Json(d)| &d.next_appointments);
+    let subjects = Subjects::list(&uri, upcoming.map(|a| a.patient_id));
+    let (state, principal) = (&read.state, &read.principal);
+    access_log::logged(
+        state,
+        principal,
+        subjects,
+        "GET /v1/dashboard",
+        client_ip,
+        result,
+    )
+    .await
+}
+
+async fn dashboard_of(read: &mut Read) -> Result<Json<Dashboard>, ApiError> {
     let dashboard_roles = roles::read::DASHBOARD;
     let ((clinic, doctor), _) = read
         .ready(dashboard_roles, clinic_and_doctor, DASHBOARD_READS)

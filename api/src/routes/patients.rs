@@ -1,6 +1,7 @@
 //! Patients: search and read; register (the clinic assigns the MRN), update demographics,
 //! merge, deactivate.
 
+use axum::http::Uri;
 use axum::response::Response;
 use axum::Json;
 use chrono::NaiveDate;
@@ -22,7 +23,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{roles, CommandProblems};
-use crate::access_log::{self, ClientIp};
+use crate::access_log::{self, ClientIp, Subjects};
 use crate::http::{CommandAccepted, CommandResponse, IdPath};
 use crate::pipeline::Command;
 use crate::problem::ApiError;
@@ -263,7 +264,30 @@ fn reads(doctor: Option<StaffId>) -> &'static [Projection] {
 #[utoipa::path(get, path = "/v1/patients", tag = "patients", security(("bearer" = [])),
     params(PatientSearchParams, MinPositionQuery, MinPositionHeader),
     responses((status = 200, description = "One page of patients", body = PatientPage), ReadProblems))]
-async fn list_patients(mut read: Read<PatientSearchParams>) -> Result<Json<PatientPage>, ApiError> {
+async fn list_patients(
+    client_ip: ClientIp,
+    uri: Uri,
+    mut read: Read<PatientSearchParams>,
+) -> Result<Json<PatientPage>, ApiError> {
+    let result = search_patients(&mut read).await;
+    // A page names its patients: recorded with the patients it returned and the search.
+    let returned = result.iter().flat_map(|Json(page)| &page.items);
+    let subjects = Subjects::list(&uri, returned.map(|p| p.patient_id));
+    let (state, principal) = (&read.state, &read.principal);
+    access_log::logged(
+        state,
+        principal,
+        subjects,
+        "GET /v1/patients",
+        client_ip,
+        result,
+    )
+    .await
+}
+
+async fn search_patients(
+    read: &mut Read<PatientSearchParams>,
+) -> Result<Json<PatientPage>, ApiError> {
     let ((clinic, doctor), params) = read.authorise(roles::read::PATIENTS, clinic_and_doctor)?;
     read.wait(reads(doctor)).await?;
     let query = PatientQuery {
@@ -291,7 +315,7 @@ async fn get_patient(
     access_log::logged(
         &read.state,
         &read.principal,
-        Some(id),
+        Subjects::patient(Some(id)),
         endpoint,
         client_ip,
         result,

@@ -241,6 +241,10 @@ pub struct NewAccess<'a> {
     pub actor_id: Uuid,
     pub role: &'a str,
     pub patient_id: Option<Uuid>,
+    /// The patients a list or page returned.
+    pub patient_ids: &'a [Uuid],
+    /// The query parameters of a list, search or export, as a JSON object.
+    pub filter: Option<&'a serde_json::Value>,
     pub endpoint: &'a str,
     pub outcome: AccessOutcome,
     pub request_id: &'a str,
@@ -254,8 +258,8 @@ pub struct NewAccess<'a> {
 pub async fn append_access(pool: &PgPool, access: &NewAccess<'_>) -> Result<(), sqlx::Error> {
     let mut tx = clinic_tx(pool, access.clinic).await?;
     sqlx::query(
-        "INSERT INTO access_log (clinic_id, actor_id, role, patient_id, endpoint, outcome, request_id, client_ip, at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8::inet, $9)",
+        "INSERT INTO access_log (clinic_id, actor_id, role, patient_id, endpoint, outcome, request_id, client_ip, at, patient_ids, filter) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8::inet, $9, $10, $11)",
     )
     .bind(access.clinic.as_uuid())
     .bind(access.actor_id)
@@ -266,6 +270,8 @@ pub async fn append_access(pool: &PgPool, access: &NewAccess<'_>) -> Result<(), 
     .bind(access.request_id)
     .bind(access.client_ip.map(|ip| ip.to_string()))
     .bind(access.at)
+    .bind(access.patient_ids)
+    .bind(access.filter.map(sqlx::types::Json))
     .execute(&mut *tx)
     .await?;
     tx.commit().await
@@ -278,7 +284,13 @@ pub struct AccessRecord {
     pub at: DateTime<Utc>,
     pub actor_id: Uuid,
     pub role: String,
+    /// The one patient whose record was read (or asked for).
     pub patient_id: Option<Uuid>,
+    /// The patients a list, search or page returned (empty for a one-record read).
+    pub patient_ids: Vec<Uuid>,
+    /// The query parameters of a list, search or export, as sent (`null` for a record read).
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<serde_json::Value>,
     /// `METHOD /path/template`, e.g. `GET /v1/patients/{id}`.
     pub endpoint: String,
     /// `allowed`, `denied` or `not_found`.
@@ -311,11 +323,11 @@ pub async fn access_log(
 ) -> Result<AccessLogPage, sqlx::Error> {
     let mut tx = clinic_tx(pool, clinic).await?;
     let items = sqlx::query_as::<_, AccessRecord>(
-        "SELECT id, at, actor_id, role, patient_id, endpoint, outcome, request_id, \
-                host(client_ip) AS client_ip \
+        "SELECT id, at, actor_id, role, patient_id, patient_ids, filter, endpoint, outcome, \
+                request_id, host(client_ip) AS client_ip \
          FROM access_log \
          WHERE clinic_id = $1 \
-           AND ($2::uuid IS NULL OR patient_id = $2) \
+           AND ($2::uuid IS NULL OR patient_id = $2 OR patient_ids @> ARRAY[$2::uuid]) \
            AND ($3::uuid IS NULL OR actor_id = $3) \
            AND ($4::timestamptz IS NULL OR at >= $4) \
            AND ($5::timestamptz IS NULL OR at <= $5) \
