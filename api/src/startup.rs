@@ -128,6 +128,7 @@ pub fn app(state: AppState, settings: &Settings) -> Router {
         .layer(DefaultBodyLimit::max(settings.http.body_limit))
         .layer(
             ServiceBuilder::new()
+                .map_request(drop_unusable_request_id)
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
                 .layer(
                     TraceLayer::new_for_http()
@@ -156,6 +157,33 @@ pub fn app(state: AppState, settings: &Settings) -> Router {
                 ))
                 .layer(CorsLayer::permissive()),
         )
+}
+
+/// Whether a client's `X-Request-Id` may be kept: a short token, 1 to 64 of `[A-Za-z0-9._-]`
+/// (a hyphenated UUID is one). It goes into event metadata, the hash chain, the access log and
+/// every log line, so anything else is replaced.
+pub fn usable_request_id(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Removes a client's `X-Request-Id` that is not [`usable_request_id`] (or given more than
+/// once), so that the next layer gives the request a fresh UUID instead.
+fn drop_unusable_request_id<B>(mut req: Request<B>) -> Request<B> {
+    let headers = req.headers_mut();
+    let values = headers.get_all(REQUEST_ID_HEADER).iter().count();
+    let usable = values == 1
+        && headers
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(usable_request_id);
+    if values > 0 && !usable {
+        headers.remove(REQUEST_ID_HEADER);
+    }
+    req
 }
 
 /// The token keys: the configured secret, or a random one (with a warning).
@@ -316,4 +344,33 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_short_plain_tokens() {
+        for ok in [
+            "6f0174ee-ec9a-4505-b0f2-a4f988c9a057",
+            "frontdesk.42_retry-1",
+            &"a".repeat(64),
+        ] {
+            assert!(usable_request_id(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            &"a".repeat(65),
+            "{6f0174ee-ec9a-4505-b0f2-a4f988c9a057}",
+            "with space",
+            "new\nline",
+            "quote\"",
+            "caf\u{e9}",
+            "{\"json\": 1}",
+            "a/b",
+        ] {
+            assert!(!usable_request_id(bad), "{bad}");
+        }
+    }
 }

@@ -800,3 +800,49 @@ async fn access_rows(app: &TestApp) -> i64 {
         .await
         .unwrap()
 }
+
+// ---------------------------------------------------------------------------------------
+// 10. A client's X-Request-Id is kept only if it is a short plain token.
+
+#[tokio::test]
+async fn f10_an_unusable_request_id_is_replaced_before_it_reaches_events_or_logs() {
+    let app = spawn_app().await;
+    let platform = app.platform_admin().await;
+    let n = app.clinic(&platform, "requestid").await;
+    let long = "x".repeat(65);
+    let cases: [(&str, bool); 5] = [
+        ("frontdesk.retry-7_a", true),
+        ("6f0174ee-ec9a-4505-b0f2-a4f988c9a057", true),
+        (&long, false),
+        ("{\"actor\": \"admin\"} forged", false),
+        ("line\tbreak", false),
+    ];
+    for (sent, kept) in cases {
+        let answer = app
+            .send_with(
+                Method::POST,
+                "/v1/patients",
+                Some(&n.receptionist),
+                Some(&patient_body("Tracked")),
+                &[("x-request-id", sent)],
+            )
+            .await;
+        assert_eq!(answer.status, 201, "{answer:?}");
+        let answered = answer.header("x-request-id").unwrap().to_owned();
+        if kept {
+            assert_eq!(answered, sent);
+        } else {
+            assert_ne!(answered, sent);
+            assert!(uuid::Uuid::parse_str(&answered).is_ok(), "{answered}");
+        }
+        // The event carries the id the answer names, never the refused one.
+        let mut conn = app.db.owner_connection().await;
+        let stored: String =
+            sqlx::query_scalar("SELECT metadata ->> 'request_id' FROM events WHERE position = $1")
+                .bind(pos(&answer))
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(stored, answered);
+    }
+}
