@@ -846,3 +846,81 @@ async fn f10_an_unusable_request_id_is_replaced_before_it_reaches_events_or_logs
         assert_eq!(stored, answered);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// 12. Logout and deactivation end the access tokens already issued, at once.
+
+#[tokio::test]
+async fn f12_logout_and_deactivation_end_issued_access_tokens_at_once() {
+    let app = spawn_app().await;
+    let platform = app.platform_admin().await;
+    let n = app.clinic(&platform, "logoutnow").await;
+    let email = n.emails["nurse"].clone();
+    let me = |token: String| {
+        let app = &app;
+        async move {
+            app.send(Method::GET, "/v1/me", Some(&token), None)
+                .await
+                .status
+        }
+    };
+    let pair = |answer: &Answer| {
+        assert_eq!(answer.status, 200, "{answer:?}");
+        (
+            answer.body["access_token"].as_str().unwrap().to_owned(),
+            answer.body["refresh_token"].as_str().unwrap().to_owned(),
+        )
+    };
+    let (phone_access, phone_refresh) = pair(&app.login_answer(&email, PASSWORD).await);
+    let (tablet_access, tablet_refresh) = pair(&app.login_answer(&email, PASSWORD).await);
+    assert_eq!(me(phone_access.clone()).await, 200);
+
+    // Logging out on the phone ends every access token issued so far, in the same second.
+    let out = app
+        .send(
+            Method::POST,
+            "/v1/auth/logout",
+            None,
+            Some(&json!({"refresh_token": phone_refresh})),
+        )
+        .await;
+    assert_eq!(out.status, 204);
+    assert_eq!(me(phone_access).await, 401);
+    assert_eq!(me(tablet_access).await, 401);
+    // The tablet's login lives on: its refresh token gets a new access token that works, even
+    // in the second of the logout; so does a new log-in.
+    let (tablet_access, _) = pair(&refresh(&app, &tablet_refresh).await);
+    assert_eq!(me(tablet_access.clone()).await, 200);
+    let (again, _) = pair(&app.login_answer(&email, PASSWORD).await);
+    assert_eq!(me(again).await, 200);
+
+    // Deactivated and reactivated a minute later: a token from before stays dead.
+    let nurse_id = app
+        .send(Method::GET, "/v1/me", Some(&tablet_access), None)
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let admin = n.admin.clone();
+    let deactivated = app
+        .post(
+            &format!("/v1/staff/{nurse_id}/deactivate"),
+            &admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(deactivated.status, 200, "{deactivated:?}");
+    app.advance(chrono::Duration::minutes(1));
+    let reactivated = app
+        .post(
+            &format!("/v1/staff/{nurse_id}/reactivate"),
+            &admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(reactivated.status, 200, "{reactivated:?}");
+    assert_eq!(me(tablet_access).await, 401);
+    let (fresh, _) = pair(&app.login_answer(&email, PASSWORD).await);
+    assert_eq!(me(fresh).await, 200);
+}

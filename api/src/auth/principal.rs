@@ -104,6 +104,15 @@ impl FromRequestParts<AppState> for Principal {
         if !account.active {
             return Err(ApiError::Unauthorized("the account is deactivated".into()));
         }
+        // Logged out, deactivated or given a new password since this token was issued.
+        if account
+            .tokens_valid_after
+            .is_some_and(|after| claims.iat < after.timestamp())
+        {
+            return Err(ApiError::Unauthorized(
+                "the access token is invalid or expired".into(),
+            ));
+        }
         let clinic = account.clinic_id;
         if clinic != claims.clinic {
             return Err(ApiError::Unauthorized(

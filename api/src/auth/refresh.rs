@@ -106,13 +106,24 @@ async fn lock_family_of(
     Ok(family)
 }
 
-/// Revokes the family of `token` (logout). Unknown tokens are ignored.
-pub async fn revoke(pool: &PgPool, token: &str) -> Result<bool, sqlx::Error> {
+/// Logs out: revokes the family of `token` and ends the account's access tokens issued up to
+/// `now`, in one transaction. Unknown tokens are ignored.
+pub async fn revoke(
+    pool: &PgPool,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, crate::problem::ApiError> {
     let mut tx = pool.begin().await?;
     let Some(family) = lock_family_of(&mut tx, token).await? else {
         return Ok(false);
     };
     let revoked = revoke_family(&mut tx, family).await?;
+    let account: Uuid =
+        sqlx::query_scalar("SELECT account_id FROM refresh_tokens WHERE token_hash = $1")
+            .bind(digest(token))
+            .fetch_one(&mut *tx)
+            .await?;
+    commands::accounts::end_access_tokens(&mut *tx, account, now).await?;
     tx.commit().await?;
     Ok(revoked > 0)
 }

@@ -68,10 +68,16 @@ fn token_answer(
     refresh_token: String,
 ) -> Result<TokenResponse, ApiError> {
     let role = account.actor_role()?;
+    // Never before the account's cut-off (a logout in this same second), or the new token
+    // would be refused at once.
+    let now = state.clock.now();
+    let issued_at = account
+        .tokens_valid_after
+        .map_or(now, |after| now.max(after));
     let (access_token, expires_in) =
         state
             .jwt
-            .issue(account.id, account.clinic_id, role, state.clock.now())?;
+            .issue(account.id, account.clinic_id, role, issued_at)?;
     Ok(TokenResponse {
         access_token,
         refresh_token,
@@ -116,12 +122,14 @@ async fn refresh_tokens(State(state): State<AppState>, body: JsonBody) -> Tokens
     Ok(Json(token_answer(&state, &account, refresh_token)?))
 }
 
-/// Log out: revokes the refresh token and every token of its login. Always 204.
+/// Log out: revokes the refresh token and every token of its login, and ends every access
+/// token of the account issued so far (other logins get new ones with their refresh tokens).
+/// Always 204.
 #[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", request_body = RefreshRequest,
     responses((status = 204, description = "Logged out")))]
 async fn logout(State(state): State<AppState>, body: JsonBody) -> Result<StatusCode, ApiError> {
     let req: RefreshRequest = body.parse()?;
-    refresh::revoke(&state.pool, &req.refresh_token).await?;
+    refresh::revoke(&state.pool, &req.refresh_token, state.clock.now()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -76,6 +76,9 @@ pub struct Account {
     pub active: bool,
     /// Whether the account's clinic is suspended (false for the platform admin).
     pub clinic_suspended: bool,
+    /// Access tokens issued (`iat`) before this instant are refused: set by a logout, a
+    /// deactivation or a new password.
+    pub tokens_valid_after: Option<DateTime<Utc>>,
 }
 
 impl Account {
@@ -86,7 +89,7 @@ impl Account {
 }
 
 const ACCOUNT_COLUMNS: &str = "a.id, a.email, a.password_hash, a.role, a.clinic_id, a.active, \
-     coalesce(c.suspended, false) AS clinic_suspended \
+     coalesce(c.suspended, false) AS clinic_suspended, a.tokens_valid_after \
      FROM accounts a LEFT JOIN clinic_codes c ON c.clinic_id = a.clinic_id";
 
 pub async fn find_by_email(pool: &PgPool, email: &str) -> Result<Option<Account>, StoreError> {
@@ -174,12 +177,17 @@ pub async fn ensure_platform_admin(
         if existing.role != "platform_admin" {
             return Err(PlatformAdminError::EmailIsStaff(email.to_string()));
         }
-        sqlx::query("UPDATE accounts SET password_hash = $2, active = true, updated_at = now() WHERE id = $1")
-            .bind(existing.id)
-            .bind(password_hash)
-            .execute(pool)
-            .await
-            .map_err(StoreError::from)?;
+        // A new password ends the access tokens issued before it.
+        sqlx::query(
+            "UPDATE accounts SET password_hash = $2, active = true, updated_at = now(), \
+             tokens_valid_after = greatest(tokens_valid_after, date_trunc('second', now())) \
+                                  + interval '1 second' WHERE id = $1",
+        )
+        .bind(existing.id)
+        .bind(password_hash)
+        .execute(pool)
+        .await
+        .map_err(StoreError::from)?;
         return Ok(PlatformAdminOutcome::PasswordUpdated(existing.id));
     }
     let id = Uuid::now_v7();
@@ -193,6 +201,27 @@ pub async fn ensure_platform_admin(
     .await
     .map_err(StoreError::from)?;
     Ok(PlatformAdminOutcome::Created(id))
+}
+
+/// Ends every access token of `account` issued up to `now` (the service clock): they are
+/// refused from the next request on. Tokens issued later (a log-in, a refresh) carry an `iat`
+/// no earlier than the cut-off (see [`Account::tokens_valid_after`]), so the new cut-off is a
+/// second past both `now` and the previous one: it ends those too.
+pub async fn end_access_tokens<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    account: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE accounts SET tokens_valid_after = \
+             greatest(tokens_valid_after, date_trunc('second', $2::timestamptz)) + interval '1 second' \
+         WHERE id = $1",
+    )
+    .bind(account)
+    .bind(now)
+    .execute(executor)
+    .await?;
+    Ok(())
 }
 
 /// Login throttling per e-mail: after [`MAX_FAILURES`] failed attempts within
