@@ -107,14 +107,18 @@ impl<P> Command<P> {
             body,
         } = self;
         let pool = state.pool.clone();
-        let account_id = principal.account_id;
+        let claim = idempotency::Claimant {
+            account_id: principal.account_id,
+            request_id: principal.request_id.clone(),
+            lease: state.idempotency_lease,
+        };
         let ctx = Ctx {
             state,
             principal,
             path,
             expect: request.expect,
         };
-        idempotency::run_once(&pool, account_id, &request, &body, async {
+        idempotency::run_once(&pool, &claim, &request, &body, async {
             command(body.parse()?, ctx).await
         })
         .await

@@ -259,6 +259,7 @@ impl Application {
             jwt: Arc::new(jwt_keys(&settings.auth)),
             clock: settings.clock.clone(),
             metrics: metrics.clone(),
+            idempotency_lease: settings.http.request_timeout + crate::idempotency::LEASE_MARGIN,
         };
         tokio::task::spawn_blocking(commands::accounts::credentials::warm_up);
         let router = app(state.clone(), &settings);

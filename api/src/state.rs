@@ -23,4 +23,6 @@ pub struct AppState {
     pub clock: domain::clock::Services,
     /// This application's metrics (`GET /metrics`).
     pub metrics: crate::metrics::Metrics,
+    /// How long an `Idempotency-Key` claim blocks retries: longer than any request may run.
+    pub idempotency_lease: std::time::Duration,
 }

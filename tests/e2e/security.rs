@@ -924,3 +924,192 @@ async fn f12_logout_and_deactivation_end_issued_access_tokens_at_once() {
     let (fresh, _) = pair(&app.login_answer(&email, PASSWORD).await);
     assert_eq!(me(fresh).await, 200);
 }
+
+// ---------------------------------------------------------------------------------------
+// 9. An Idempotency-Key claim is a lease: an attempt that died does not block the key for a
+// day, and a retry learns what it did from the event store.
+
+async fn expire_lease(app: &TestApp, key: &str) {
+    let mut conn = app.db.owner_connection().await;
+    let lapsed = sqlx::query(
+        "UPDATE idempotency_keys SET lease_until = now() - interval '1 second' WHERE key = $1",
+    )
+    .bind(key)
+    .execute(&mut conn)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(lapsed, 1, "{key} is claimed");
+}
+
+#[tokio::test]
+async fn f09_a_key_whose_attempt_timed_out_is_free_once_its_lease_ends_and_runs_once() {
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.http.request_timeout = std::time::Duration::from_secs(2);
+    })
+    .await;
+    let platform = app.platform_admin().await;
+    let n = app.clinic(&platform, "leases").await;
+    let key = [("Idempotency-Key", "register-timed-out-1")];
+    let body = patient_body("Lapsed");
+
+    // The first attempt is held at its append (the events table is locked) until the server
+    // answers 408 and drops it, with its claim taken and nothing committed.
+    let mut locker = app.db.owner_connection().await;
+    let mut lock = sqlx::Connection::begin(&mut locker).await.unwrap();
+    sqlx::query("LOCK TABLE events IN EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let events = app.event_count().await;
+    let first = app
+        .send_with(
+            Method::POST,
+            "/v1/patients",
+            Some(&n.receptionist),
+            Some(&body),
+            &key,
+        )
+        .await;
+    assert_eq!(first.status, 408, "{first:?}");
+    lock.rollback().await.unwrap();
+
+    // Within the lease, a retry is told to come back, and when.
+    let during = app
+        .send_with(
+            Method::POST,
+            "/v1/patients",
+            Some(&n.receptionist),
+            Some(&body),
+            &key,
+        )
+        .await;
+    let problem = during.problem(409);
+    assert!(problem["type"]
+        .as_str()
+        .unwrap()
+        .ends_with("/idempotency-in-progress"));
+    let retry_after: u64 = during.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=7).contains(&retry_after), "{retry_after}");
+
+    // Once the lease has run out, the retry finds that nothing was committed and runs it, once.
+    expire_lease(&app, key[0].1).await;
+    let retried = app
+        .send_with(
+            Method::POST,
+            "/v1/patients",
+            Some(&n.receptionist),
+            Some(&body),
+            &key,
+        )
+        .await;
+    assert_eq!(retried.status, 201, "{retried:?}");
+    assert_eq!(retried.header("idempotent-replayed"), None);
+    let again = app
+        .send_with(
+            Method::POST,
+            "/v1/patients",
+            Some(&n.receptionist),
+            Some(&body),
+            &key,
+        )
+        .await;
+    assert_eq!(again.status, 201);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.body, retried.body);
+    assert_eq!(app.event_count().await, events + 1, "one registration");
+}
+
+#[tokio::test]
+async fn f09_a_retry_after_a_lapsed_claim_that_committed_gets_that_answer_from_the_event_store() {
+    let app = spawn_app().await;
+    let platform = app.platform_admin().await;
+    let n = app.clinic(&platform, "outcomes").await;
+    let patient = n.patient_id;
+    type Case<'a> = (Method, String, &'a str, Value, Vec<(&'a str, &'a str)>);
+    let cases: [Case; 3] = [
+        (
+            Method::POST,
+            "/v1/patients".into(),
+            &n.receptionist,
+            patient_body("Committed"),
+            vec![],
+        ),
+        (
+            Method::POST,
+            "/v1/clinic/departments".into(),
+            &n.admin,
+            json!({"name": "Radiology"}),
+            vec![],
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/patients/{patient}"),
+            &n.nurse,
+            json!({"phone": "+49 30 5550000"}),
+            vec![("If-Match", "\"1\"")],
+        ),
+    ];
+    for (i, (method, path, token, body, extra)) in cases.into_iter().enumerate() {
+        let key = format!("lapsed-after-commit-{i}");
+        let mut headers = extra.clone();
+        headers.push(("Idempotency-Key", &key));
+        let first = app
+            .send_with(method.clone(), &path, Some(token), Some(&body), &headers)
+            .await;
+        assert!(first.status == 200 || first.status == 201, "{first:?}");
+        // The attempt committed, but its answer was never stored (it died right after the
+        // commit), and its lease ran out.
+        let mut conn = app.db.owner_connection().await;
+        sqlx::query(
+            "UPDATE idempotency_keys SET status_code = NULL, response_body = NULL, \
+             location = NULL, lease_until = now() - interval '1 second' WHERE key = $1",
+        )
+        .bind(&key)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let events = app.event_count().await;
+        let retry = app
+            .send_with(method.clone(), &path, Some(token), Some(&body), &headers)
+            .await;
+        assert_eq!(retry.status, first.status, "{path}: {retry:?}");
+        assert_eq!(retry.header("idempotent-replayed"), Some("true"), "{path}");
+        assert_eq!(retry.body, first.body, "{path}");
+        assert_eq!(retry.header("location"), first.header("location"), "{path}");
+        assert_eq!(retry.header("etag"), first.header("etag"), "{path}");
+        assert_eq!(app.event_count().await, events, "{path}: nothing ran again");
+    }
+}
+
+#[tokio::test]
+async fn f09_the_same_key_with_another_if_match_is_another_request() {
+    let app = spawn_app().await;
+    let platform = app.platform_admin().await;
+    let n = app.clinic(&platform, "ifmatchkey").await;
+    let path = format!("/v1/patients/{}", n.patient_id);
+    let body = json!({"phone": "+49 30 5551111"});
+    let first = app
+        .send_with(
+            Method::PATCH,
+            &path,
+            Some(&n.nurse),
+            Some(&body),
+            &[("Idempotency-Key", "patch-1"), ("If-Match", "\"1\"")],
+        )
+        .await;
+    assert_eq!(first.status, 200, "{first:?}");
+    let other = app
+        .send_with(
+            Method::PATCH,
+            &path,
+            Some(&n.nurse),
+            Some(&body),
+            &[("Idempotency-Key", "patch-1"), ("If-Match", "\"7\"")],
+        )
+        .await;
+    assert!(other.problem(422)["type"]
+        .as_str()
+        .unwrap()
+        .ends_with("/idempotency-key-reused"));
+}
