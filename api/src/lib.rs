@@ -1,6 +1,7 @@
 //! The HTTP API and the `clinic` binary's building blocks.
 
 pub mod access_log;
+pub mod audit_streams;
 pub mod auth;
 pub mod cli;
 pub mod errors;

@@ -253,6 +253,9 @@ impl Application {
         let store = EventStore::new(pool.clone(), settings.clock.clone());
         let metrics = Metrics::new(settings.auth.metrics_token.as_deref());
         let upkeep = metrics.spawn_upkeep(std::time::Duration::from_secs(5));
+        let stream_pool =
+            db::app_pool(&database.owner_options, settings.http.streams.pool_size).await?;
+        let streams = crate::audit_streams::StreamGate::new(stream_pool, &settings.http.streams);
         let state = AppState {
             pool,
             store,
@@ -260,6 +263,7 @@ impl Application {
             clock: settings.clock.clone(),
             metrics: metrics.clone(),
             idempotency_lease: settings.http.request_timeout + crate::idempotency::LEASE_MARGIN,
+            streams: Arc::new(streams),
         };
         tokio::task::spawn_blocking(commands::accounts::credentials::warm_up);
         let router = app(state.clone(), &settings);

@@ -25,4 +25,6 @@ pub struct AppState {
     pub metrics: crate::metrics::Metrics,
     /// How long an `Idempotency-Key` claim blocks retries: longer than any request may run.
     pub idempotency_lease: std::time::Duration,
+    /// The audit exports' own pool and each clinic's share of it.
+    pub streams: Arc<crate::audit_streams::StreamGate>,
 }

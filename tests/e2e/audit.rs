@@ -273,8 +273,10 @@ async fn the_export_writes_the_lines_of_the_typed_read_in_chunks_of_whole_lines(
         typed.extend(event.unwrap().to_ndjson_line());
     }
     let mut chunks = Vec::new();
-    let mut rx = audit::stream_ndjson(pool.clone(), clinic, EventFilter::default(), 2);
-    while let Some(chunk) = rx.recv().await {
+    let limits = audit::StreamLimits::default();
+    let filter = EventFilter::default();
+    let mut export = audit::stream_ndjson(pool.clone(), clinic, filter, 2, limits, ());
+    while let Some(chunk) = export.rx.recv().await {
         chunks.push(chunk.unwrap());
     }
 

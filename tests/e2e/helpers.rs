@@ -409,6 +409,7 @@ pub fn test_settings(db: &TestDb, clock: Arc<ManualClock>) -> Settings {
             bind: "127.0.0.1:0".parse().unwrap(),
             request_timeout: std::time::Duration::from_secs(30),
             body_limit: 64 * 1024,
+            streams: api::audit_streams::StreamSettings::default(),
         },
         auth: AuthSettings {
             jwt_secret: Some(TEST_JWT_SECRET.to_vec()),

@@ -1113,3 +1113,125 @@ async fn f09_the_same_key_with_another_if_match_is_another_request() {
         .unwrap()
         .ends_with("/idempotency-key-reused"));
 }
+
+// ---------------------------------------------------------------------------------------
+// 7. A slow reader of the event export costs other clinics nothing.
+
+/// Opens `GET path` on a raw connection, reads the status line and headers, then stops
+/// reading (the connection is kept open, as a stalled client would).
+async fn stalled_reader(app: &TestApp, path: &str, token: &str) -> (String, tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = app.url("/").replace("http://", "");
+    let host = host.trim_end_matches('/').to_owned();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(host.parse().unwrap()).await.unwrap();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = vec![0u8; 1024];
+    let n = stream.read(&mut head).await.unwrap();
+    let status = String::from_utf8_lossy(&head[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    (status, stream)
+}
+
+#[tokio::test]
+async fn f07_a_stalled_export_holds_neither_the_request_pool_nor_its_connection_for_long() {
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.workers = None;
+        s.http.streams = api::audit_streams::StreamSettings {
+            pool_size: 2,
+            per_clinic: 1,
+            stall: std::time::Duration::from_millis(800),
+            total: std::time::Duration::from_secs(60),
+        };
+    })
+    .await;
+    let platform = app.platform_admin().await;
+    let a = app.clinic(&platform, "slowexport").await;
+    let b = app.clinic(&platform, "otherexport").await;
+    // About 40 MB of A's events: far more than the channel, the server's and the client's
+    // socket buffers hold.
+    let mut owner = app.db.owner_connection().await;
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         SELECT 'AuditTestMarker', $1 || ':' || gen_random_uuid(), 1, 'Marked', '1.0', \
+                json_build_object('Marked', json_build_object('pad', repeat('x', 1000))), \
+                json_build_object('tenant_id', $1, 'actor_id', $2, 'actor_role', 'system', \
+                                  'request_id', 'padding', 'occurred_at', now()) \
+         FROM generate_series(1, 40000)",
+    )
+    .bind(a.id.to_string())
+    .bind(uuid::Uuid::nil().to_string())
+    .execute(&mut owner)
+    .await
+    .unwrap();
+
+    let (status, stalled) = stalled_reader(&app, "/v1/audit/events", &a.auditor).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+
+    // Meanwhile: A's second export is a 429 (its share is taken), B exports in full, and
+    // ordinary requests of both clinics are answered: the requests' pool is not the exports'.
+    let second = app
+        .send(Method::GET, "/v1/audit/events", Some(&a.auditor), None)
+        .await;
+    second.problem(429);
+    assert!(second.header("retry-after").is_some());
+    let b_export = app
+        .client
+        .get(app.url("/v1/audit/events"))
+        .bearer_auth(&b.auditor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(b_export.status().as_u16(), 200);
+    let b_lines = b_export.text().await.unwrap().lines().count() as i64;
+    assert!(b_lines > 5, "{b_lines}");
+    for (clinic, path) in [(&a, "/v1/patients"), (&b, "/v1/staff"), (&a, "/v1/staff")] {
+        let answer = app.send(Method::GET, path, Some(&clinic.admin), None).await;
+        assert_eq!(answer.status, 200, "{path}: {answer:?}");
+    }
+
+    // The stalled export is cut off: its place and its connection come back. Both clinics
+    // then export at once on the pool of two.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let again = app
+            .send(
+                Method::GET,
+                "/v1/audit/events?aggregate_type=Staff",
+                Some(&a.auditor),
+                None,
+            )
+            .await;
+        if again.status == 200 {
+            break;
+        }
+        assert_eq!(again.status, 429, "{again:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stalled export was never cut off"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (a_again, b_again) = tokio::join!(
+        app.send(
+            Method::GET,
+            "/v1/audit/events?limit=10",
+            Some(&a.auditor),
+            None
+        ),
+        app.send(
+            Method::GET,
+            "/v1/audit/events?limit=10",
+            Some(&b.auditor),
+            None
+        ),
+    );
+    assert_eq!((a_again.status, b_again.status), (200, 200));
+    drop(stalled);
+}

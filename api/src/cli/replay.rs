@@ -111,7 +111,17 @@ async fn export(
         until,
         ..EventFilter::default()
     };
-    let mut rx = audit::stream_ndjson(pool.clone(), clinic, filter, audit::CHUNKS_BUFFERED);
+    // No limits: the CLI's own reader is the file it writes.
+    let limits = audit::StreamLimits::default();
+    let mut rx = audit::stream_ndjson(
+        pool.clone(),
+        clinic,
+        filter,
+        audit::CHUNKS_BUFFERED,
+        limits,
+        (),
+    )
+    .rx;
     let mut count: usize = 0;
     while let Some(lines) = rx.recv().await {
         let lines = lines.map_err(|e| CliError::Refused(format!("reading the events: {e}")))?;

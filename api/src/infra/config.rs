@@ -125,6 +125,8 @@ pub struct HttpSettings {
     pub request_timeout: Duration,
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
+    /// The audit exports' connections and deadlines.
+    pub streams: crate::audit_streams::StreamSettings,
 }
 
 /// Token settings. The secret is never printed (`Debug` hides it).
@@ -235,6 +237,7 @@ impl Settings {
                 bind,
                 request_timeout: Duration::from_secs(args.request_timeout_secs),
                 body_limit: 64 * 1024,
+                streams: crate::audit_streams::StreamSettings::default(),
             },
             migrate_on_start: args.migrate_on_start,
             workers: if args.workers {

@@ -214,27 +214,51 @@ async fn events_stream(
         aggregate_id: params.aggregate_id,
         limit: params.limit,
     };
-    ndjson_response(audit::stream_ndjson(
-        state.pool.clone(),
+    // Exports run on their own pool, a few per clinic at a time (the place is held by the
+    // export's task), and are cut off when their reader stalls (`crate::audit_streams`).
+    let streams = &state.streams;
+    let Some(permit) = streams.enter(clinic) else {
+        return Err(ApiError::TooManyRequests {
+            retry_after_secs: EXPORT_RETRY_AFTER_SECS,
+            detail: "This clinic is already running as many event exports as it may; retry \
+                     when one has finished."
+                .into(),
+        });
+    };
+    let export = audit::stream_ndjson(
+        streams.pool.clone(),
         clinic,
         filter,
         audit::CHUNKS_BUFFERED,
-    ))
-    .await
+        streams.limits,
+        permit,
+    );
+    ndjson_response(export).await
 }
 
+/// The `Retry-After` of a 429 for one export too many.
+const EXPORT_RETRY_AFTER_SECS: u64 = 5;
+
 /// Waits for the first chunk of lines (so a failing query is still a proper 500), then
-/// streams the rest. A database error later cuts the body short (the client sees an aborted
-/// transfer, never a partial line presented as complete).
-async fn ndjson_response(
-    mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, sqlx::Error>>,
-) -> Result<Response, ApiError> {
-    let first = match rx.recv().await {
+/// streams the rest. A database error, or a cut-off (a stalled reader, an export over its
+/// time), later cuts the body short: the client sees an aborted transfer, never a partial
+/// export presented as whole.
+async fn ndjson_response(mut export: audit::NdjsonStream) -> Result<Response, ApiError> {
+    let first = match export.rx.recv().await {
         Some(Err(e)) => return Err(ApiError::internal(e)),
         other => other,
     };
-    let rest = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
+    let rest = futures::stream::unfold(Some(export), |state| async move {
+        let mut export = state?;
+        match export.rx.recv().await {
+            Some(item) => Some((item, Some(export))),
+            None if export.was_cut_off() => {
+                tracing::warn!("audit event export cut off: its reader stalled or it ran too long");
+                let cut = sqlx::Error::Protocol("the export was cut off".into());
+                Some((Err(cut), None))
+            }
+            None => None,
+        }
     });
     let lines = futures::stream::iter(first)
         .chain(rest)

@@ -71,7 +71,7 @@ macro_rules! audit_columns {
 }
 
 mod export;
-pub use export::{stream_ndjson, CHUNKS_BUFFERED, CHUNK_BYTES};
+pub use export::{stream_ndjson, NdjsonStream, StreamLimits, CHUNKS_BUFFERED, CHUNK_BYTES};
 
 /// The events with their metadata's fields (`m`): the metadata's JSON text is parsed once
 /// per row, not once per field (a quarter of the export's database time at 262k events).
