@@ -104,6 +104,15 @@ impl From<commands::accounts::LogInError> for ApiError {
                 retry_after_secs,
                 detail: "Too many failed log-ins for this e-mail; try again later.".into(),
             },
+            LogInError::ClientLockedOut { retry_after_secs } => ApiError::TooManyRequests {
+                retry_after_secs,
+                detail: "Too many failed log-ins from this address; try again later.".into(),
+            },
+            LogInError::Busy => ApiError::TooManyRequests {
+                retry_after_secs: 1,
+                detail: "Too many log-ins are being checked right now; try again in a second."
+                    .into(),
+            },
             LogInError::ClinicSuspended => ApiError::ClinicSuspended,
             LogInError::Store(e) => e.into(),
         }

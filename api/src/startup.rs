@@ -264,6 +264,9 @@ impl Application {
             metrics: metrics.clone(),
             idempotency_lease: settings.http.request_timeout + crate::idempotency::LEASE_MARGIN,
             streams: Arc::new(streams),
+            password_checks: Arc::new(commands::accounts::credentials::CheckGate::new(
+                settings.auth.password_checks,
+            )),
         };
         tokio::task::spawn_blocking(commands::accounts::credentials::warm_up);
         let router = app(state.clone(), &settings);

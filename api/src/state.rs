@@ -27,4 +27,6 @@ pub struct AppState {
     pub idempotency_lease: std::time::Duration,
     /// The audit exports' own pool and each clinic's share of it.
     pub streams: Arc<crate::audit_streams::StreamGate>,
+    /// The log-ins' password checks running or waiting (a full gate is a 429).
+    pub password_checks: Arc<commands::accounts::credentials::CheckGate>,
 }

@@ -168,7 +168,8 @@ async fn login_issues_tokens_with_the_documented_claims_and_me_says_who() {
     let who = me(&app, Some(&access)).await;
     assert_eq!(who.status, 200, "{who:?}");
     assert_eq!(who.body["id"], doctor_id.to_string());
-    assert_eq!(who.body["email"], "Doc.Tor@claims.example");
+    // E-mails are kept in one normal form (NFKC, lower case): `security::f08_…`.
+    assert_eq!(who.body["email"], "doc.tor@claims.example");
     assert_eq!(who.body["role"], "doctor");
     assert_eq!(who.body["clinic_id"], north.id.to_string());
     let admin_me = me(&app, Some(&north.admin)).await;

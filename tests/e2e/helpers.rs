@@ -415,6 +415,7 @@ pub fn test_settings(db: &TestDb, clock: Arc<ManualClock>) -> Settings {
             jwt_secret: Some(TEST_JWT_SECRET.to_vec()),
             access_ttl: std::time::Duration::from_secs(15 * 60),
             metrics_token: Some(TEST_METRICS_TOKEN.as_bytes().to_vec()),
+            password_checks: api::infra::config::default_password_checks(),
         },
         migrate_on_start: false,
         workers: Some(projections::worker::WorkerConfig {

@@ -1146,7 +1146,7 @@ async fn f07_a_stalled_export_holds_neither_the_request_pool_nor_its_connection_
         s.http.streams = api::audit_streams::StreamSettings {
             pool_size: 2,
             per_clinic: 1,
-            stall: std::time::Duration::from_millis(800),
+            stall: std::time::Duration::from_secs(3),
             total: std::time::Duration::from_secs(60),
         };
     })
@@ -1234,4 +1234,129 @@ async fn f07_a_stalled_export_holds_neither_the_request_pool_nor_its_connection_
     );
     assert_eq!((a_again.status, b_again.status), (200, 200));
     drop(stalled);
+}
+
+// ---------------------------------------------------------------------------------------
+// 8. Log-in under attack: a cap on password checks, a limit per client address, throttle rows
+// that expire, and one normal form of an e-mail for the account and the throttle.
+
+#[tokio::test]
+async fn f08_a_flood_of_log_ins_beyond_the_password_check_cap_is_a_429_at_once() {
+    let app = crate::helpers::spawn_app_with(|s| s.auth.password_checks = 3).await;
+    let logins = (0..40).map(|i| {
+        let app = &app;
+        async move {
+            app.login_answer(&format!("nobody-{i}@flood.example"), "not the password")
+                .await
+        }
+    });
+    let answers = futures::future::join_all(logins).await;
+    let busy: Vec<&Answer> = answers.iter().filter(|a| a.status == 429).collect();
+    let refused = answers.iter().filter(|a| a.status == 401).count();
+    assert_eq!(busy.len() + refused, 40, "only 401s and 429s: {answers:?}");
+    assert!(
+        !busy.is_empty() && refused >= 3,
+        "{} busy, {refused} refused",
+        busy.len()
+    );
+    for answer in busy {
+        assert_eq!(answer.header("retry-after"), Some("1"));
+        assert!(answer.problem(429)["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("/too-many-requests"));
+    }
+    // The gate empties again: a log-in after the flood is checked.
+    let platform = app.platform_admin().await;
+    assert!(!platform.is_empty());
+}
+
+#[tokio::test]
+async fn f08_one_client_address_cannot_guess_across_many_e_mails() {
+    let app = spawn_app().await;
+    let limit = commands::accounts::MAX_CLIENT_FAILURES;
+    for i in 0..limit {
+        let answer = app
+            .login_answer(&format!("guess-{i}@spray.example"), "not the password")
+            .await;
+        assert_eq!(answer.status, 401, "attempt {i}: {answer:?}");
+    }
+    let locked = app
+        .login_answer("guess-last@spray.example", "not the password")
+        .await;
+    let problem = locked.problem(429);
+    assert!(
+        problem["detail"].as_str().unwrap().contains("address"),
+        "{problem}"
+    );
+    assert!(locked.header("retry-after").is_some());
+}
+
+#[tokio::test]
+async fn f08_throttle_rows_of_unknown_e_mails_expire() {
+    let app = spawn_app().await;
+    for i in 0..20 {
+        let answer = app
+            .login_answer(&format!("ghost-{i}@expire.example"), "x")
+            .await;
+        assert_eq!(answer.status, 401);
+    }
+    assert_eq!(expire_rows(&app).await, 20);
+    // A window later, the next log-in takes the old rows away.
+    app.advance(chrono::Duration::minutes(
+        commands::accounts::WINDOW_MINUTES + 1,
+    ));
+    app.login_answer("ghost-new@other.example", "x").await;
+    assert_eq!(expire_rows(&app).await, 0);
+}
+
+#[tokio::test]
+async fn f08_an_e_mail_is_one_key_for_the_account_and_the_throttle_whatever_its_case_or_form() {
+    let app = spawn_app().await;
+    let platform = app.platform_admin().await;
+    let n = app.clinic(&platform, "nfkc").await;
+    let hired = app
+        .post(
+            "/v1/staff",
+            &n.admin,
+            json!({"name": "İnci Yılmaz", "email": "İnci@NFKC.example", "role": "nurse", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(hired.status, 201, "{hired:?}");
+    // Stored normalised: NFKC, then Unicode lower case (İ is i + combining dot).
+    let mut conn = app.db.owner_connection().await;
+    let stored: String = sqlx::query_scalar("SELECT email FROM accounts WHERE id = $1")
+        .bind(hired.id())
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(stored, "i\u{307}nci@nfkc.example");
+    for form in [
+        "İnci@nfkc.example",
+        "İNCI@NFKC.EXAMPLE",
+        "i\u{307}nci@nfkc.example",
+        "İｎｃｉ@nfkc.example",
+    ] {
+        let answer = app.login_answer(form, PASSWORD).await;
+        assert_eq!(answer.status, 200, "{form}: {answer:?}");
+    }
+    // Five failures under one form lock every form out, the right password included.
+    for _ in 0..commands::accounts::MAX_FAILURES {
+        assert_eq!(
+            app.login_answer("İNCI@nfkc.example", "wrong").await.status,
+            401
+        );
+    }
+    let locked = app.login_answer("i\u{307}nci@NFKC.example", PASSWORD).await;
+    locked.problem(429);
+}
+
+async fn expire_rows(app: &TestApp) -> i64 {
+    let mut conn = app.db.owner_connection().await;
+    sqlx::query_scalar(
+        "SELECT count(*) FROM login_throttle WHERE email_key LIKE '%@expire.example'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap()
 }

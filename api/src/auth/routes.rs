@@ -11,6 +11,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{refresh, Principal};
+use crate::access_log::ClientIp;
 use crate::http::JsonBody;
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
@@ -87,20 +88,23 @@ fn token_answer(
 }
 
 /// Log in with e-mail and password. A wrong password and an unknown e-mail get the same 401
-/// in about the same time; after 5 failures in 15 minutes the e-mail is locked for 15 minutes
-/// (429 with `Retry-After`).
+/// in about the same time; after 5 failures in 15 minutes the e-mail is locked for 15 minutes,
+/// after 100 the client's address (429 with `Retry-After`). While too many password checks
+/// are running or waiting, a log-in is a 429 with `Retry-After: 1` at once.
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses(
         (status = 200, description = "Logged in", body = TokenResponse),
         (status = 401, description = "Wrong e-mail or password", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The account's clinic is suspended", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failures for this e-mail", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failures for this e-mail or from this address, or too many log-ins being checked", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn login(State(state): State<AppState>, body: JsonBody) -> Tokens {
+async fn login(State(state): State<AppState>, client: ClientIp, body: JsonBody) -> Tokens {
     let req: LoginRequest = body.parse()?;
+    let now = state.clock.now();
+    let gate = &state.password_checks;
     let account =
-        accounts::log_in(&state.pool, &req.email, req.password, state.clock.now()).await?;
+        accounts::log_in(&state.pool, gate, &req.email, req.password, client.0, now).await?;
     tracing::info!(account_id = %account.id, "logged in");
     let refresh_token =
         refresh::issue(&state.pool, account.id, Uuid::new_v4(), state.clock.now()).await?;

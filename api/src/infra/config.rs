@@ -137,6 +137,8 @@ pub struct AuthSettings {
     pub access_ttl: Duration,
     /// `CLINIC_METRICS_TOKEN`: a bearer token that may read `/metrics`.
     pub metrics_token: Option<Vec<u8>>,
+    /// Password checks that may run or wait at once (log-ins beyond are a 429).
+    pub password_checks: usize,
 }
 
 impl std::fmt::Debug for AuthSettings {
@@ -147,6 +149,7 @@ impl std::fmt::Debug for AuthSettings {
                 &self.jwt_secret.as_ref().map(|_| "<redacted>"),
             )
             .field("access_ttl", &self.access_ttl)
+            .field("password_checks", &self.password_checks)
             .field(
                 "metrics_token",
                 &self.metrics_token.as_ref().map(|_| "<redacted>"),
@@ -232,6 +235,7 @@ impl Settings {
                 jwt_secret,
                 access_ttl: Duration::from_secs(15 * 60),
                 metrics_token,
+                password_checks: default_password_checks(),
             },
             http: HttpSettings {
                 bind,
@@ -322,6 +326,12 @@ fn is_local_host(host: &str) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// [`commands::accounts::credentials::CHECKS_WAITING_PER_CORE`] per core.
+pub fn default_password_checks() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+        * commands::accounts::credentials::CHECKS_WAITING_PER_CORE
 }
 
 #[cfg(test)]

@@ -144,6 +144,54 @@ static SLOTS: LazyLock<tokio::sync::Semaphore> =
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
 
+/// How many password checks may run or wait at once, per core, by default: beyond that a
+/// log-in is refused at once ([`Busy`]) instead of queueing without bound behind a flood of
+/// guesses.
+pub const CHECKS_WAITING_PER_CORE: usize = 8;
+
+/// Too many password checks are running or waiting: the log-in is refused without one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many log-ins are being checked right now")]
+pub struct Busy;
+
+/// The password checks of one service: at most `cap` running or waiting at once.
+#[derive(Debug)]
+pub struct CheckGate {
+    checks: AtomicUsize,
+    cap: usize,
+}
+
+impl CheckGate {
+    pub fn new(cap: usize) -> Self {
+        CheckGate {
+            checks: AtomicUsize::new(0),
+            cap: cap.max(1),
+        }
+    }
+
+    /// [`CHECKS_WAITING_PER_CORE`] per core.
+    pub fn per_core() -> Self {
+        Self::new(slots() * CHECKS_WAITING_PER_CORE)
+    }
+
+    fn enter(&self) -> Result<CheckPlace<'_>, Busy> {
+        if self.checks.fetch_add(1, Ordering::SeqCst) >= self.cap {
+            self.checks.fetch_sub(1, Ordering::SeqCst);
+            return Err(Busy);
+        }
+        Ok(CheckPlace(self))
+    }
+}
+
+/// One password check counted from its start to its end (or its cancellation).
+struct CheckPlace<'g>(&'g CheckGate);
+
+impl Drop for CheckPlace<'_> {
+    fn drop(&mut self) {
+        self.0.checks.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Runs `work` on the blocking pool once a slot is free.
 async fn limited<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
@@ -167,10 +215,17 @@ pub async fn hash(password: String) -> Result<String, crate::StoreError> {
         .map_err(|e| crate::StoreError(e.to_string().into()))
 }
 
-pub async fn verify(hash: Option<String>, password: String) -> bool {
-    limited(move || verify_blocking(hash.as_deref(), &password))
+/// Whether `password` matches `hash` (see [`verify_blocking`]), checked on the blocking pool.
+/// [`Busy`] when `gate` is full.
+pub async fn verify(
+    gate: &CheckGate,
+    hash: Option<String>,
+    password: String,
+) -> Result<bool, Busy> {
+    let _place = gate.enter()?;
+    Ok(limited(move || verify_blocking(hash.as_deref(), &password))
         .await
-        .unwrap_or(false)
+        .unwrap_or(false))
 }
 
 /// Warms the dummy hash so the first unknown-e-mail login is not slower than the rest.
@@ -239,15 +294,26 @@ mod tests {
         assert!(!verify_blocking(Some(truncated), "correct horse battery"));
     }
 
+    #[test]
+    fn a_full_gate_refuses_a_check_and_a_finished_one_frees_its_place() {
+        let gate = CheckGate::new(2);
+        let first = gate.enter().unwrap();
+        let _second = gate.enter().unwrap();
+        assert_eq!(gate.enter().err(), Some(Busy));
+        drop(first);
+        assert!(gate.enter().is_ok());
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn no_more_hashes_run_at_once_than_there_are_cores() {
         let h = hash_blocking("correct horse battery").unwrap();
+        let gate = std::sync::Arc::new(CheckGate::per_core());
         let mut runs = tokio::task::JoinSet::new();
         for i in 0..4 * slots() + 2 {
-            let h = h.clone();
+            let (h, gate) = (h.clone(), gate.clone());
             runs.spawn(async move {
                 if i % 2 == 0 {
-                    verify(Some(h), "correct horse battery".into()).await
+                    verify(&gate, Some(h), "correct horse battery".into()).await == Ok(true)
                 } else {
                     hash("another long password".into()).await.is_ok()
                 }

@@ -10,6 +10,7 @@ use domain::ids::StaffId;
 use domain::staff::{Staff, StaffCommand, StaffError};
 use domain::values::Email;
 use sqlx::PgPool;
+use std::net::IpAddr;
 use uuid::Uuid;
 
 use crate::error::{CommandError, StoreError};
@@ -26,42 +27,69 @@ pub enum LogInError {
     /// Too many failures for this e-mail lately; try again after this many seconds.
     #[error("too many failed log-ins for this e-mail")]
     LockedOut { retry_after_secs: u64 },
+    /// Too many failures from this client address lately.
+    #[error("too many failed log-ins from this address")]
+    ClientLockedOut { retry_after_secs: u64 },
+    /// Too many password checks are running or waiting on this server.
+    #[error("too many log-ins are being checked right now")]
+    Busy,
     #[error("the account's clinic is suspended")]
     ClinicSuspended,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// Checks a log-in at `now` (the service clock): refuses over-long input, a locked-out
-/// e-mail (before the password is checked, and counting the attempt), a wrong password, an
-/// unknown e-mail or a deactivated account alike (after the same argon2id work), and an
-/// account of a suspended clinic. A successful log-in clears the e-mail's failures.
+/// Checks a log-in at `now` (the service clock) from `client` (its IP address, if known):
+/// refuses over-long input; a client address with too many failures lately, and a locked-out
+/// e-mail (both before the password is checked, and counting the attempt); a wrong password,
+/// an unknown e-mail or a deactivated account alike (after the same argon2id work); an
+/// account of a suspended clinic; and, when too many password checks are already running or
+/// waiting, any log-in at once ([`LogInError::Busy`]). The e-mail is read as
+/// [`Email::key`] for both the account and the throttle. A successful log-in clears the
+/// e-mail's failures and takes one off the client's.
 pub async fn log_in(
     pool: &PgPool,
+    gate: &credentials::CheckGate,
     email: &str,
     password: String,
+    client: Option<IpAddr>,
     now: DateTime<Utc>,
 ) -> Result<Account, LogInError> {
     if email.len() > 254 || password.len() > credentials::MAX_LENGTH * 4 {
         return Err(LogInError::BadCredentials);
     }
-    if let Some(wait) = begin_attempt(pool, email, now).await? {
+    let key = Email::key(email);
+    forget_old_attempts(pool, now).await?;
+    if let Some(client) = client {
+        let limit = Limit::client();
+        if let Some(wait) = begin_attempt_as(pool, &client_key(client), limit, now).await? {
+            return Err(LogInError::ClientLockedOut {
+                retry_after_secs: wait,
+            });
+        }
+    }
+    if let Some(wait) = begin_attempt_as(pool, &key, Limit::email(), now).await? {
         return Err(LogInError::LockedOut {
             retry_after_secs: wait,
         });
     }
-    let account = find_by_email(pool, email).await?;
+    let account = find_by_email(pool, &key).await?;
     let hash = account.as_ref().and_then(|a| a.password_hash.clone());
-    let verified = credentials::verify(hash, password).await;
+    let verified = credentials::verify(gate, hash, password)
+        .await
+        .map_err(|credentials::Busy| LogInError::Busy)?;
     let account = match account {
         Some(a) if verified && a.active => a,
-        // The attempt was already counted by `begin_attempt`.
+        // The attempt was already counted by `begin_attempt_as`.
         _ => return Err(LogInError::BadCredentials),
     };
     if account.clinic_suspended {
         return Err(LogInError::ClinicSuspended);
     }
-    clear_failures(pool, email).await?;
+    clear_failures(pool, &key).await?;
+    if let Some(client) = client {
+        forgive_one(pool, &client_key(client)).await?;
+    }
     Ok(account)
 }
 
@@ -92,11 +120,12 @@ const ACCOUNT_COLUMNS: &str = "a.id, a.email, a.password_hash, a.role, a.clinic_
      coalesce(c.suspended, false) AS clinic_suspended, a.tokens_valid_after \
      FROM accounts a LEFT JOIN clinic_codes c ON c.clinic_id = a.clinic_id";
 
+/// The account of `email` (read as [`Email::key`]; accounts store their e-mail so).
 pub async fn find_by_email(pool: &PgPool, email: &str) -> Result<Option<Account>, StoreError> {
     Ok(sqlx::query_as::<_, Account>(&format!(
         "SELECT {ACCOUNT_COLUMNS} WHERE lower(a.email) = lower($1)"
     ))
-    .bind(email.trim())
+    .bind(Email::key(email))
     .fetch_optional(pool)
     .await?)
 }
@@ -226,13 +255,36 @@ pub async fn end_access_tokens<'e>(
 
 /// Login throttling per e-mail: after [`MAX_FAILURES`] failed attempts within
 /// [`WINDOW_MINUTES`], further attempts are refused for [`LOCK_MINUTES`] without checking the
-/// password.
+/// password. Per client address the same with [`MAX_CLIENT_FAILURES`], so that one client
+/// cannot guess across many e-mails.
 pub const MAX_FAILURES: i32 = 5;
+pub const MAX_CLIENT_FAILURES: i32 = 100;
 pub const WINDOW_MINUTES: i64 = 15;
 pub const LOCK_MINUTES: i64 = 15;
 
-fn email_key(email: &str) -> String {
-    email.trim().to_lowercase()
+/// A throttle's limit: failures within the window before a lock.
+#[derive(Debug, Clone, Copy)]
+pub struct Limit {
+    pub max_failures: i32,
+}
+
+impl Limit {
+    fn email() -> Limit {
+        Limit {
+            max_failures: MAX_FAILURES,
+        }
+    }
+
+    fn client() -> Limit {
+        Limit {
+            max_failures: MAX_CLIENT_FAILURES,
+        }
+    }
+}
+
+/// The throttle row of a client address (e-mail keys always hold an `@`, these never do).
+fn client_key(client: IpAddr) -> String {
+    format!("client {client}")
 }
 
 /// Counts a log-in attempt for `email` before its password is checked, atomically, so that a
@@ -243,6 +295,15 @@ fn email_key(email: &str) -> String {
 pub async fn begin_attempt(
     pool: &PgPool,
     email: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<u64>, StoreError> {
+    begin_attempt_as(pool, &Email::key(email), Limit::email(), now).await
+}
+
+async fn begin_attempt_as(
+    pool: &PgPool,
+    key: &str,
+    limit: Limit,
     now: DateTime<Utc>,
 ) -> Result<Option<u64>, StoreError> {
     let (locked_until,): (Option<DateTime<Utc>>,) = sqlx::query_as(
@@ -258,10 +319,10 @@ pub async fn begin_attempt(
                ELSE NULL END \
          RETURNING locked_until",
     )
-    .bind(email_key(email))
+    .bind(key)
     .bind(now)
     .bind(now - Duration::minutes(WINDOW_MINUTES))
-    .bind(MAX_FAILURES)
+    .bind(limit.max_failures)
     .bind(now + Duration::minutes(LOCK_MINUTES))
     .fetch_one(pool)
     .await?;
@@ -271,10 +332,46 @@ pub async fn begin_attempt(
         .map(|s| s as u64))
 }
 
+/// The most throttle rows one log-in removes: the rows of a burst of unknown e-mails go in a
+/// few log-ins, and no log-in pays for a big delete.
+const FORGET_PER_LOG_IN: i64 = 100;
+
+/// Removes throttle rows whose window has passed and that hold no lock (at `now`, the
+/// service clock's): a flood of unknown e-mails leaves no rows behind once its window is over.
+pub async fn forget_old_attempts(pool: &PgPool, now: DateTime<Utc>) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "DELETE FROM login_throttle WHERE email_key IN ( \
+             SELECT email_key FROM login_throttle \
+             WHERE window_start < $1 AND (locked_until IS NULL OR locked_until <= $2) \
+             LIMIT $3)",
+    )
+    .bind(now - Duration::minutes(WINDOW_MINUTES))
+    .bind(now)
+    .bind(FORGET_PER_LOG_IN)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 pub async fn clear_failures(pool: &PgPool, email: &str) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM login_throttle WHERE email_key = $1")
-        .bind(email_key(email))
+        .bind(Email::key(email))
         .execute(pool)
         .await?;
+    Ok(())
+}
+
+/// Takes the counted attempt of a successful log-in off `key`'s failures; a row left with
+/// none (and no lock) goes.
+async fn forgive_one(pool: &PgPool, key: &str) -> Result<(), StoreError> {
+    sqlx::query(
+        "WITH gone AS (DELETE FROM login_throttle \
+                       WHERE email_key = $1 AND failures <= 1 AND locked_until IS NULL) \
+         UPDATE login_throttle SET failures = failures - 1 \
+         WHERE email_key = $1 AND (failures > 1 OR locked_until IS NOT NULL) AND failures > 0",
+    )
+    .bind(key)
+    .execute(pool)
+    .await?;
     Ok(())
 }
