@@ -16,6 +16,7 @@
 //!
 //! `commands` and `projections` never call each other; they meet in the event store.
 
+pub mod access_chain;
 pub mod appointments;
 pub mod audit;
 pub mod audit_chain;

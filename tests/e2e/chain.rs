@@ -61,7 +61,7 @@ fn database_url(db: &TestDb) -> String {
 }
 
 /// Runs `clinic verify --clinic CODE [extra…]` against the test database.
-async fn verify_cli(db: &TestDb, code: &str, extra: &[&str]) -> Output {
+pub(crate) async fn verify_cli(db: &TestDb, code: &str, extra: &[&str]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(["verify", "--clinic", code])
         .args(extra)
@@ -82,8 +82,15 @@ async fn verify_cli(db: &TestDb, code: &str, extra: &[&str]) -> Output {
     output
 }
 
+/// The events' line of `clinic verify` (the first; the second is the access log's, checked in
+/// `security::f13_…`).
 fn stdout_line(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    let out = String::from_utf8_lossy(&output.stdout);
+    let mut lines = out.lines();
+    let events = lines.next().unwrap_or_default().trim().to_owned();
+    let access = lines.next().unwrap_or_default();
+    assert!(access.starts_with("access log "), "{out}");
+    events
 }
 
 fn discrepancy(report: &Value) -> (String, i64) {

@@ -1360,3 +1360,117 @@ async fn expire_rows(app: &TestApp) -> i64 {
     .await
     .unwrap()
 }
+
+// ---------------------------------------------------------------------------------------
+// 13. The access log is chained: a row deleted or changed, even by the table's owner, shows.
+
+async fn access_chain_caught_up(app: &TestApp) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let mut conn = app.db.owner_connection().await;
+        let (rows, links): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM access_log), (SELECT count(*) FROM access_chain)",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if rows == links {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{links} of {rows} rows chained"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn f13_clinic_verify_finds_access_log_rows_removed_or_changed_by_the_owner() {
+    use projections::access_chain;
+    use projections::audit_chain::{ChainStatus, DiscrepancyKind};
+    let app = spawn_app().await;
+    let platform = app.platform_admin().await;
+    let n = app.clinic(&platform, "chainedlog").await;
+    let other = app.clinic(&platform, "otherlog").await;
+    for clinic in [&n, &other] {
+        for _ in 0..3 {
+            let path = format!("/v1/patients/{}", clinic.patient_id);
+            let read = app
+                .read_at(&path, &clinic.nurse, last_position(&app).await)
+                .await;
+            assert_eq!(read.status, 200);
+        }
+    }
+    access_chain_caught_up(&app).await;
+    let pool = app.db.app_pool().await;
+    let clinic = domain::ids::ClinicId::from_uuid(n.id);
+    let intact = access_chain::verify(&pool, clinic).await.unwrap();
+    assert_eq!(intact.status, ChainStatus::Intact, "{intact}");
+    assert!(intact.rows >= 3, "{intact}");
+
+    // The owner changes one row: the chain says which.
+    let mut owner = app.db.owner_connection().await;
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM access_log WHERE clinic_id = $1 ORDER BY transaction_id, id",
+    )
+    .bind(n.id)
+    .fetch_all(&mut owner)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE access_log SET outcome = 'denied' WHERE clinic_id = $1 AND id = $2")
+        .bind(n.id)
+        .bind(ids[1])
+        .execute(&mut owner)
+        .await
+        .unwrap();
+    let changed = access_chain::verify(&pool, clinic).await.unwrap();
+    assert_eq!(
+        changed.first_discrepancy,
+        Some((DiscrepancyKind::Changed, ids[1])),
+        "{changed}"
+    );
+    sqlx::query("UPDATE access_log SET outcome = 'allowed' WHERE clinic_id = $1 AND id = $2")
+        .bind(n.id)
+        .bind(ids[1])
+        .execute(&mut owner)
+        .await
+        .unwrap();
+    assert_eq!(
+        access_chain::verify(&pool, clinic).await.unwrap().status,
+        ChainStatus::Intact
+    );
+
+    // The owner deletes a row: removed. With its link too: still removed (a gap in the links).
+    sqlx::query("DELETE FROM access_log WHERE clinic_id = $1 AND id = $2")
+        .bind(n.id)
+        .bind(ids[0])
+        .execute(&mut owner)
+        .await
+        .unwrap();
+    let removed = access_chain::verify(&pool, clinic).await.unwrap();
+    assert_eq!(
+        removed.first_discrepancy,
+        Some((DiscrepancyKind::Removed, ids[0])),
+        "{removed}"
+    );
+    // `clinic verify` says so, and fails.
+    let out = crate::chain::verify_cli(&app.db, "chainedlog", &[]).await;
+    assert!(!out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let expected = format!("access log tampered: removed at row {}", ids[0]);
+    assert!(stdout.lines().any(|l| l == expected), "{stdout}");
+    sqlx::query("DELETE FROM access_chain WHERE clinic_id = $1 AND access_id = $2")
+        .bind(n.id)
+        .bind(ids[0])
+        .execute(&mut owner)
+        .await
+        .unwrap();
+    let both = access_chain::verify(&pool, clinic).await.unwrap();
+    assert_eq!(both.status, ChainStatus::Tampered, "{both}");
+    // The other clinic's log is untouched.
+    let theirs = access_chain::verify(&pool, domain::ids::ClinicId::from_uuid(other.id))
+        .await
+        .unwrap();
+    assert_eq!(theirs.status, ChainStatus::Intact, "{theirs}");
+}

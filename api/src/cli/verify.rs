@@ -1,6 +1,8 @@
-//! `clinic verify`: recomputes a clinic's hash chain (see `projections::audit_chain`) and prints one
-//! line, `intact: N events, head POS HEX` or `tampered: changed at position P`. A tampered
-//! history is an error (exit status 1).
+//! `clinic verify`: recomputes a clinic's hash chains, of the events (see
+//! `projections::audit_chain`) and of the access log (`projections::access_chain`), and prints
+//! one line for each: `intact: N events, head POS HEX` or `tampered: changed at position P`,
+//! then `access log intact: N rows, head HEX` or `access log tampered: removed at row I`. A
+//! tampered history or access log is an error (exit status 1).
 
 use clap::Args;
 use domain::values::ClinicCode;
@@ -54,12 +56,19 @@ pub async fn run(args: VerifyArgs) -> Result<(), CliError> {
     let verification = chain::verify(&pool, clinic, expected)
         .await
         .map_err(|e| CliError::Refused(format!("cannot verify the chain: {e}")))?;
+    let access = projections::access_chain::verify(&pool, clinic)
+        .await
+        .map_err(|e| CliError::Refused(format!("cannot verify the access log's chain: {e}")))?;
     pool.close().await;
     println!("{verification}");
-    match verification.status {
-        ChainStatus::Intact => Ok(()),
-        ChainStatus::Tampered => Err(CliError::Refused(format!(
+    println!("{access}");
+    match (verification.status, access.status) {
+        (ChainStatus::Intact, ChainStatus::Intact) => Ok(()),
+        (ChainStatus::Tampered, _) => Err(CliError::Refused(format!(
             "the event history of clinic {code} was altered"
+        ))),
+        (_, ChainStatus::Tampered) => Err(CliError::Refused(format!(
+            "the access log of clinic {code} was altered"
         ))),
     }
 }

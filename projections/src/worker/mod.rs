@@ -443,6 +443,16 @@ pub fn spawn(
         let sets = std::iter::once(models)
             .chain(others.into_iter().map(|p| vec![p]))
             .filter(|set| !set.is_empty());
+        // The access log's hash chain (not an event projection) on its own.
+        let access_chain = tokio::spawn(
+            crate::access_chain::run(
+                options.clone(),
+                config.batch_size,
+                config.poll_interval,
+                shutdown.clone(),
+            )
+            .instrument(tracing::info_span!("access_chain")),
+        );
         let tasks: Vec<_> = sets
             .map(|set| {
                 let names: Vec<&str> = set.iter().map(|p| p.name).collect();
@@ -462,6 +472,7 @@ pub fn spawn(
         for task in tasks {
             let _ = task.await;
         }
+        let _ = access_chain.await;
         listener.abort();
     })
 }
