@@ -221,10 +221,9 @@ pub struct Workers {
 impl Workers {
     /// Starts the projection workers against `database`.
     pub async fn start(database: &Database, config: WorkerConfig) -> Result<Self, DbError> {
-        let pool = db::worker_pool(&database.owner_options).await?;
+        let pool = db::worker_pool(&database.worker_login()).await?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let handle =
-            projections::worker::spawn(pool, database.owner_options.clone(), config, stopped);
+        let handle = projections::worker::spawn(pool, database.worker_login(), config, stopped);
         Ok(Workers { stop, handle })
     }
 
@@ -249,12 +248,13 @@ impl Application {
             db::migrate(&database.owner_options).await?;
             tracing::info!("migrations applied");
         }
-        let pool = db::app_pool(&database.owner_options, settings.database.max_connections).await?;
+        // The owner only migrates; the service logs in as clinic_app.
+        let pool = db::app_pool(&database.app_login(), settings.database.max_connections).await?;
         let store = EventStore::new(pool.clone(), settings.clock.clone());
         let metrics = Metrics::new(settings.auth.metrics_token.as_deref());
         let upkeep = metrics.spawn_upkeep(std::time::Duration::from_secs(5));
         let stream_pool =
-            db::app_pool(&database.owner_options, settings.http.streams.pool_size).await?;
+            db::app_pool(&database.app_login(), settings.http.streams.pool_size).await?;
         let streams = crate::audit_streams::StreamGate::new(stream_pool, &settings.http.streams);
         let state = AppState {
             pool,

@@ -178,14 +178,19 @@ impl TestDb {
         }
     }
 
-    /// A pool that runs as the service does (`SET ROLE clinic_app`).
+    /// The owner's connection options as `role` (the test server trusts local logins).
+    pub fn login_as(&self, role: &str) -> PgConnectOptions {
+        self.owner.clone().username(role).password("")
+    }
+
+    /// A pool that logs in as the service does (`clinic_app`).
     pub async fn app_pool(&self) -> PgPool {
         self.app_pool_of(8).await
     }
 
     /// [`TestDb::app_pool`] with `n` connections.
     pub async fn app_pool_of(&self, n: u32) -> PgPool {
-        api::infra::db::app_pool(&self.owner, n)
+        api::infra::db::app_pool(&self.login_as(api::infra::db::APP_ROLE), n)
             .await
             .expect("app pool")
     }

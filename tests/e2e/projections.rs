@@ -357,7 +357,9 @@ async fn the_read_models_advance_together_one_transaction_per_batch() {
     assert_eq!(checkpoints(&mut owner).await, before);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let workers = worker::spawn(
-        api::infra::db::worker_pool(&app.db.owner).await.unwrap(),
+        api::infra::db::worker_pool(&app.db.login_as(api::infra::db::WORKER_ROLE))
+            .await
+            .unwrap(),
         app.db.owner.clone(),
         WorkerConfig {
             batch_size: 3,
@@ -415,7 +417,9 @@ async fn two_workers_at_once_never_apply_an_event_twice() {
     let app = spawn_app().await;
     let db = &app.db;
     // A second, independent set of workers on the same database (the app runs the first).
-    let second_pool = api::infra::db::worker_pool(&db.owner).await.unwrap();
+    let second_pool = api::infra::db::worker_pool(&db.login_as(api::infra::db::WORKER_ROLE))
+        .await
+        .unwrap();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let second = worker::spawn(
         second_pool,

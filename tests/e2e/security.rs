@@ -1474,3 +1474,79 @@ async fn f13_clinic_verify_finds_access_log_rows_removed_or_changed_by_the_owner
         .unwrap();
     assert_eq!(theirs.status, ChainStatus::Intact, "{theirs}");
 }
+
+// ---------------------------------------------------------------------------------------
+// 11. The service logs in as neither the owner nor a superuser; claims are the triggers'.
+
+#[tokio::test]
+async fn f11_the_service_logs_in_as_clinic_app_and_cannot_leave_it_or_touch_claims() {
+    let app = spawn_app().await;
+    let platform = app.platform_admin().await;
+    let n = app.clinic(&platform, "logins").await;
+    let read = app
+        .send(Method::GET, "/v1/patients", Some(&n.receptionist), None)
+        .await;
+    assert_eq!(read.status, 200);
+
+    // Every connection of the running service (API pool, export pool, workers) logs in as
+    // clinic_app or clinic_worker; the test's own owner connection is the only other.
+    let mut owner = app.db.owner_connection().await;
+    let logins: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT usename::text FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() ORDER BY 1",
+    )
+    .fetch_all(&mut owner)
+    .await
+    .unwrap();
+    assert!(logins.contains(&"clinic_app".to_owned()), "{logins:?}");
+    assert!(
+        logins
+            .iter()
+            .all(|u| u == "clinic_app" || u == "clinic_worker"),
+        "{logins:?}"
+    );
+    let (superuser, bypass): (bool, bool) =
+        sqlx::query_as("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = 'clinic_app'")
+            .fetch_one(&mut owner)
+            .await
+            .unwrap();
+    assert!(!superuser && !bypass);
+
+    // An injected RESET ROLE stays clinic_app; it cannot become the owner.
+    let pool = app.db.app_pool().await;
+    let mut conn = pool.acquire().await.unwrap();
+    sqlx::query("RESET ROLE").execute(&mut *conn).await.unwrap();
+    let who: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(who, "clinic_app");
+    let owner_name = app.db.owner.get_username().to_owned();
+    let escalate = sqlx::query(&format!("SET ROLE \"{owner_name}\""))
+        .execute(&mut *conn)
+        .await;
+    assert!(escalate.is_err(), "clinic_app became {owner_name}");
+    // Scheduling claims change only through events (their trigger): not directly, whose-ever.
+    for sql in [
+        "UPDATE slot_claims SET during = tstzrange(now(), now() + interval '1 hour')",
+        "DELETE FROM slot_claims",
+        "INSERT INTO slot_claims VALUES (gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), tstzrange(now(), now() + interval '1 hour'))",
+        "UPDATE care_links SET grants = true",
+        "DELETE FROM care_links",
+    ] {
+        let err = sqlx::query(sql).execute(&mut *conn).await.unwrap_err();
+        let code = err.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned());
+        assert_eq!(code.as_deref(), Some("42501"), "{sql}: {err}");
+    }
+    // ... and booking, which claims through the trigger, still works.
+    let start = app.future(4, 11);
+    let booked = app
+        .post(
+            "/v1/appointments",
+            &n.receptionist,
+            json!({"patient_id": n.patient_id, "doctor_id": n.doctor_id,
+                   "start": start, "end": start + chrono::Duration::minutes(30)}),
+        )
+        .await;
+    assert_eq!(booked.status, 201, "{booked:?}");
+}

@@ -106,7 +106,7 @@ pub async fn run(command: CliCommand) -> Result<(), CliError> {
 pub(crate) async fn open_pool(args: &DatabaseArgs) -> Result<(Database, PgPool), CliError> {
     let settings = DatabaseSettings::from_args(args)?;
     let database = db::open_and_migrate(&settings).await?;
-    let pool = db::app_pool(&database.owner_options, 2).await?;
+    let pool = db::app_pool(&database.app_login(), 2).await?;
     Ok((database, pool))
 }
 

@@ -40,11 +40,37 @@ pub struct Database {
     pub cluster: Option<EmbeddedCluster>,
 }
 
+/// The role the projection workers log in as.
+pub const WORKER_ROLE: &str = "clinic_worker";
+
 impl Database {
     /// A description for logs and errors, without the password.
     pub fn describe(&self) -> String {
         describe(&self.owner_options)
     }
+
+    /// How the service logs in: as [`APP_ROLE`], neither the tables' owner nor a superuser,
+    /// so row-level security holds even against a statement that says `RESET ROLE`.
+    pub fn app_login(&self) -> PgConnectOptions {
+        login_as(&self.owner_options, APP_ROLE, "CLINIC_APP_DB_PASSWORD")
+    }
+
+    /// How the projection workers log in: as [`WORKER_ROLE`].
+    pub fn worker_login(&self) -> PgConnectOptions {
+        login_as(
+            &self.owner_options,
+            WORKER_ROLE,
+            "CLINIC_WORKER_DB_PASSWORD",
+        )
+    }
+}
+
+/// The owner's connection (same server, database and TLS rules) as `role`, with the password
+/// in the environment variable `password_var` (none when it is unset: trust, peer or
+/// certificate authentication).
+fn login_as(owner: &PgConnectOptions, role: &str, password_var: &str) -> PgConnectOptions {
+    let password = std::env::var(password_var).unwrap_or_default();
+    owner.clone().username(role).password(&password)
 }
 
 pub fn describe(options: &PgConnectOptions) -> String {
@@ -176,15 +202,15 @@ pub async fn migrate(options: &PgConnectOptions) -> Result<(), DbError> {
     Ok(())
 }
 
-/// The service's pool. Each connection switches to [`APP_ROLE`] as it opens, so row-level
-/// security applies even where the URL names a superuser.
+/// The service's pool, logged in as [`APP_ROLE`] ([`Database::app_login`]): row-level
+/// security applies, and no statement can leave the role.
 pub async fn app_pool(options: &PgConnectOptions, max_connections: u32) -> Result<PgPool, DbError> {
-    role_pool(options, max_connections, "SET ROLE clinic_app").await
+    role_pool(options, max_connections).await
 }
 
-/// A small pool as the projection workers' role (for LISTEN).
+/// A small pool as [`WORKER_ROLE`] ([`Database::worker_login`]), for LISTEN.
 pub async fn worker_pool(options: &PgConnectOptions) -> Result<PgPool, DbError> {
-    role_pool(options, 2, "SET ROLE clinic_worker").await
+    role_pool(options, 2).await
 }
 
 /// How long a request waits for a database connection before it is answered 503 with
@@ -193,26 +219,16 @@ pub async fn worker_pool(options: &PgConnectOptions) -> Result<PgPool, DbError> 
 /// in time instead of queueing it.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(800);
 
-/// A pool whose every connection runs `set_role` as it opens. A checkout costs no round trip:
+/// A pool logged in as its role. A checkout costs no round trip:
 /// sqlx would ping each idle connection before handing it out (`test_before_acquire`), which
 /// doubles the round trips of a one-statement request; a dead connection shows up as an
 /// error of the statement instead. Prepared statements are cached per connection (sqlx's
 /// default, 100 statements), so a repeated query is one round trip.
-async fn role_pool(
-    options: &PgConnectOptions,
-    max_connections: u32,
-    set_role: &'static str,
-) -> Result<PgPool, DbError> {
+async fn role_pool(options: &PgConnectOptions, max_connections: u32) -> Result<PgPool, DbError> {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .test_before_acquire(false)
         .acquire_timeout(ACQUIRE_TIMEOUT)
-        .after_connect(move |conn, _meta| {
-            Box::pin(async move {
-                conn.execute(set_role).await?;
-                Ok(())
-            })
-        })
         .connect_with(options.clone())
         .await
         .map_err(|e| DbError::Connect {
