@@ -136,6 +136,8 @@ pub fn database_unreachable(err: &(dyn std::error::Error + 'static)) -> bool {
         if let Some(sqlx_err) = e.downcast_ref::<sqlx::Error>() {
             return match sqlx_err {
                 sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+                // The connection broke in the middle of a message.
+                sqlx::Error::Protocol(_) => true,
                 sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => true,
                 sqlx::Error::Database(db) => db.code().is_some_and(|code| {
                     // Class 08: connection exception; 57P01-03: shutting down or starting up;

@@ -257,7 +257,7 @@ impl IntoResponses for ReadProblems {
             (403, "The caller's role may not read this (or, for a doctor, filters on another doctor), or the clinic is suspended"),
             (404, "No such record in the caller's clinic (for a doctor: not one of theirs)"),
             (422, "An invalid query parameter (or a malformed `{id}`), or an `X-Min-Position` / `min_position` that no event has, named in `errors`"),
-            (503, "The read models have not reached `X-Min-Position` within 2 s; retry after `Retry-After`"),
+            (503, "The read models have not reached `X-Min-Position` within 2 s, or the database cannot be reached; retry after `Retry-After`"),
         ])
     }
 }

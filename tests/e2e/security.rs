@@ -584,6 +584,10 @@ async fn f05_while_the_database_is_down_requests_get_a_fast_503_with_retry_after
             let started = std::time::Instant::now();
             let answer = app.send(method.clone(), path, *token, body.as_ref()).await;
             let took = started.elapsed();
+            assert_eq!(
+                answer.status, 503,
+                "round {round}: {method} {path}: {answer:?}"
+            );
             let problem = answer.problem(503);
             assert_eq!(
                 problem["type"],

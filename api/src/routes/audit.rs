@@ -69,6 +69,8 @@ impl IntoResponses for AuditProblems {
             (403, "Not an auditor or clinic admin (the platform admin included), or the clinic is suspended"),
             (404, "No such record in the caller's clinic (another clinic's record included)"),
             (422, "An invalid query parameter (or a malformed `{id}`), named in `errors`"),
+            (429, "`/v1/audit/events` only: the clinic already runs as many exports as it may (`Retry-After`)"),
+            (503, "The database cannot be reached (`Retry-After`)"),
         ])
     }
 }

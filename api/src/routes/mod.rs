@@ -46,11 +46,12 @@ impl IntoResponses for CommandProblems {
             (401, UNAUTHORIZED),
             (403, "The caller's role may not do this, or the clinic is suspended"),
             (404, "No such record in the caller's clinic"),
-            (409, "A domain conflict: illegal transition, already done, taken"),
+            (409, "A domain conflict: illegal transition, already done, taken; or the Idempotency-Key's first request still running (`Retry-After`)"),
             (412, "`If-Match` names another version"),
             (413, "Body over 64 KiB"),
             (415, "Body is not application/json"),
-            (422, "Invalid fields (listed in `errors`), or an Idempotency-Key reused with another body"),
+            (422, "Invalid fields (listed in `errors`; a string with U+0000 included), or an Idempotency-Key reused with another request"),
+            (503, "The database cannot be reached (`Retry-After`)"),
         ])
     }
 }
