@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::audit_chain::{link_hash, to_hash, to_hex, GENESIS};
+use crate::audit_chain::{length_prefixed, link_hash, to_hash, to_hex, GENESIS};
 
 /// The columns of a row's canonical bytes, as text, with its commit order.
 const CANONICAL_COLUMNS: &str = "l.id, l.transaction_id::text AS transaction_id, \
@@ -73,13 +73,7 @@ pub fn canonical_bytes(r: &CanonicalAccess) -> Vec<u8> {
         &r.request_id,
         &r.client_ip,
     ];
-    let mut out = Vec::with_capacity(fields.iter().map(|f| f.len() + 4).sum());
-    for field in fields {
-        let len = u32::try_from(field.len()).unwrap_or(u32::MAX);
-        out.extend_from_slice(&len.to_be_bytes());
-        out.extend_from_slice(field.as_bytes());
-    }
-    out
+    length_prefixed(&fields)
 }
 
 /// The advisory lock (one-key form) that lets one worker at a time append links.

@@ -90,6 +90,12 @@ pub fn canonical_bytes(e: &CanonicalEvent) -> Vec<u8> {
         &e.payload,
         &e.metadata,
     ];
+    length_prefixed(&fields)
+}
+
+/// `fields`, each as its length (4 bytes, big-endian) and its UTF-8 bytes: the canonical
+/// encoding of both chains (events and the access log).
+pub fn length_prefixed(fields: &[&str]) -> Vec<u8> {
     let mut out = Vec::with_capacity(fields.iter().map(|f| f.len() + 4).sum());
     for field in fields {
         let len = u32::try_from(field.len()).unwrap_or(u32::MAX);
