@@ -40,7 +40,9 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 pub fn outcome_of<T>(result: &Result<T, ApiError>) -> Option<AccessOutcome> {
     match result {
         Ok(_) => Some(AccessOutcome::Allowed),
-        Err(ApiError::Forbidden(_)) | Err(ApiError::ClinicSuspended) => Some(AccessOutcome::Denied),
+        Err(ApiError::Forbidden(_))
+        | Err(ApiError::ClinicSuspended)
+        | Err(ApiError::ModuleDisabled(_)) => Some(AccessOutcome::Denied),
         Err(ApiError::NotFound(_)) => Some(AccessOutcome::NotFound),
         Err(_) => None,
     }

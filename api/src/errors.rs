@@ -52,6 +52,7 @@ where
                     })
                     .collect(),
             },
+            CommandError::OverLimit(over) => ApiError::PlanLimit(over),
             CommandError::Store(e) => e.into(),
         }
     }

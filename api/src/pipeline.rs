@@ -99,6 +99,7 @@ impl<P> Command<P> {
         Fut: Future<Output = Result<CommandResponse, ApiError>>,
     {
         self.principal.require(roles)?;
+        self.principal.ensure_may_write(self.state.clock.now())?;
         let Command {
             state,
             principal,

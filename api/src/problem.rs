@@ -45,6 +45,28 @@ pub struct Problem {
     /// For `slot-taken`: the time ranges the requested slot overlaps (never whose they are).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub conflicts: Option<Vec<ConflictingRange>>,
+    /// For `plan-limit` and `trial-ended`: the clinic's plan.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[schema(example = "trial")]
+    pub plan: Option<String>,
+    /// For `plan-limit`: the limit (`active_doctors`, `active_staff`, `patients`,
+    /// `monthly_bookings`, `modules`), its number on the plan, and the use before the command.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[schema(example = "active_doctors")]
+    pub limit: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[schema(example = 2)]
+    pub allowed: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[schema(example = 2)]
+    pub in_use: Option<u64>,
+    /// For `trial-ended`: when the trial ended.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub trial_ended_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// For `module-disabled`: the module (`appointments`, `billing`, `laboratory`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[schema(example = "appointments")]
+    pub module: Option<String>,
 }
 
 /// A time range that a requested slot overlaps.
@@ -69,6 +91,17 @@ pub enum ApiError {
     /// 403: the caller's clinic is suspended.
     #[error("clinic suspended")]
     ClinicSuspended,
+    /// 403: the endpoint belongs to a module the caller's clinic has not enabled.
+    #[error("module {0} disabled")]
+    ModuleDisabled(domain::values::Module),
+    /// 402: the command would take the clinic past a limit of its plan.
+    #[error("plan limit: {0}")]
+    PlanLimit(domain::plan::OverLimit),
+    /// 402: the clinic's trial has ended; it is read-only until it is on a paid plan.
+    #[error("trial ended")]
+    TrialEnded {
+        ended_at: chrono::DateTime<chrono::Utc>,
+    },
     /// 404: missing, or another clinic's.
     #[error("not found: {0}")]
     NotFound(String),
@@ -187,7 +220,10 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) | ApiError::ClinicSuspended => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::ClinicSuspended | ApiError::ModuleDisabled(_) => {
+                StatusCode::FORBIDDEN
+            }
+            ApiError::PlanLimit(_) | ApiError::TrialEnded { .. } => StatusCode::PAYMENT_REQUIRED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } | ApiError::SlotTaken { .. } => StatusCode::CONFLICT,
             ApiError::OutsideWorkingHours(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -215,6 +251,30 @@ impl ApiError {
                 "clinic-suspended",
                 "Clinic suspended",
                 "The clinic is suspended; its users cannot log in or issue commands.".into(),
+                vec![],
+            ),
+            ApiError::ModuleDisabled(module) => (
+                "module-disabled",
+                "Module disabled",
+                format!("The clinic has not enabled the {module} module; a clinic admin can enable it within the plan."),
+                vec![],
+            ),
+            ApiError::PlanLimit(over) => (
+                "plan-limit",
+                "Plan limit reached",
+                format!(
+                    "The {} plan allows {} {}; {} in use. Nothing was written.",
+                    over.plan, over.allowed, over.limit, over.in_use
+                ),
+                vec![],
+            ),
+            ApiError::TrialEnded { ended_at } => (
+                "trial-ended",
+                "Trial ended",
+                format!(
+                    "The clinic's trial ended at {}; it is read-only until it is on a paid plan. Nothing was written.",
+                    ended_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
                 vec![],
             ),
             ApiError::NotFound(d) => ("not-found", "Not found", d.clone(), vec![]),
@@ -296,6 +356,33 @@ impl ApiError {
             errors,
             conflicts: match self {
                 ApiError::SlotTaken { conflicts, .. } => Some(conflicts.clone()),
+                _ => None,
+            },
+            plan: match self {
+                ApiError::PlanLimit(over) => Some(over.plan.as_str().to_owned()),
+                ApiError::TrialEnded { .. } => {
+                    Some(domain::values::Plan::Trial.as_str().to_owned())
+                }
+                _ => None,
+            },
+            limit: match self {
+                ApiError::PlanLimit(over) => Some(over.limit.as_str().to_owned()),
+                _ => None,
+            },
+            allowed: match self {
+                ApiError::PlanLimit(over) => Some(over.allowed),
+                _ => None,
+            },
+            in_use: match self {
+                ApiError::PlanLimit(over) => Some(over.in_use),
+                _ => None,
+            },
+            trial_ended_at: match self {
+                ApiError::TrialEnded { ended_at } => Some(*ended_at),
+                _ => None,
+            },
+            module: match self {
+                ApiError::ModuleDisabled(module) => Some(module.as_str().to_owned()),
                 _ => None,
             },
         }

@@ -131,7 +131,7 @@ pub async fn build(api: &Api, count: usize, doctors: usize) -> Result<Fixture> {
                 "/v1/clinics",
                 &platform,
                 json!({"name": format!("Bench {index}"), "code": code, "time_zone": "UTC",
-                       "plan": "standard",
+                       "plan": "enterprise",
                        "admin": {"name": "Bench Admin", "email": admin_email, "password": PASSWORD}}),
             )
             .await;

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::error::{CommandError, StoreError};
 use crate::metadata::{ActorRole, CommandMeta};
+use crate::plans;
 use crate::registry;
 use crate::store::{Committed, EventStore, Expect};
 use crate::tx::{stream, CommandTx, Streams};
@@ -114,13 +115,12 @@ pub async fn book(
     check_own_booking(meta, req.doctor_id)?;
     let clinic = meta.clinic_id;
     let mut tx = store.begin().await?;
-    let mut wanted = vec![
+    // The clinic: its plan (monthly bookings) and, unless overridden, the hours' time zone.
+    let wanted = [
         stream::<Patient>(clinic, req.patient_id.as_uuid()),
         stream::<Staff>(clinic, req.doctor_id.as_uuid()),
+        stream::<Clinic>(clinic, clinic.as_uuid()),
     ];
-    if !req.override_hours {
-        wanted.push(stream::<Clinic>(clinic, clinic.as_uuid()));
-    }
     let facts = tx.load_streams(&wanted).await?;
     // A doctor books only a patient they may already see: a booking must not be the way to
     // see a record (the desk books a patient's first visit with a doctor). Checked before the
@@ -136,6 +136,13 @@ pub async fn book(
     let doctor = doctor.map(|(d, _)| d);
     let doctor = check_doctor(doctor.as_ref())?;
     let schedule = schedule_to_check(meta, doctor, &facts, req.override_hours)?;
+    if let Some((c, _)) = facts.get::<Clinic>(clinic, clinic.as_uuid())? {
+        if let Some(time_zone) = c.time_zone() {
+            let now = tx.now();
+            plans::admit_booking::<AppointmentError>(&mut tx, clinic, c.plan(), time_zone, now)
+                .await?;
+        }
+    }
     let appointment_id = AppointmentId::new();
     let command = AppointmentCommand::Book {
         appointment_id,

@@ -10,6 +10,7 @@ use crate::accounts::credentials;
 use crate::accounts::{find_by_email, hire_with_credentials};
 use crate::error::{CommandError, StoreError};
 use crate::metadata::CommandMeta;
+use crate::plans::{self, StaffAdds};
 use crate::registry::clinic_by_code;
 use crate::store::{Committed, EventStore, Expect};
 
@@ -108,6 +109,11 @@ pub async fn hire_admin(
 ) -> Result<Committed, CommandError<StaffError>> {
     let (staff_id, command) = new_admin(meta, name, email);
     let mut tx = store.begin().await?;
+    let one_more = StaffAdds {
+        doctors: 0,
+        staff: 1,
+    };
+    plans::admit_staff::<StaffError>(&mut tx, meta.clinic_id, one_more).await?;
     let committed =
         hire_with_credentials(&mut tx, meta, staff_id, command, Some(password_hash)).await?;
     tx.commit().await?;

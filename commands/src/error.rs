@@ -68,6 +68,9 @@ pub enum CommandError<E: StdError> {
         busy: Busy,
         conflicts: Vec<Conflict>,
     },
+    /// The command would take the clinic past a limit of its plan.
+    #[error(transparent)]
+    OverLimit(domain::plan::OverLimit),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -8,7 +8,8 @@
 //!
 //! A command that needs more than one aggregate or a registry has a use case, one home per
 //! resource, which runs all its steps in one [`CommandTx`] (`EventStore::begin`): [`appointments`] (book, reschedule, act), [`patients`] (register, merge),
-//! [`clinics`] (register with admin), [`staff`] (hire, update profile). The HTTP handlers and
+//! [`clinics`] (register with admin), [`staff`] (hire, update profile, change role,
+//! reactivate). [`plans`] holds the plan limits those use cases check. The HTTP handlers and
 //! the CLI call these; neither loads aggregates itself.
 
 pub mod accounts;
@@ -17,6 +18,7 @@ pub mod clinics;
 pub mod error;
 pub mod metadata;
 pub mod patients;
+pub mod plans;
 pub mod registry;
 pub mod staff;
 pub mod store;

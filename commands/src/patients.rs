@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::error::{CommandError, StoreError};
 use crate::metadata::{ActorRole, CommandMeta};
+use crate::plans;
 use crate::registry;
 use crate::store::{Committed, EventStore, Expect};
 use crate::tx::stream;
@@ -57,11 +58,12 @@ pub async fn register(
 ) -> Result<Registered, PatientsError> {
     let patient_id = PatientId::new();
     let mut tx = store.begin().await?;
-    let mrn = registry::next_mrn(tx.conn(), meta.clinic_id).await?;
+    let taken = registry::next_mrn(tx.conn(), meta.clinic_id).await?;
+    plans::admit_patient::<PatientError>(taken.plan, taken.patients)?;
     let command = PatientCommand::Register {
         patient_id,
         clinic_id: meta.clinic_id,
-        mrn,
+        mrn: taken.mrn,
         demographics,
     };
     let id = patient_id.as_uuid();

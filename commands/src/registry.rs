@@ -6,29 +6,52 @@
 //! racing requests. This module hands out MRN numbers and answers look-ups.
 
 use domain::ids::{ClinicId, PatientId, StaffId};
-use domain::values::{ClinicCode, Mrn};
+use domain::values::{ClinicCode, Mrn, Plan};
 use sqlx::{PgExecutor, PgPool};
 
 use crate::error::StoreError;
 
-/// The next MRN of a clinic. Run it on the registering command's transaction
-/// ([`crate::CommandTx::conn`]), as late as possible: the clinic's counter row stays locked
-/// until that transaction ends, so one clinic's registrations queue behind each other there.
-/// A number is never given to two patients: a registration that rolls back hands its number
+/// An MRN taken for a registration, with what the plan check needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakenMrn {
+    pub mrn: Mrn,
+    /// The clinic's patients before this registration (registered, less those merged away),
+    /// as committed: the counter row is locked.
+    pub patients: u64,
+    /// The clinic's plan; `None` when the clinic has no registry row (it is written with the
+    /// clinic's registration, so only a store written by hand lacks it).
+    pub plan: Option<Plan>,
+}
+
+/// The next MRN of a clinic, the number of its patients and its plan, in one statement. Run
+/// it on the registering command's transaction ([`crate::CommandTx::conn`]), as late as
+/// possible: the clinic's counter row stays locked until that transaction ends, so one
+/// clinic's registrations queue behind each other there (which is also what holds the plan's
+/// patient limit under concurrency; the `events` trigger counts the patient on that row). A
+/// number is never given to two patients: a registration that rolls back hands its number
 /// back with the counter; one that fails otherwise after taking it leaves a gap.
 pub async fn next_mrn<'e>(
     executor: impl PgExecutor<'e>,
     clinic_id: ClinicId,
-) -> Result<Mrn, StoreError> {
-    let (n,): (i64,) = sqlx::query_as(
-        "INSERT INTO mrn_counters (clinic_id, last_value) VALUES ($1, 1) \
-         ON CONFLICT (clinic_id) DO UPDATE SET last_value = mrn_counters.last_value + 1 \
-         RETURNING last_value",
+) -> Result<TakenMrn, StoreError> {
+    let (n, patients, plan): (i64, i32, Option<String>) = sqlx::query_as(
+        "WITH taken AS ( \
+             INSERT INTO mrn_counters (clinic_id, last_value) VALUES ($1, 1) \
+             ON CONFLICT (clinic_id) DO UPDATE SET last_value = mrn_counters.last_value + 1 \
+             RETURNING last_value, patients) \
+         SELECT t.last_value, t.patients, c.plan \
+         FROM taken t LEFT JOIN clinic_codes c ON c.clinic_id = $1",
     )
     .bind(clinic_id.as_uuid())
     .fetch_one(executor)
     .await?;
-    Ok(Mrn::from_number(n as u64))
+    Ok(TakenMrn {
+        mrn: Mrn::from_number(n as u64),
+        patients: patients.max(0) as u64,
+        plan: plan
+            .map(|p| crate::plans::stored_plan(Some(p)))
+            .transpose()?,
+    })
 }
 
 /// Whether `doctor` may see `patient`: the patient has an appointment with them that is

@@ -1,15 +1,21 @@
 //! Staff use cases: hiring creates the member's account with the hire; a department named in
-//! a hire or a profile must be open in the clinic.
+//! a hire or a profile must be open in the clinic; a hire, a role changed to doctor and a
+//! reactivation stay within the plan's active doctors and staff ([`plans::admit_staff`]).
 
 use domain::clinic::Clinic;
+use domain::clock::Services;
 use domain::ids::{DepartmentId, StaffId};
-use domain::staff::{NewStaff, ProfileChanges, Staff, StaffCommand, StaffError, StaffProfile};
+use domain::staff::{
+    NewStaff, ProfileChanges, Staff, StaffCommand, StaffError, StaffEvent, StaffProfile,
+};
+use domain::values::Role;
 use uuid::Uuid;
 
 use crate::accounts::credentials;
 use crate::accounts::hire_with_credentials;
 use crate::error::{CommandError, StoreError};
 use crate::metadata::CommandMeta;
+use crate::plans::{self, StaffAdds};
 use crate::store::{Committed, EventStore, Expect};
 use crate::tx::CommandTx;
 
@@ -75,6 +81,8 @@ pub async fn hire(
             ..req.profile
         },
     });
+    let adding = adds(None, &command, tx.services()).map_err(CommandError::Domain)?;
+    plans::admit_staff::<StaffError>(&mut tx, meta.clinic_id, adding).await?;
     let committed = hire_with_credentials(&mut tx, meta, staff_id, command, Some(hash)).await?;
     tx.commit().await?;
     Ok(Hired {
@@ -100,6 +108,56 @@ pub async fn update_profile(
     let committed = tx.decide(meta, id, loaded, command, expect).await?;
     tx.commit().await?;
     Ok(committed)
+}
+
+/// Runs `command` on staff member `id` (a role change, a reactivation, working hours, time
+/// off, a deactivation) within the plan: what would add an active doctor or staff member past
+/// the plan's limit is refused before anything is written.
+pub async fn act(
+    store: &EventStore,
+    meta: &CommandMeta,
+    expect: Expect,
+    id: Uuid,
+    command: StaffCommand,
+) -> Result<Committed, StaffingError> {
+    let mut tx = store.begin().await?;
+    let loaded = tx.load::<Staff>(meta.clinic_id, id).await?;
+    let staff = loaded.as_ref().map(|(s, _)| s);
+    let adding = adds(staff, &command, tx.services()).map_err(CommandError::Domain)?;
+    plans::admit_staff::<StaffError>(&mut tx, meta.clinic_id, adding).await?;
+    let committed = tx.decide(meta, id, loaded, command, expect).await?;
+    tx.commit().await?;
+    Ok(committed)
+}
+
+/// What `command` on `staff` (`None` for a hire) adds to the clinic's active doctors and
+/// staff, read from the events the domain decides for it: a pure run, before anything is
+/// appended. A command the domain refuses gets the domain's answer, before any plan check.
+fn adds(
+    staff: Option<&Staff>,
+    command: &StaffCommand,
+    services: &Services,
+) -> Result<StaffAdds, StaffError> {
+    let current = staff.cloned().unwrap_or_default();
+    let doctor = |role: Option<Role>| u64::from(role == Some(Role::Doctor));
+    let mut adds = StaffAdds::default();
+    for event in current.decide(command.clone(), services)? {
+        match event {
+            StaffEvent::StaffHired(new) => {
+                adds.staff += 1;
+                adds.doctors += doctor(Some(new.profile.role));
+            }
+            StaffEvent::StaffReactivated => {
+                adds.staff += 1;
+                adds.doctors += doctor(current.role());
+            }
+            StaffEvent::StaffRoleChanged { from, to } if from != Role::Doctor => {
+                adds.doctors += doctor(Some(to));
+            }
+            _ => {}
+        }
+    }
+    Ok(adds)
 }
 
 /// `department`, if it is open in the caller's clinic.

@@ -113,6 +113,16 @@ impl CommandTx {
         })
     }
 
+    /// The services (the clock) the aggregates decide with.
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    /// The service clock's now (what the events will record as `occurred_at`).
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.services.now()
+    }
+
     /// The transaction's connection, for a use case's own statements (the MRN counter, a
     /// staged password hash, a registry look-up).
     pub fn conn(&mut self) -> &mut PgConnection {

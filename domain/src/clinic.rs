@@ -1,10 +1,13 @@
 //! The `Clinic` aggregate: a tenant, its settings, plan and departments.
 
+use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Services;
 use crate::error::{DomainError, ErrorKind};
 use crate::ids::{ClinicId, DepartmentId};
+use crate::plan::PlanLimits;
 use crate::values::{ClinicCode, NonEmptyText, Plan, TimeZone};
 
 /// Slot length of a newly registered clinic, in minutes.
@@ -27,8 +30,12 @@ pub enum ClinicCommand {
         time_zone: Option<TimeZone>,
         slot_minutes: Option<u32>,
     },
+    /// A plan change by the platform: to any plan but `trial`, which a clinic has only from
+    /// its registration. A downgrade below the clinic's use is allowed; only new use past a
+    /// limit is refused from then on.
     ChangePlan {
         plan: Plan,
+        reason: NonEmptyText,
     },
     Suspend {
         reason: NonEmptyText,
@@ -54,8 +61,15 @@ pub struct NewClinic {
     pub name: NonEmptyText,
     pub code: ClinicCode,
     pub time_zone: TimeZone,
+    /// Events before the four plans say `free` or `standard` ([`crate::plan::stored`]).
+    #[serde(deserialize_with = "crate::plan::stored::deserialize")]
     pub plan: Plan,
     pub slot_minutes: u32,
+    /// When a trial ends: the registration plus the trial's days. `None` on a paid plan, and
+    /// in events from before the four plans (a `free` clinic's trial then ends the trial's
+    /// days after the event's `occurred_at`, which the readers that need it have).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial_ends_at: Option<DateTime<Utc>>,
 }
 
 // A variant holding a struct serialises as a struct variant does: `{"ClinicRegistered": {...}}`.
@@ -68,9 +82,15 @@ pub enum ClinicEvent {
         time_zone: Option<TimeZone>,
         slot_minutes: Option<u32>,
     },
+    /// Who changed the plan and when are the event's metadata; why is `reason` (absent in
+    /// events from before it was asked for).
     ClinicPlanChanged {
+        #[serde(deserialize_with = "crate::plan::stored::deserialize")]
         from: Plan,
+        #[serde(deserialize_with = "crate::plan::stored::deserialize")]
         to: Plan,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<NonEmptyText>,
     },
     ClinicSuspended {
         reason: NonEmptyText,
@@ -104,8 +124,10 @@ impl DomainEvent for ClinicEvent {
         .to_owned()
     }
 
+    /// 2.0: plans are named `trial`, `basic`, `professional`, `enterprise`. 1.0 events may
+    /// name `free` and `standard`, read by [`crate::plan::stored`].
     fn event_version(&self) -> String {
-        "1.0".to_owned()
+        "2.0".to_owned()
     }
 }
 
@@ -123,6 +145,8 @@ pub enum ClinicError {
     NotSuspended,
     #[error("clinic is already on the {0} plan")]
     PlanUnchanged(Plan),
+    #[error("a clinic is on the trial plan only from its registration")]
+    TrialOnlyAtRegistration,
     #[error("nothing to update")]
     NothingToUpdate,
     #[error("slot length must be between 5 and 240 minutes, got {0}")]
@@ -149,13 +173,15 @@ impl ClinicError {
             | ClinicError::DepartmentAlreadyExists(_)
             | ClinicError::DuplicateDepartmentName(_)
             | ClinicError::DepartmentClosed(_) => ErrorKind::Conflict,
-            ClinicError::NothingToUpdate | ClinicError::InvalidSlotMinutes(_) => ErrorKind::Invalid,
+            ClinicError::NothingToUpdate
+            | ClinicError::InvalidSlotMinutes(_)
+            | ClinicError::TrialOnlyAtRegistration => ErrorKind::Invalid,
         }
     }
 
     pub fn field(&self) -> Option<&'static str> {
         match self {
-            ClinicError::PlanUnchanged(_) => Some("plan"),
+            ClinicError::PlanUnchanged(_) | ClinicError::TrialOnlyAtRegistration => Some("plan"),
             ClinicError::InvalidSlotMinutes(_) => Some("slot_minutes"),
             ClinicError::DuplicateDepartmentName(_) => Some("name"),
             ClinicError::DepartmentAlreadyExists(_)
@@ -214,6 +240,7 @@ pub struct Clinic {
     code: Option<ClinicCode>,
     time_zone: Option<TimeZone>,
     plan: Plan,
+    trial_ends_at: Option<DateTime<Utc>>,
     slot_minutes: u32,
     status: ClinicStatus,
     suspension_reason: Option<NonEmptyText>,
@@ -239,6 +266,12 @@ impl Clinic {
 
     pub fn plan(&self) -> Plan {
         self.plan
+    }
+
+    /// When the clinic's trial ends, as its registration recorded it (`None` on a paid plan,
+    /// or for a trial registered before the four plans).
+    pub fn trial_ends_at(&self) -> Option<DateTime<Utc>> {
+        self.trial_ends_at
     }
 
     pub fn slot_minutes(&self) -> u32 {
@@ -310,7 +343,11 @@ impl Clinic {
     }
 
     /// Decides which events a command produces, without changing state.
-    pub fn decide(&self, command: ClinicCommand) -> Result<Vec<ClinicEvent>, ClinicError> {
+    pub fn decide(
+        &self,
+        command: ClinicCommand,
+        services: &Services,
+    ) -> Result<Vec<ClinicEvent>, ClinicError> {
         use ClinicCommand as C;
         use ClinicEvent as E;
         match command {
@@ -331,6 +368,7 @@ impl Clinic {
                     time_zone,
                     plan,
                     slot_minutes: DEFAULT_SLOT_MINUTES,
+                    trial_ends_at: PlanLimits::of(plan).trial_end(services.now()),
                 })])
             }
             C::Suspend { reason } => {
@@ -369,14 +407,18 @@ impl Clinic {
                     slot_minutes,
                 }])
             }
-            C::ChangePlan { plan } => {
+            C::ChangePlan { plan, reason } => {
                 self.ensure_active()?;
                 if plan == self.plan {
                     return Err(ClinicError::PlanUnchanged(plan));
                 }
+                if plan == Plan::Trial {
+                    return Err(ClinicError::TrialOnlyAtRegistration);
+                }
                 Ok(vec![E::ClinicPlanChanged {
                     from: self.plan,
                     to: plan,
+                    reason: Some(reason),
                 }])
             }
             C::AddDepartment {
@@ -423,7 +465,7 @@ crate::aggregate!(
     ClinicCommand,
     ClinicEvent,
     ClinicError,
-    decide
+    decide_with_services
 );
 
 impl Clinic {
@@ -436,6 +478,7 @@ impl Clinic {
                 self.code = Some(new.code);
                 self.time_zone = Some(new.time_zone);
                 self.plan = new.plan;
+                self.trial_ends_at = new.trial_ends_at;
                 self.slot_minutes = new.slot_minutes;
                 self.status = ClinicStatus::Active;
             }
@@ -454,7 +497,11 @@ impl Clinic {
                     self.slot_minutes = minutes;
                 }
             }
-            ClinicEvent::ClinicPlanChanged { to, .. } => self.plan = to,
+            ClinicEvent::ClinicPlanChanged { to, .. } => {
+                self.plan = to;
+                // Only a trial ends; no plan change leads to one.
+                self.trial_ends_at = None;
+            }
             ClinicEvent::ClinicSuspended { reason } => {
                 self.status = ClinicStatus::Suspended;
                 self.suspension_reason = Some(reason);
@@ -520,8 +567,9 @@ mod tests {
             name: text("North Clinic"),
             code: ClinicCode::parse("north").unwrap(),
             time_zone: london(),
-            plan: Plan::Standard,
+            plan: Plan::Professional,
             slot_minutes: DEFAULT_SLOT_MINUTES,
+            trial_ends_at: None,
         })
     }
 
@@ -544,7 +592,7 @@ mod tests {
             name: text("North Clinic"),
             code: ClinicCode::parse("north").unwrap(),
             time_zone: london(),
-            plan: Plan::Standard,
+            plan: Plan::Professional,
         }
     }
 
@@ -585,7 +633,10 @@ mod tests {
                 time_zone: None,
                 slot_minutes: None,
             },
-            ClinicCommand::ChangePlan { plan: Plan::Free },
+            ClinicCommand::ChangePlan {
+                plan: Plan::Basic,
+                reason: text("cheaper"),
+            },
             ClinicCommand::Suspend { reason: text("x") },
             ClinicCommand::Reactivate,
             ClinicCommand::AddDepartment {
@@ -687,10 +738,12 @@ mod tests {
         fx().given(vec![registered()])
             .when(ClinicCommand::ChangePlan {
                 plan: Plan::Enterprise,
+                reason: text("grew"),
             })
             .then_expect_events(vec![ClinicEvent::ClinicPlanChanged {
-                from: Plan::Standard,
+                from: Plan::Professional,
                 to: Plan::Enterprise,
+                reason: Some(text("grew")),
             }]);
     }
 
@@ -699,10 +752,11 @@ mod tests {
         let r = fx()
             .given(vec![registered()])
             .when(ClinicCommand::ChangePlan {
-                plan: Plan::Standard,
+                plan: Plan::Professional,
+                reason: text("same"),
             })
             .inspect_result();
-        assert_eq!(r, Err(ClinicError::PlanUnchanged(Plan::Standard)));
+        assert_eq!(r, Err(ClinicError::PlanUnchanged(Plan::Professional)));
         assert_kind(r, ErrorKind::Conflict, Some("plan"));
     }
 
@@ -751,7 +805,10 @@ mod tests {
                 time_zone: None,
                 slot_minutes: None,
             },
-            ClinicCommand::ChangePlan { plan: Plan::Free },
+            ClinicCommand::ChangePlan {
+                plan: Plan::Basic,
+                reason: text("cheaper"),
+            },
             ClinicCommand::AddDepartment {
                 department_id: dept(1),
                 name: text("x"),
@@ -781,10 +838,14 @@ mod tests {
             suspended(),
             ClinicEvent::ClinicReactivated,
         ])
-        .when(ClinicCommand::ChangePlan { plan: Plan::Free })
+        .when(ClinicCommand::ChangePlan {
+            plan: Plan::Basic,
+            reason: text("cheaper"),
+        })
         .then_expect_events(vec![ClinicEvent::ClinicPlanChanged {
-            from: Plan::Standard,
-            to: Plan::Free,
+            from: Plan::Professional,
+            to: Plan::Basic,
+            reason: Some(text("cheaper")),
         }]);
     }
 
@@ -980,7 +1041,7 @@ mod tests {
         assert_eq!(clinic.name().map(NonEmptyText::as_str), Some("North"));
         assert_eq!(clinic.code().map(ClinicCode::as_str), Some("north"));
         assert_eq!(clinic.time_zone(), Some(london()));
-        assert_eq!(clinic.plan(), Plan::Standard);
+        assert_eq!(clinic.plan(), Plan::Professional);
         assert_eq!(clinic.slot_minutes(), 20);
         assert_eq!(
             clinic.suspension_reason().map(NonEmptyText::as_str),
@@ -1007,8 +1068,9 @@ mod tests {
                 slot_minutes: Some(10),
             },
             ClinicEvent::ClinicPlanChanged {
-                from: Plan::Free,
-                to: Plan::Standard,
+                from: Plan::Trial,
+                to: Plan::Professional,
+                reason: Some(text("paid")),
             },
             suspended(),
             ClinicEvent::ClinicReactivated,
@@ -1036,24 +1098,87 @@ mod tests {
             ]
         );
         for e in events {
-            assert_eq!(e.event_version(), "1.0");
+            assert_eq!(e.event_version(), "2.0");
             let json = serde_json::to_value(&e).unwrap();
             assert_eq!(serde_json::from_value::<ClinicEvent>(json).unwrap(), e);
         }
         let json = serde_json::to_value(registered()).unwrap();
         assert_eq!(json["ClinicRegistered"]["time_zone"], "Europe/London");
-        assert_eq!(json["ClinicRegistered"]["plan"], "standard");
+        assert_eq!(json["ClinicRegistered"]["plan"], "professional");
     }
 
-    /// `ClinicRegistered`, whose payload is a struct of its own, is stored exactly as before,
-    /// and the stored JSON still reads back.
+    /// `ClinicRegistered`, whose payload is a struct of its own, is stored as before but for
+    /// the plan's name; a paid plan writes no `trial_ends_at`.
     #[test]
-    fn stored_json_of_registered_is_unchanged() {
-        let golden = r#"{"ClinicRegistered":{"clinic_id":"00000000-0000-0000-0000-000000000001","name":"North Clinic","code":"north","time_zone":"Europe/London","plan":"standard","slot_minutes":15}}"#;
+    fn stored_json_of_registered() {
+        let golden = r#"{"ClinicRegistered":{"clinic_id":"00000000-0000-0000-0000-000000000001","name":"North Clinic","code":"north","time_zone":"Europe/London","plan":"professional","slot_minutes":15}}"#;
         assert_eq!(serde_json::to_string(&registered()).unwrap(), golden);
         assert_eq!(
             serde_json::from_str::<ClinicEvent>(golden).unwrap(),
             registered()
         );
+    }
+
+    /// The upcaster: events of version 1.0, stored before the four plans, read with the
+    /// plans that replaced theirs. The bytes are those such an event has in a store.
+    #[test]
+    fn events_with_the_old_plan_names_read_as_the_new_plans() {
+        let registered_free = r#"{"ClinicRegistered":{"clinic_id":"00000000-0000-0000-0000-000000000001","name":"North Clinic","code":"north","time_zone":"Europe/London","plan":"free","slot_minutes":15}}"#;
+        let changed = r#"{"ClinicPlanChanged":{"from":"free","to":"standard"}}"#;
+        let mut clinic = Clinic::default();
+        for json in [registered_free, changed] {
+            clinic.apply(serde_json::from_str::<ClinicEvent>(json).unwrap());
+        }
+        assert_eq!(clinic.plan(), Plan::Professional);
+        assert_eq!(
+            serde_json::from_str::<ClinicEvent>(changed).unwrap(),
+            ClinicEvent::ClinicPlanChanged {
+                from: Plan::Trial,
+                to: Plan::Professional,
+                reason: None
+            }
+        );
+        let registered = serde_json::from_str::<ClinicEvent>(registered_free).unwrap();
+        let ClinicEvent::ClinicRegistered(new) = registered else {
+            panic!("{registered:?}")
+        };
+        assert_eq!((new.plan, new.trial_ends_at), (Plan::Trial, None));
+        let unknown = r#"{"ClinicPlanChanged":{"from":"free","to":"gold"}}"#;
+        assert!(serde_json::from_str::<ClinicEvent>(unknown).is_err());
+    }
+
+    #[test]
+    fn a_trial_registration_records_when_the_trial_ends() {
+        let mut command = register_cmd();
+        if let ClinicCommand::Register { plan, .. } = &mut command {
+            *plan = Plan::Trial;
+        }
+        let events = fx()
+            .given_no_previous_events()
+            .when(command)
+            .inspect_result();
+        let Ok(events) = events else {
+            panic!("{events:?}")
+        };
+        let [ClinicEvent::ClinicRegistered(new)] = events.as_slice() else {
+            panic!("{events:?}")
+        };
+        assert_eq!(
+            new.trial_ends_at,
+            Some(crate::testing::now() + chrono::Duration::days(30))
+        );
+    }
+
+    #[test]
+    fn no_plan_change_leads_to_a_trial() {
+        let r = fx()
+            .given(vec![registered()])
+            .when(ClinicCommand::ChangePlan {
+                plan: Plan::Trial,
+                reason: text("try again"),
+            })
+            .inspect_result();
+        assert_eq!(r, Err(ClinicError::TrialOnlyAtRegistration));
+        assert_kind(r, ErrorKind::Invalid, Some("plan"));
     }
 }

@@ -52,6 +52,7 @@ pub mod clock;
 pub mod error;
 pub mod ids;
 pub mod patient;
+pub mod plan;
 pub mod replay;
 pub mod schedule;
 pub mod staff;

@@ -139,7 +139,8 @@ mod tests {
             .unwrap()
             .unwrap()
             .to_json();
-        assert_eq!(first["plan"], "standard");
+        // Stored as `standard` (before the four plans): read as its successor.
+        assert_eq!(first["plan"], "professional");
 
         let broken = [(3, json!({"NoSuchEvent": {}}))];
         let err = replay("Clinic", stored(&broken)).unwrap_err();

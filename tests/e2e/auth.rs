@@ -30,7 +30,7 @@ async fn new_clinic(app: &TestApp, platform: &str, code: &str) -> Clinic {
                 "name": format!("Clinic {code}"),
                 "code": code,
                 "time_zone": "Europe/Berlin",
-                "plan": "standard",
+                "plan": "professional",
                 "admin": {"name": "Admin Person", "email": admin_email, "password": PASSWORD}
             }),
         )

@@ -389,7 +389,7 @@ async fn setup_clinic_is_idempotent_and_its_admin_can_log_in() {
             "--timezone",
             zone,
             "--plan",
-            "standard",
+            "professional",
             "--admin-email",
             email,
         ]);
@@ -460,7 +460,7 @@ async fn request_logs_carry_request_and_clinic_ids_but_no_patient_data() {
         "--timezone",
         "UTC",
         "--plan",
-        "free",
+        "trial",
         "--admin-email",
         "admin@logs.example",
     ]);

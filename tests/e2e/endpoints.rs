@@ -413,7 +413,7 @@ pub(crate) fn cases(w: &World) -> Vec<Case> {
         "name": "East Clinic",
         "code": "east",
         "time_zone": "Europe/Berlin",
-        "plan": "free",
+        "plan": "trial",
         "admin": {"name": "East Admin", "email": "admin@east.example", "password": PASSWORD}
     });
     let hire = with(
@@ -495,13 +495,16 @@ pub(crate) fn cases(w: &World) -> Vec<Case> {
         Case::new(
             "PUT /v1/clinics/{id}/plan",
             format!("/v1/clinics/{}/plan", n.id),
-            json!({"plan": "enterprise"}),
+            json!({"plan": "enterprise", "reason": "contract"}),
             PLATFORM,
             "platform_admin",
         )
         .writes(&["ClinicPlanChanged"])
         .not_found_at(format!("/v1/clinics/{nowhere}/plan"))
-        .bad(json!({"plan": "platinum"}), "plan")
+        .bad(json!({"plan": "platinum", "reason": "x"}), "plan")
+        .bad(json!({"plan": "standard", "reason": "x"}), "plan")
+        .bad(json!({"plan": "trial", "reason": "x"}), "plan")
+        .bad(json!({"plan": "enterprise"}), "reason")
         .bad(json!({}), "plan"),
         // --- own clinic (clinic admin) ---
         Case::new(
@@ -1227,7 +1230,7 @@ pub(crate) async fn bad_bodies_get_422_naming_the_field_and_write_nothing_at(now
             "/v1/clinics",
             w.platform.as_str(),
             json!({"name": "North Again", "code": w.north.code, "time_zone": "Europe/Berlin",
-                   "plan": "free",
+                   "plan": "trial",
                    "admin": {"name": "Other Admin", "email": "admin@north-again.example",
                              "password": PASSWORD}}),
             "clinic-code-taken",
@@ -1236,7 +1239,7 @@ pub(crate) async fn bad_bodies_get_422_naming_the_field_and_write_nothing_at(now
         (
             "/v1/clinics",
             w.platform.as_str(),
-            json!({"name": "West", "code": "west", "time_zone": "Europe/Berlin", "plan": "free",
+            json!({"name": "West", "code": "west", "time_zone": "Europe/Berlin", "plan": "trial",
                    "admin": {"name": "Other Admin", "email": w.south.emails["clinic_admin"],
                              "password": PASSWORD}}),
             "email-taken",
@@ -1699,8 +1702,8 @@ pub(crate) async fn if_match_refuses_other_versions_with_412_and_accepts_the_cur
             Method::PUT,
             format!("/v1/clinics/{}/plan", s.id),
             &w.platform,
-            json!({"plan": "enterprise"}),
-            json!({"plan": "free"}),
+            json!({"plan": "enterprise", "reason": "contract"}),
+            json!({"plan": "basic", "reason": "smaller"}),
         ),
         (
             "PUT /v1/staff/{id}/working-hours",

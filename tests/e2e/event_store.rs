@@ -38,7 +38,7 @@ pub(crate) async fn register_clinic(store: &EventStore, code: &str) -> ClinicId 
                 name: NonEmptyText::parse(format!("Clinic {code}")).unwrap(),
                 code: ClinicCode::parse(code).unwrap(),
                 time_zone: TimeZone::parse("Europe/Berlin").unwrap(),
-                plan: Plan::Standard,
+                plan: Plan::Professional,
             },
             Expect::Any,
         )
@@ -102,7 +102,8 @@ async fn a_command_round_trips_through_postgres_with_its_metadata() {
     let patient = PatientId::new();
     let mrn = commands::registry::next_mrn(store.pool(), clinic)
         .await
-        .unwrap();
+        .unwrap()
+        .mrn;
     let meta = admin_of(clinic);
     let committed = store
         .execute::<Patient>(
@@ -175,7 +176,8 @@ async fn events_of_two_clinics_carry_their_own_tenant_id() {
             let id = PatientId::new();
             let mrn = commands::registry::next_mrn(store.pool(), clinic)
                 .await
-                .unwrap();
+                .unwrap()
+                .mrn;
             store
                 .execute::<Patient>(
                     &admin_of(clinic),
@@ -233,7 +235,10 @@ async fn another_clinics_stream_is_not_found_and_nothing_is_written() {
     let a = register_clinic(&store, "home").await;
     let b = register_clinic(&store, "other").await;
     let patient = PatientId::new();
-    let mrn = commands::registry::next_mrn(store.pool(), a).await.unwrap();
+    let mrn = commands::registry::next_mrn(store.pool(), a)
+        .await
+        .unwrap()
+        .mrn;
     store
         .execute::<Patient>(
             &admin_of(a),
@@ -281,7 +286,8 @@ async fn two_concurrent_commands_on_one_stream_give_one_success_and_one_conflict
     let patient = PatientId::new();
     let mrn = commands::registry::next_mrn(store.pool(), clinic)
         .await
-        .unwrap();
+        .unwrap()
+        .mrn;
     store
         .execute::<Patient>(
             &admin_of(clinic),
@@ -361,7 +367,8 @@ async fn a_stale_expected_version_is_refused_before_anything_is_written() {
     let patient = PatientId::new();
     let mrn = commands::registry::next_mrn(store.pool(), clinic)
         .await
-        .unwrap();
+        .unwrap()
+        .mrn;
     store
         .execute::<Patient>(
             &admin_of(clinic),
@@ -484,7 +491,7 @@ async fn clinic_codes_are_unique_on_the_platform() {
                 name: NonEmptyText::parse("Copycat").unwrap(),
                 code: ClinicCode::parse("SAME-CODE").unwrap(),
                 time_zone: TimeZone::parse("UTC").unwrap(),
-                plan: Plan::Free,
+                plan: Plan::Trial,
             },
             Expect::Any,
         )

@@ -113,7 +113,9 @@ async fn openapi_document_covers_every_endpoint_and_its_errors() {
             op.is_object(),
             "{method} {path} is missing from the OpenAPI document"
         );
-        for status in ["401", "403", "404", "409", "412", "413", "415", "422"] {
+        for status in [
+            "401", "402", "403", "404", "409", "412", "413", "415", "422",
+        ] {
             let response = &op["responses"][status];
             assert!(
                 response.is_object(),
@@ -134,6 +136,7 @@ async fn openapi_document_covers_every_endpoint_and_its_errors() {
         ("post", "/v1/auth/refresh"),
         ("post", "/v1/auth/logout"),
         ("get", "/v1/me"),
+        ("get", "/v1/plans"),
     ] {
         assert!(
             doc["paths"][path][method].is_object(),
@@ -152,6 +155,7 @@ async fn openapi_document_covers_every_endpoint_and_its_errors() {
         "HireStaff",
         "RegisterPatient",
         "BookAppointment",
+        "PlanList",
     ] {
         assert!(
             doc["components"]["schemas"][schema].is_object(),

@@ -729,7 +729,7 @@ impl TestApp {
                     "name": format!("Clinic {code}"),
                     "code": code,
                     "time_zone": "Europe/Berlin",
-                    "plan": "standard",
+                    "plan": "professional",
                     "admin": {"name": "Admin Person", "email": admin_email, "password": PASSWORD}
                 }),
             )

@@ -14,6 +14,7 @@ mod flow;
 mod health;
 mod helpers;
 mod metrics;
+mod plans;
 mod projections;
 mod queries;
 mod scheduling;

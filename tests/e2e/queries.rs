@@ -355,7 +355,7 @@ async fn writes_show_up_in_every_read_model_at_their_position() {
     let clinic = ok(read(&app, &north.auditor, "/v1/clinic", p).await);
     assert_eq!(clinic["code"], "north");
     assert_eq!(clinic["time_zone"], "Europe/Berlin");
-    assert_eq!(clinic["plan"], "standard");
+    assert_eq!(clinic["plan"], "professional");
     assert_eq!(clinic["status"], "active");
     assert_eq!(
         clinic["departments"],
@@ -1025,8 +1025,8 @@ async fn the_platform_sees_clinics_and_counts_but_no_patient_data() {
     let raw = serde_json::to_string(&overview.body).unwrap();
     let overview = ok(overview);
     assert_eq!(overview["clinics"], 2);
-    assert_eq!(overview["clinics_by_plan"]["standard"], 2);
-    assert_eq!(overview["clinics_by_plan"]["free"], 0);
+    assert_eq!(overview["clinics_by_plan"]["professional"], 2);
+    assert_eq!(overview["clinics_by_plan"]["trial"], 0);
     assert_eq!(overview["clinics_by_status"]["active"], 1);
     assert_eq!(overview["clinics_by_status"]["suspended"], 1);
     assert_eq!(overview["patients"], 3);

@@ -47,7 +47,7 @@ async fn setup(app: &TestApp, platform: &str, code: &str, time_zone: &str) -> Cl
             "/v1/clinics",
             platform,
             json!({"name": format!("Clinic {code}"), "code": code, "time_zone": time_zone,
-                   "plan": "standard",
+                   "plan": "professional",
                    "admin": {"name": "Admin Person", "email": admin_email, "password": PASSWORD}}),
         )
         .await;

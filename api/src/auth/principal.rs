@@ -6,6 +6,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use chrono::{DateTime, Utc};
 use commands::{Actor, ActorRole, CommandMeta};
 use domain::ids::{ClinicId, StaffId};
 use uuid::Uuid;
@@ -21,6 +22,8 @@ pub struct Principal {
     pub role: ActorRole,
     /// The request's id (`x-request-id`), carried into event metadata.
     pub request_id: String,
+    /// When the clinic's trial ends (`None` on a paid plan, and for the platform admin).
+    pub trial_ends_at: Option<DateTime<Utc>>,
 }
 
 impl Principal {
@@ -33,6 +36,15 @@ impl Principal {
                 "the {} role may not do this",
                 self.role
             )))
+        }
+    }
+
+    /// 402 once the caller's clinic's trial has ended: the clinic is read-only (log-ins and
+    /// reads still work) until the platform puts it on a paid plan.
+    pub fn ensure_may_write(&self, now: DateTime<Utc>) -> Result<(), ApiError> {
+        match self.trial_ends_at {
+            Some(ended_at) if ended_at <= now => Err(ApiError::TrialEnded { ended_at }),
+            _ => Ok(()),
         }
     }
 
@@ -138,6 +150,7 @@ impl FromRequestParts<AppState> for Principal {
             clinic_id: clinic.map(ClinicId::from_uuid),
             role,
             request_id,
+            trial_ends_at: account.trial_ends_at,
         })
     }
 }

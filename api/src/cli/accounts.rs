@@ -35,8 +35,8 @@ pub struct SetupClinicArgs {
     /// IANA time zone, e.g. Europe/Berlin.
     #[arg(long)]
     pub timezone: String,
-    /// free, standard or enterprise.
-    #[arg(long, default_value = "standard")]
+    /// trial, basic, professional or enterprise (a trial ends 30 days after the registration).
+    #[arg(long, default_value = "trial")]
     pub plan: String,
     #[arg(long)]
     pub admin_email: String,

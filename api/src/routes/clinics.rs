@@ -56,7 +56,9 @@ pub struct CreateClinic {
     /// IANA time zone.
     #[schema(value_type = String, example = "Europe/Berlin")]
     pub time_zone: TimeZone,
-    #[schema(value_type = String, example = "standard")]
+    /// `trial`, `basic`, `professional` or `enterprise` (`GET /v1/plans`). A trial ends
+    /// its days after the registration.
+    #[schema(value_type = String, example = "trial")]
     pub plan: Plan,
     pub admin: NewAdmin,
 }
@@ -106,8 +108,13 @@ pub struct SuspendClinic {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePlan {
+    /// Any plan but `trial`. A downgrade below the clinic's use is allowed; new use past a
+    /// limit is refused from then on.
     #[schema(value_type = String, example = "enterprise")]
     pub plan: Plan,
+    /// Why, for the clinic's history (the event records who and when).
+    #[schema(value_type = String, example = "signed the enterprise contract")]
+    pub reason: NonEmptyText,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -146,13 +153,20 @@ async fn reactivate_clinic(cmd: Command<IdPath>) -> Result<Response, ApiError> {
     .await
 }
 
-/// Change a clinic's plan.
+/// Change a clinic's plan. The change is an event of the clinic's history with who, when and
+/// why.
 #[utoipa::path(put, path = "/v1/clinics/{id}/plan", tag = "clinics", request_body = ChangePlan,
     security(("bearer" = [])), params(("id" = Uuid, Path, description = "Clinic id")),
     responses((status = 200, description = "Plan changed", body = CommandAccepted), CommandProblems))]
 async fn change_plan(cmd: Command<IdPath>) -> Result<Response, ApiError> {
     cmd.run(roles::PLATFORM, |req: ChangePlan, ctx| {
-        on_clinic(ctx, ClinicCommand::ChangePlan { plan: req.plan })
+        on_clinic(
+            ctx,
+            ClinicCommand::ChangePlan {
+                plan: req.plan,
+                reason: req.reason,
+            },
+        )
     })
     .await
 }

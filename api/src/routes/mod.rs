@@ -9,6 +9,7 @@ pub mod availability;
 pub mod clinic;
 pub mod clinics;
 pub mod patients;
+pub mod plans;
 pub mod staff;
 
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(crate::auth::routes::router())
         .merge(clinics::router())
+        .merge(plans::router())
         .merge(clinic::router())
         .merge(staff::router())
         .merge(patients::router())
@@ -44,7 +46,8 @@ impl IntoResponses for CommandProblems {
         problem_responses(&[
             (400, "Malformed JSON or header"),
             (401, UNAUTHORIZED),
-            (403, "The caller's role may not do this, or the clinic is suspended"),
+            (402, "Past a limit of the clinic's plan (`plan-limit`: `limit`, `allowed`, `in_use`, `plan`), or the clinic's trial has ended (`trial-ended`)"),
+            (403, "The caller's role may not do this, the clinic is suspended, or the endpoint's module is disabled"),
             (404, "No such record in the caller's clinic"),
             (409, "A domain conflict: illegal transition, already done, taken; or the Idempotency-Key's first request still running (`Retry-After`)"),
             (412, "`If-Match` names another version"),

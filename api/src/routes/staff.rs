@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::{roles, CommandProblems};
 use crate::http::{CommandAccepted, CommandResponse, IdPath};
-use crate::pipeline::Command;
+use crate::pipeline::{Command, Ctx};
 use crate::problem::ApiError;
 use crate::query::{self, NoParams};
 use crate::read::{found, in_clinic, with_etag, Read, ReadProblems};
@@ -172,13 +172,22 @@ async fn update_profile(cmd: Command<IdPath>) -> Result<Response, ApiError> {
     .await
 }
 
-/// Change a staff member's role (their account's role changes with it).
+/// Runs a staff command that may add to the plan's active doctors or staff
+/// ([`staff::act`]).
+async fn act(ctx: Ctx<IdPath>, command: StaffCommand) -> Result<CommandResponse, ApiError> {
+    let meta = ctx.meta()?;
+    let committed = staff::act(ctx.store(), &meta, ctx.expect, ctx.id(), command).await?;
+    Ok(CommandResponse::updated(ctx.id(), &committed))
+}
+
+/// Change a staff member's role (their account's role changes with it). A change to doctor
+/// counts against the plan's active doctors (402 `plan-limit` past it).
 #[utoipa::path(put, path = "/v1/staff/{id}/role", tag = "staff", request_body = ChangeRole,
     security(("bearer" = [])), params(("id" = Uuid, Path, description = "Staff id")),
     responses((status = 200, description = "Changed", body = CommandAccepted), CommandProblems))]
 async fn change_role(cmd: Command<IdPath>) -> Result<Response, ApiError> {
     cmd.run(roles::CLINIC_ADMIN, |req: ChangeRole, ctx| {
-        ctx.update::<Staff>(StaffCommand::ChangeRole { role: req.role })
+        act(ctx, StaffCommand::ChangeRole { role: req.role })
     })
     .await
 }
@@ -220,13 +229,14 @@ async fn deactivate(cmd: Command<IdPath>) -> Result<Response, ApiError> {
     .await
 }
 
-/// Reactivate a staff member (their account can log in again).
+/// Reactivate a staff member (their account can log in again). Counts against the plan's
+/// active staff and doctors (402 `plan-limit` past them).
 #[utoipa::path(post, path = "/v1/staff/{id}/reactivate", tag = "staff",
     security(("bearer" = [])), params(("id" = Uuid, Path, description = "Staff id")),
     responses((status = 200, description = "Reactivated", body = CommandAccepted), CommandProblems))]
 async fn reactivate(cmd: Command<IdPath>) -> Result<Response, ApiError> {
     cmd.run(roles::CLINIC_ADMIN, |_: Empty, ctx| {
-        ctx.update::<Staff>(StaffCommand::Reactivate)
+        act(ctx, StaffCommand::Reactivate)
     })
     .await
 }

@@ -104,6 +104,8 @@ pub struct Account {
     pub active: bool,
     /// Whether the account's clinic is suspended (false for the platform admin).
     pub clinic_suspended: bool,
+    /// When the clinic's trial ends (`None` on a paid plan, and for the platform admin).
+    pub trial_ends_at: Option<DateTime<Utc>>,
     /// Access tokens issued (`iat`) before this instant are refused: set by a logout, a
     /// deactivation or a new password.
     pub tokens_valid_after: Option<DateTime<Utc>>,
@@ -117,7 +119,7 @@ impl Account {
 }
 
 const ACCOUNT_COLUMNS: &str = "a.id, a.email, a.password_hash, a.role, a.clinic_id, a.active, \
-     coalesce(c.suspended, false) AS clinic_suspended, a.tokens_valid_after \
+     coalesce(c.suspended, false) AS clinic_suspended, c.trial_ends_at, a.tokens_valid_after \
      FROM accounts a LEFT JOIN clinic_codes c ON c.clinic_id = a.clinic_id";
 
 /// The account of `email` (read as [`Email::key`]; accounts store their e-mail so).

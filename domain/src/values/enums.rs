@@ -42,16 +42,38 @@ macro_rules! string_enum {
     };
 }
 
-/// A clinic's subscription plan.
+/// A clinic's subscription plan; its limits are [`crate::plan::PlanLimits`]. Requests and new
+/// events use these names only; the names of older events (`free`, `standard`) are read by
+/// [`crate::plan::stored`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Plan {
     #[default]
-    Free,
-    Standard,
+    Trial,
+    Basic,
+    Professional,
     Enterprise,
 }
-string_enum!(Plan, "plan", { Free => "free", Standard => "standard", Enterprise => "enterprise" });
+string_enum!(Plan, "plan", {
+    Trial => "trial",
+    Basic => "basic",
+    Professional => "professional",
+    Enterprise => "enterprise",
+});
+
+/// A part of the service a clinic switches on or off, within its plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Module {
+    Appointments,
+    Billing,
+    Laboratory,
+}
+string_enum!(Module, "module", {
+    Appointments => "appointments",
+    Billing => "billing",
+    Laboratory => "laboratory",
+});
 
 /// A staff member's role inside a clinic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -100,6 +122,12 @@ mod tests {
                 format!("\"{}\"", plan.as_str())
             );
         }
+        for module in Module::ALL {
+            assert_eq!(
+                serde_json::to_string(module).unwrap(),
+                format!("\"{}\"", module.as_str())
+            );
+        }
         for sex in Sex::ALL {
             assert_eq!(
                 serde_json::to_string(sex).unwrap(),
@@ -128,6 +156,9 @@ mod tests {
             })
         );
         assert!("gold".parse::<Plan>().is_err());
+        // The old names are for stored events only (crate::plan::stored), never for input.
+        assert!("free".parse::<Plan>().is_err());
+        assert!("standard".parse::<Plan>().is_err());
         assert!("m".parse::<Sex>().is_err());
     }
 
@@ -142,6 +173,7 @@ mod tests {
             Sex::Unknown
         );
         assert!(serde_json::from_str::<Sex>("\"Male\"").is_err());
-        assert_eq!(Plan::default(), Plan::Free);
+        assert!(serde_json::from_str::<Plan>("\"standard\"").is_err());
+        assert_eq!(Plan::default(), Plan::Trial);
     }
 }

@@ -15,7 +15,7 @@ mod working_hours;
 
 pub use contact::{Address, Allergy, EmergencyContact, Insurance, PatientName};
 pub use email::Email;
-pub use enums::{Plan, Role, Sex};
+pub use enums::{Module, Plan, Role, Sex};
 pub use mrn::Mrn;
 pub use phone::Phone;
 pub use text::{nul_path, ClinicCode, NonEmptyText, PersonName};

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use domain::clinic::ClinicEvent;
+use domain::plan::PlanLimits;
 use serde_json::{json, Value};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -98,9 +99,15 @@ async fn clinic_event(
     match e.decode::<ClinicEvent>()? {
         ClinicEvent::ClinicRegistered(new) => {
             let sql = format!(
-                "INSERT INTO {s}.clinics (clinic_id, name, code, time_zone, plan, status, slot_minutes, registered_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $7)"
+                "INSERT INTO {s}.clinics (clinic_id, name, code, time_zone, plan, status, slot_minutes, \
+                    registered_at, updated_at, trial_ends_at) \
+                 VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $7, $8)"
             );
+            // A trial registered before the four plans (`free`) records no end: it ends the
+            // trial's days after the registration.
+            let trial_ends_at = new
+                .trial_ends_at
+                .or_else(|| PlanLimits::of(new.plan).trial_end(at));
             one(
                 conn,
                 e,
@@ -111,7 +118,8 @@ async fn clinic_event(
                     .bind(new.time_zone.to_string())
                     .bind(new.plan.as_str())
                     .bind(new.slot_minutes as i32)
-                    .bind(at),
+                    .bind(at)
+                    .bind(trial_ends_at),
             )
             .await
         }
@@ -137,8 +145,10 @@ async fn clinic_event(
             .await
         }
         ClinicEvent::ClinicPlanChanged { to, .. } => {
-            let sql =
-                format!("UPDATE {s}.clinics SET plan = $2, updated_at = $3 WHERE clinic_id = $1");
+            // No plan change leads to a trial, so any change ends one.
+            let sql = format!(
+                "UPDATE {s}.clinics SET plan = $2, trial_ends_at = NULL, updated_at = $3 WHERE clinic_id = $1"
+            );
             one(
                 conn,
                 e,

@@ -31,8 +31,12 @@ pub struct ClinicView {
     pub code: String,
     #[schema(example = "Europe/Berlin")]
     pub time_zone: String,
-    /// `free`, `standard` or `enterprise`.
+    /// `trial`, `basic`, `professional` or `enterprise` (`GET /v1/plans`).
+    #[schema(example = "professional")]
     pub plan: String,
+    /// When the trial ends (the clinic is read-only from then on); absent on a paid plan.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trial_ends_at: Option<DateTime<Utc>>,
     /// `active` or `suspended`.
     pub status: String,
     /// The length of a booking slot, in minutes.
@@ -49,6 +53,7 @@ struct ClinicRow {
     code: String,
     time_zone: String,
     plan: String,
+    trial_ends_at: Option<DateTime<Utc>>,
     status: String,
     slot_minutes: i32,
     departments: Json<Vec<DepartmentView>>,
@@ -60,8 +65,8 @@ struct ClinicRow {
 pub async fn clinic(pool: &PgPool, clinic: ClinicId) -> Result<Option<ClinicView>, sqlx::Error> {
     let mut tx = clinic_tx(pool, clinic).await?;
     let row: Option<ClinicRow> = sqlx::query_as(
-        "SELECT clinic_id, name, code, time_zone, plan, status, slot_minutes, departments, \
-                registered_at, updated_at \
+        "SELECT clinic_id, name, code, time_zone, plan, trial_ends_at, status, slot_minutes, \
+                departments, registered_at, updated_at \
          FROM rm.clinics WHERE clinic_id = $1",
     )
     .bind(clinic.as_uuid())
@@ -74,6 +79,7 @@ pub async fn clinic(pool: &PgPool, clinic: ClinicId) -> Result<Option<ClinicView
         code: r.code,
         time_zone: r.time_zone,
         plan: r.plan,
+        trial_ends_at: r.trial_ends_at,
         status: r.status,
         slot_minutes: r.slot_minutes,
         departments: r.departments.0,
@@ -88,8 +94,11 @@ pub struct ClinicSummary {
     pub clinic_id: Uuid,
     pub name: String,
     pub code: String,
-    /// `free`, `standard` or `enterprise`.
+    /// `trial`, `basic`, `professional` or `enterprise`.
     pub plan: String,
+    /// When the trial ends; absent on a paid plan.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trial_ends_at: Option<DateTime<Utc>>,
     /// `active` or `suspended`.
     pub status: String,
     pub time_zone: String,
@@ -109,8 +118,8 @@ pub struct ClinicList {
 pub async fn platform_clinics(pool: &PgPool) -> Result<ClinicList, sqlx::Error> {
     let mut tx = platform_tx(pool).await?;
     let items: Vec<ClinicSummary> = sqlx::query_as(
-        "SELECT clinic_id, name, code, plan, status, time_zone, staff_count, patient_count, \
-                appointment_count, registered_at \
+        "SELECT clinic_id, name, code, plan, trial_ends_at, status, time_zone, staff_count, \
+                patient_count, appointment_count, registered_at \
          FROM rm.clinics ORDER BY name, clinic_id",
     )
     .fetch_all(&mut *tx)
