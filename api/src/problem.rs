@@ -391,6 +391,9 @@ impl ApiError {
     /// Maps a domain rejection by kind: not found → 404, conflict → 409, invalid → 422 naming
     /// the field, unavailable (outside working hours) → 422 `outside-working-hours`.
     pub fn from_domain<E: DomainError + ?Sized>(e: &E) -> Self {
+        if let Some(over) = e.over_limit() {
+            return ApiError::PlanLimit(over.clone());
+        }
         match e.kind() {
             ErrorKind::NotFound => ApiError::NotFound(e.to_string()),
             ErrorKind::Conflict => ApiError::Conflict {

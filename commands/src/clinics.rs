@@ -1,7 +1,7 @@
 //! Clinic use cases: a clinic is registered together with its first admin, whose account is
 //! created with the hire. The HTTP API and the CLI (`clinic setup-clinic`) both call these.
 
-use domain::clinic::{Clinic, ClinicCommand, ClinicError};
+use domain::clinic::{default_departments, Clinic, ClinicCommand, ClinicError};
 use domain::ids::StaffId;
 use domain::staff::{NewStaff, StaffCommand, StaffError, StaffProfile};
 use domain::values::{ClinicCode, Email, NonEmptyText, PersonName, Plan, Role, TimeZone};
@@ -87,6 +87,7 @@ pub async fn register_with_admin(
         code: req.code,
         time_zone: req.time_zone,
         plan: req.plan,
+        departments: default_departments(),
     };
     let mut tx = store.begin().await?;
     let id = meta.clinic_id.as_uuid();

@@ -71,7 +71,20 @@ pub async fn hire(
     credentials::check_policy(&req.password).map_err(StaffingError::WeakPassword)?;
     let hash = credentials::hash(req.password).await?;
     let mut tx = store.begin().await?;
-    let department_id = open_department(&mut tx, meta, req.profile.department_id).await?;
+    let clinic = tx
+        .load::<Clinic>(meta.clinic_id, meta.clinic_id.as_uuid())
+        .await?
+        .map(|(c, _)| c);
+    let department_id = match req.profile.department_id {
+        Some(id) => Some(check_department(clinic.as_ref(), id)?),
+        None => None,
+    };
+    // A new doctor starts with the clinic's working week, if it set one.
+    let working_week = clinic
+        .as_ref()
+        .and_then(Clinic::working_week)
+        .filter(|_| req.profile.role == Role::Doctor)
+        .cloned();
     let staff_id = StaffId::new();
     let command = StaffCommand::Hire(NewStaff {
         staff_id,
@@ -83,7 +96,16 @@ pub async fn hire(
     });
     let adding = adds(None, &command, tx.services()).map_err(CommandError::Domain)?;
     plans::admit_staff::<StaffError>(&mut tx, meta.clinic_id, adding).await?;
-    let committed = hire_with_credentials(&mut tx, meta, staff_id, command, Some(hash)).await?;
+    let mut committed = hire_with_credentials(&mut tx, meta, staff_id, command, Some(hash)).await?;
+    if let Some(hours) = working_week {
+        let hired = tx.load::<Staff>(meta.clinic_id, staff_id.as_uuid()).await?;
+        let set = StaffCommand::SetWorkingHours { hours };
+        let more = tx
+            .decide(meta, staff_id.as_uuid(), hired, set, Expect::Any)
+            .await?;
+        committed.version = more.version;
+        committed.events.extend(more.events);
+    }
     tx.commit().await?;
     Ok(Hired {
         staff_id,

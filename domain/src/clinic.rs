@@ -7,14 +7,72 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Services;
 use crate::error::{DomainError, ErrorKind};
 use crate::ids::{ClinicId, DepartmentId};
-use crate::plan::PlanLimits;
-use crate::values::{ClinicCode, NonEmptyText, Plan, TimeZone};
+use crate::plan::{Limit, OverLimit, PlanLimits};
+use crate::values::{
+    Address, ClinicCode, Module, NonEmptyText, Phone, Plan, TimeZone, WebUrl, WorkingHours,
+};
 
 /// Slot length of a newly registered clinic, in minutes.
 pub const DEFAULT_SLOT_MINUTES: u32 = 15;
 /// Allowed slot lengths, in minutes.
 pub const SLOT_MINUTES: std::ops::RangeInclusive<u32> = 5..=240;
+/// Default appointment length of a newly registered clinic, in minutes.
+pub const DEFAULT_APPOINTMENT_MINUTES: u32 = 30;
+/// Allowed default appointment lengths, in minutes.
+pub const APPOINTMENT_MINUTES: std::ops::RangeInclusive<u32> = 5..=480;
+/// The departments a new clinic starts with; each can be renamed or closed.
+pub const DEFAULT_DEPARTMENTS: [&str; 5] = [
+    "General practice",
+    "Emergency",
+    "Cardiology",
+    "Paediatrics",
+    "Laboratory",
+];
 
+/// A department to add at registration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewDepartment {
+    pub department_id: DepartmentId,
+    pub name: NonEmptyText,
+}
+
+/// [`DEFAULT_DEPARTMENTS`] with new ids, for a registration.
+pub fn default_departments() -> Vec<NewDepartment> {
+    DEFAULT_DEPARTMENTS
+        .iter()
+        .map(|name| NewDepartment {
+            department_id: DepartmentId::new(),
+            name: NonEmptyText::parse(name).expect("a default department name is valid"),
+        })
+        .collect()
+}
+
+/// The modules a clinic registered before modules existed has: appointments, the one module
+/// there was.
+fn modules_before_modules() -> Vec<Module> {
+    vec![Module::Appointments]
+}
+
+/// What a clinic admin may set; `None` leaves a setting as it is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    pub name: Option<NonEmptyText>,
+    /// Changing it never moves a booked appointment: appointments keep their instants.
+    pub time_zone: Option<TimeZone>,
+    /// The slot step: bookings start on this grid.
+    pub slot_minutes: Option<u32>,
+    pub logo_url: Option<WebUrl>,
+    pub address: Option<Address>,
+    pub phone: Option<Phone>,
+    /// The default length of an appointment.
+    pub appointment_minutes: Option<u32>,
+    /// The working week a new doctor starts with.
+    pub working_week: Option<WorkingHours>,
+}
+
+// The settings make `UpdateSettings` the big variant; a clinic's commands are rare and
+// short-lived, so its size costs nothing that boxing would save.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ClinicCommand {
     Register {
@@ -23,12 +81,18 @@ pub enum ClinicCommand {
         code: ClinicCode,
         time_zone: TimeZone,
         plan: Plan,
+        /// Added with the registration ([`default_departments`] for a new clinic).
+        departments: Vec<NewDepartment>,
     },
     /// Changes the given settings; `None` leaves a setting as it is.
-    UpdateSettings {
-        name: Option<NonEmptyText>,
-        time_zone: Option<TimeZone>,
-        slot_minutes: Option<u32>,
+    UpdateSettings(Settings),
+    /// Switches a module on, within the plan.
+    EnableModule {
+        module: Module,
+    },
+    /// Switches a module off. Its data stays, and comes back when it is enabled again.
+    DisableModule {
+        module: Module,
     },
     /// A plan change by the platform: to any plan but `trial`, which a clinic has only from
     /// its registration. A downgrade below the clinic's use is allowed; only new use past a
@@ -70,9 +134,16 @@ pub struct NewClinic {
     /// days after the event's `occurred_at`, which the readers that need it have).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trial_ends_at: Option<DateTime<Utc>>,
+    /// The modules enabled at registration: all the plan allows. A clinic registered before
+    /// modules existed has appointments only.
+    #[serde(default = "modules_before_modules")]
+    pub modules: Vec<Module>,
 }
 
 // A variant holding a struct serialises as a struct variant does: `{"ClinicRegistered": {...}}`.
+// The settings make `ClinicSettingsUpdated` the big variant; clinic events are rare (a few per
+// clinic), so its size costs nothing that boxing would save.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ClinicEvent {
     ClinicRegistered(NewClinic),
@@ -81,6 +152,16 @@ pub enum ClinicEvent {
         name: Option<NonEmptyText>,
         time_zone: Option<TimeZone>,
         slot_minutes: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        logo_url: Option<WebUrl>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        address: Option<Address>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        phone: Option<Phone>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        appointment_minutes: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        working_week: Option<WorkingHours>,
     },
     /// Who changed the plan and when are the event's metadata; why is `reason` (absent in
     /// events from before it was asked for).
@@ -107,6 +188,12 @@ pub enum ClinicEvent {
     DepartmentClosed {
         department_id: DepartmentId,
     },
+    ModuleEnabled {
+        module: Module,
+    },
+    ModuleDisabled {
+        module: Module,
+    },
 }
 
 impl DomainEvent for ClinicEvent {
@@ -120,6 +207,8 @@ impl DomainEvent for ClinicEvent {
             ClinicEvent::DepartmentAdded { .. } => "DepartmentAdded",
             ClinicEvent::DepartmentRenamed { .. } => "DepartmentRenamed",
             ClinicEvent::DepartmentClosed { .. } => "DepartmentClosed",
+            ClinicEvent::ModuleEnabled { .. } => "ModuleEnabled",
+            ClinicEvent::ModuleDisabled { .. } => "ModuleDisabled",
         }
         .to_owned()
     }
@@ -159,6 +248,14 @@ pub enum ClinicError {
     DepartmentNotFound(DepartmentId),
     #[error("department {0} is closed")]
     DepartmentClosed(DepartmentId),
+    #[error("the default appointment length must be between 5 and 480 minutes, got {0}")]
+    InvalidAppointmentMinutes(u32),
+    #[error("the {0} module is already enabled")]
+    ModuleAlreadyEnabled(Module),
+    #[error("the {0} module is not enabled")]
+    ModuleNotEnabled(Module),
+    #[error(transparent)]
+    OverLimit(OverLimit),
 }
 
 impl ClinicError {
@@ -172,8 +269,12 @@ impl ClinicError {
             | ClinicError::PlanUnchanged(_)
             | ClinicError::DepartmentAlreadyExists(_)
             | ClinicError::DuplicateDepartmentName(_)
-            | ClinicError::DepartmentClosed(_) => ErrorKind::Conflict,
-            ClinicError::NothingToUpdate
+            | ClinicError::DepartmentClosed(_)
+            | ClinicError::ModuleAlreadyEnabled(_)
+            | ClinicError::ModuleNotEnabled(_)
+            | ClinicError::OverLimit(_) => ErrorKind::Conflict,
+            ClinicError::InvalidAppointmentMinutes(_)
+            | ClinicError::NothingToUpdate
             | ClinicError::InvalidSlotMinutes(_)
             | ClinicError::TrialOnlyAtRegistration => ErrorKind::Invalid,
         }
@@ -183,6 +284,10 @@ impl ClinicError {
         match self {
             ClinicError::PlanUnchanged(_) | ClinicError::TrialOnlyAtRegistration => Some("plan"),
             ClinicError::InvalidSlotMinutes(_) => Some("slot_minutes"),
+            ClinicError::InvalidAppointmentMinutes(_) => Some("appointment_minutes"),
+            ClinicError::ModuleAlreadyEnabled(_) | ClinicError::ModuleNotEnabled(_) => {
+                Some("module")
+            }
             ClinicError::DuplicateDepartmentName(_) => Some("name"),
             ClinicError::DepartmentAlreadyExists(_)
             | ClinicError::DepartmentNotFound(_)
@@ -199,6 +304,13 @@ impl DomainError for ClinicError {
 
     fn field(&self) -> Option<&'static str> {
         ClinicError::field(self)
+    }
+
+    fn over_limit(&self) -> Option<&OverLimit> {
+        match self {
+            ClinicError::OverLimit(over) => Some(over),
+            _ => None,
+        }
     }
 }
 
@@ -245,6 +357,12 @@ pub struct Clinic {
     status: ClinicStatus,
     suspension_reason: Option<NonEmptyText>,
     departments: Vec<Department>,
+    logo_url: Option<WebUrl>,
+    address: Option<Address>,
+    phone: Option<Phone>,
+    appointment_minutes: u32,
+    working_week: Option<WorkingHours>,
+    modules: Vec<Module>,
 }
 
 impl Clinic {
@@ -292,6 +410,37 @@ impl Clinic {
 
     pub fn suspension_reason(&self) -> Option<&NonEmptyText> {
         self.suspension_reason.as_ref()
+    }
+
+    /// The default appointment length, in minutes.
+    pub fn appointment_minutes(&self) -> u32 {
+        self.appointment_minutes
+    }
+
+    /// The working week a new doctor starts with, if the clinic set one.
+    pub fn working_week(&self) -> Option<&WorkingHours> {
+        self.working_week.as_ref()
+    }
+
+    pub fn logo_url(&self) -> Option<&WebUrl> {
+        self.logo_url.as_ref()
+    }
+
+    pub fn address(&self) -> Option<&Address> {
+        self.address.as_ref()
+    }
+
+    pub fn phone(&self) -> Option<&Phone> {
+        self.phone.as_ref()
+    }
+
+    /// The enabled modules, in the order they were enabled.
+    pub fn modules(&self) -> &[Module] {
+        &self.modules
+    }
+
+    pub fn has_module(&self, module: Module) -> bool {
+        self.modules.contains(&module)
     }
 
     /// All departments ever added, open and closed, in the order they were added.
@@ -357,19 +506,60 @@ impl Clinic {
                 code,
                 time_zone,
                 plan,
+                departments,
             } => {
                 if self.is_registered() {
                     return Err(ClinicError::AlreadyRegistered);
                 }
-                Ok(vec![E::ClinicRegistered(NewClinic {
+                let limits = PlanLimits::of(plan);
+                let mut events = vec![E::ClinicRegistered(NewClinic {
                     clinic_id,
                     name,
                     code,
                     time_zone,
                     plan,
                     slot_minutes: DEFAULT_SLOT_MINUTES,
-                    trial_ends_at: PlanLimits::of(plan).trial_end(services.now()),
-                })])
+                    trial_ends_at: limits.trial_end(services.now()),
+                    modules: limits.modules.to_vec(),
+                })];
+                // Each checked against the ones before it, as an admin's additions would be.
+                let mut clinic = self.clone();
+                for d in departments {
+                    if clinic.department(d.department_id).is_some() {
+                        return Err(ClinicError::DepartmentAlreadyExists(d.department_id));
+                    }
+                    clinic.ensure_name_free(&d.name, None)?;
+                    let added = E::DepartmentAdded {
+                        department_id: d.department_id,
+                        name: d.name,
+                    };
+                    clinic.evolve(added.clone());
+                    events.push(added);
+                }
+                Ok(events)
+            }
+            C::EnableModule { module } => {
+                self.ensure_active()?;
+                if self.has_module(module) {
+                    return Err(ClinicError::ModuleAlreadyEnabled(module));
+                }
+                let limits = PlanLimits::of(self.plan);
+                if !limits.allows_module(module) {
+                    return Err(ClinicError::OverLimit(OverLimit {
+                        plan: self.plan,
+                        limit: Limit::Modules,
+                        allowed: limits.modules.len() as u32,
+                        in_use: self.modules.len() as u64,
+                    }));
+                }
+                Ok(vec![E::ModuleEnabled { module }])
+            }
+            C::DisableModule { module } => {
+                self.ensure_active()?;
+                if !self.has_module(module) {
+                    return Err(ClinicError::ModuleNotEnabled(module));
+                }
+                Ok(vec![E::ModuleDisabled { module }])
             }
             C::Suspend { reason } => {
                 match self.status {
@@ -384,27 +574,44 @@ impl Clinic {
                 ClinicStatus::Active => Err(ClinicError::NotSuspended),
                 ClinicStatus::Suspended => Ok(vec![E::ClinicReactivated]),
             },
-            C::UpdateSettings {
-                name,
-                time_zone,
-                slot_minutes,
-            } => {
+            C::UpdateSettings(asked) => {
                 self.ensure_active()?;
-                if let Some(minutes) = slot_minutes {
+                if let Some(minutes) = asked.slot_minutes {
                     if !SLOT_MINUTES.contains(&minutes) {
                         return Err(ClinicError::InvalidSlotMinutes(minutes));
                     }
                 }
-                let name = name.filter(|n| Some(n) != self.name.as_ref());
-                let time_zone = time_zone.filter(|tz| Some(*tz) != self.time_zone);
-                let slot_minutes = slot_minutes.filter(|m| *m != self.slot_minutes);
-                if name.is_none() && time_zone.is_none() && slot_minutes.is_none() {
+                if let Some(minutes) = asked.appointment_minutes {
+                    if !APPOINTMENT_MINUTES.contains(&minutes) {
+                        return Err(ClinicError::InvalidAppointmentMinutes(minutes));
+                    }
+                }
+                let changed = Settings {
+                    name: asked.name.filter(|n| Some(n) != self.name.as_ref()),
+                    time_zone: asked.time_zone.filter(|tz| Some(*tz) != self.time_zone),
+                    slot_minutes: asked.slot_minutes.filter(|m| *m != self.slot_minutes),
+                    logo_url: asked.logo_url.filter(|u| Some(u) != self.logo_url.as_ref()),
+                    address: asked.address.filter(|a| Some(a) != self.address.as_ref()),
+                    phone: asked.phone.filter(|p| Some(p) != self.phone.as_ref()),
+                    appointment_minutes: asked
+                        .appointment_minutes
+                        .filter(|m| *m != self.appointment_minutes),
+                    working_week: asked
+                        .working_week
+                        .filter(|w| Some(w) != self.working_week.as_ref()),
+                };
+                if changed == Settings::default() {
                     return Err(ClinicError::NothingToUpdate);
                 }
                 Ok(vec![E::ClinicSettingsUpdated {
-                    name,
-                    time_zone,
-                    slot_minutes,
+                    name: changed.name,
+                    time_zone: changed.time_zone,
+                    slot_minutes: changed.slot_minutes,
+                    logo_url: changed.logo_url,
+                    address: changed.address,
+                    phone: changed.phone,
+                    appointment_minutes: changed.appointment_minutes,
+                    working_week: changed.working_week,
                 }])
             }
             C::ChangePlan { plan, reason } => {
@@ -481,12 +688,26 @@ impl Clinic {
                 self.trial_ends_at = new.trial_ends_at;
                 self.slot_minutes = new.slot_minutes;
                 self.status = ClinicStatus::Active;
+                self.appointment_minutes = DEFAULT_APPOINTMENT_MINUTES;
+                self.modules = new.modules;
             }
             ClinicEvent::ClinicSettingsUpdated {
                 name,
                 time_zone,
                 slot_minutes,
+                logo_url,
+                address,
+                phone,
+                appointment_minutes,
+                working_week,
             } => {
+                self.logo_url = logo_url.or(self.logo_url.take());
+                self.address = address.or(self.address.take());
+                self.phone = phone.or(self.phone.take());
+                if let Some(minutes) = appointment_minutes {
+                    self.appointment_minutes = minutes;
+                }
+                self.working_week = working_week.or(self.working_week.take());
                 if let Some(name) = name {
                     self.name = Some(name);
                 }
@@ -531,6 +752,12 @@ impl Clinic {
                     d.open = false;
                 }
             }
+            ClinicEvent::ModuleEnabled { module } => {
+                if !self.modules.contains(&module) {
+                    self.modules.push(module);
+                }
+            }
+            ClinicEvent::ModuleDisabled { module } => self.modules.retain(|m| *m != module),
         }
     }
 }
@@ -570,6 +797,7 @@ mod tests {
             plan: Plan::Professional,
             slot_minutes: DEFAULT_SLOT_MINUTES,
             trial_ends_at: None,
+            modules: PlanLimits::of(Plan::Professional).modules.to_vec(),
         })
     }
 
@@ -593,6 +821,7 @@ mod tests {
             code: ClinicCode::parse("north").unwrap(),
             time_zone: london(),
             plan: Plan::Professional,
+            departments: vec![],
         }
     }
 
@@ -628,11 +857,12 @@ mod tests {
     #[test]
     fn commands_on_unregistered_clinic_are_not_found() {
         let commands = vec![
-            ClinicCommand::UpdateSettings {
+            ClinicCommand::UpdateSettings(Settings {
                 name: Some(text("x")),
                 time_zone: None,
                 slot_minutes: None,
-            },
+                ..Settings::default()
+            }),
             ClinicCommand::ChangePlan {
                 plan: Plan::Basic,
                 reason: text("cheaper"),
@@ -666,26 +896,33 @@ mod tests {
     #[test]
     fn update_settings_emits_only_changes() {
         fx().given(vec![registered()])
-            .when(ClinicCommand::UpdateSettings {
+            .when(ClinicCommand::UpdateSettings(Settings {
                 name: Some(text("North Clinic")),
                 time_zone: Some(TimeZone::parse("Europe/Paris").unwrap()),
                 slot_minutes: Some(30),
-            })
+                ..Settings::default()
+            }))
             .then_expect_events(vec![ClinicEvent::ClinicSettingsUpdated {
                 name: None,
                 time_zone: Some(TimeZone::parse("Europe/Paris").unwrap()),
                 slot_minutes: Some(30),
+                logo_url: None,
+                address: None,
+                phone: None,
+                appointment_minutes: None,
+                working_week: None,
             }]);
     }
 
     #[test]
     fn update_settings_with_nothing_is_invalid() {
         fx().given(vec![registered()])
-            .when(ClinicCommand::UpdateSettings {
+            .when(ClinicCommand::UpdateSettings(Settings {
                 name: None,
                 time_zone: None,
                 slot_minutes: None,
-            })
+                ..Settings::default()
+            }))
             .then_expect_error(ClinicError::NothingToUpdate);
     }
 
@@ -693,11 +930,12 @@ mod tests {
     fn update_settings_to_current_values_is_invalid() {
         let r = fx()
             .given(vec![registered()])
-            .when(ClinicCommand::UpdateSettings {
+            .when(ClinicCommand::UpdateSettings(Settings {
                 name: Some(text("North Clinic")),
                 time_zone: Some(london()),
                 slot_minutes: Some(DEFAULT_SLOT_MINUTES),
-            })
+                ..Settings::default()
+            }))
             .inspect_result();
         assert_kind(r, ErrorKind::Invalid, None);
     }
@@ -707,26 +945,33 @@ mod tests {
         for bad in [0, 4, 241] {
             let r = fx()
                 .given(vec![registered()])
-                .when(ClinicCommand::UpdateSettings {
+                .when(ClinicCommand::UpdateSettings(Settings {
                     name: None,
                     time_zone: None,
                     slot_minutes: Some(bad),
-                })
+                    ..Settings::default()
+                }))
                 .inspect_result();
             assert_eq!(r, Err(ClinicError::InvalidSlotMinutes(bad)));
             assert_kind(r, ErrorKind::Invalid, Some("slot_minutes"));
         }
         for good in [5, 240] {
             fx().given(vec![registered()])
-                .when(ClinicCommand::UpdateSettings {
+                .when(ClinicCommand::UpdateSettings(Settings {
                     name: None,
                     time_zone: None,
                     slot_minutes: Some(good),
-                })
+                    ..Settings::default()
+                }))
                 .then_expect_events(vec![ClinicEvent::ClinicSettingsUpdated {
                     name: None,
                     time_zone: None,
                     slot_minutes: Some(good),
+                    logo_url: None,
+                    address: None,
+                    phone: None,
+                    appointment_minutes: None,
+                    working_week: None,
                 }]);
         }
     }
@@ -800,11 +1045,12 @@ mod tests {
     #[test]
     fn suspended_clinic_rejects_other_commands() {
         let commands = vec![
-            ClinicCommand::UpdateSettings {
+            ClinicCommand::UpdateSettings(Settings {
                 name: Some(text("x")),
                 time_zone: None,
                 slot_minutes: None,
-            },
+                ..Settings::default()
+            }),
             ClinicCommand::ChangePlan {
                 plan: Plan::Basic,
                 reason: text("cheaper"),
@@ -1030,6 +1276,11 @@ mod tests {
                 name: Some(text("North")),
                 time_zone: None,
                 slot_minutes: Some(20),
+                logo_url: None,
+                address: None,
+                phone: None,
+                appointment_minutes: None,
+                working_week: None,
             },
             suspended(),
         ] {
@@ -1066,6 +1317,11 @@ mod tests {
                 name: None,
                 time_zone: None,
                 slot_minutes: Some(10),
+                logo_url: None,
+                address: None,
+                phone: None,
+                appointment_minutes: None,
+                working_week: None,
             },
             ClinicEvent::ClinicPlanChanged {
                 from: Plan::Trial,
@@ -1111,7 +1367,7 @@ mod tests {
     /// the plan's name; a paid plan writes no `trial_ends_at`.
     #[test]
     fn stored_json_of_registered() {
-        let golden = r#"{"ClinicRegistered":{"clinic_id":"00000000-0000-0000-0000-000000000001","name":"North Clinic","code":"north","time_zone":"Europe/London","plan":"professional","slot_minutes":15}}"#;
+        let golden = r#"{"ClinicRegistered":{"clinic_id":"00000000-0000-0000-0000-000000000001","name":"North Clinic","code":"north","time_zone":"Europe/London","plan":"professional","slot_minutes":15,"modules":["appointments","billing","laboratory"]}}"#;
         assert_eq!(serde_json::to_string(&registered()).unwrap(), golden);
         assert_eq!(
             serde_json::from_str::<ClinicEvent>(golden).unwrap(),
@@ -1143,6 +1399,8 @@ mod tests {
             panic!("{registered:?}")
         };
         assert_eq!((new.plan, new.trial_ends_at), (Plan::Trial, None));
+        // Before modules, a clinic had appointments only.
+        assert_eq!(new.modules, vec![Module::Appointments]);
         let unknown = r#"{"ClinicPlanChanged":{"from":"free","to":"gold"}}"#;
         assert!(serde_json::from_str::<ClinicEvent>(unknown).is_err());
     }
@@ -1167,6 +1425,163 @@ mod tests {
             new.trial_ends_at,
             Some(crate::testing::now() + chrono::Duration::days(30))
         );
+    }
+
+    #[test]
+    fn a_registration_adds_its_departments_and_enables_the_plans_modules() {
+        let mut command = register_cmd();
+        let departments = default_departments();
+        if let ClinicCommand::Register {
+            departments: d,
+            plan,
+            ..
+        } = &mut command
+        {
+            *d = departments.clone();
+            *plan = Plan::Basic;
+        }
+        let events = fx()
+            .given_no_previous_events()
+            .when(command)
+            .inspect_result();
+        let Ok(events) = events else {
+            panic!("{events:?}")
+        };
+        assert_eq!(events.len(), 6);
+        let mut clinic = Clinic::default();
+        for e in events {
+            clinic.apply(e);
+        }
+        let names: Vec<&str> = clinic
+            .departments()
+            .iter()
+            .map(|d| d.name().as_str())
+            .collect();
+        assert_eq!(names, DEFAULT_DEPARTMENTS);
+        assert_eq!(clinic.modules(), [Module::Appointments, Module::Billing]);
+        assert_eq!(clinic.appointment_minutes(), DEFAULT_APPOINTMENT_MINUTES);
+        // Two departments of one name in a registration are refused, as an admin's would be.
+        let mut twice = register_cmd();
+        if let ClinicCommand::Register { departments: d, .. } = &mut twice {
+            *d = vec![
+                departments[0].clone(),
+                NewDepartment {
+                    department_id: dept(9),
+                    name: text("general PRACTICE"),
+                },
+            ];
+        }
+        let r = fx().given_no_previous_events().when(twice).inspect_result();
+        assert!(
+            matches!(r, Err(ClinicError::DuplicateDepartmentName(_))),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn modules_are_enabled_within_the_plan_and_disabled_keeping_nothing_else() {
+        let basic = ClinicEvent::ClinicPlanChanged {
+            from: Plan::Professional,
+            to: Plan::Basic,
+            reason: None,
+        };
+        let off = ClinicEvent::ModuleDisabled {
+            module: Module::Laboratory,
+        };
+        // Basic allows appointments and billing: laboratory is past the plan.
+        let r = fx()
+            .given(vec![registered(), off.clone(), basic.clone()])
+            .when(ClinicCommand::EnableModule {
+                module: Module::Laboratory,
+            })
+            .inspect_result();
+        let over = OverLimit {
+            plan: Plan::Basic,
+            limit: Limit::Modules,
+            allowed: 2,
+            in_use: 2,
+        };
+        assert_eq!(r, Err(ClinicError::OverLimit(over.clone())));
+        assert_eq!(
+            DomainError::over_limit(&ClinicError::OverLimit(over.clone())),
+            Some(&over)
+        );
+        fx().given(vec![registered(), off.clone()])
+            .when(ClinicCommand::EnableModule {
+                module: Module::Laboratory,
+            })
+            .then_expect_events(vec![ClinicEvent::ModuleEnabled {
+                module: Module::Laboratory,
+            }]);
+        fx().given(vec![registered()])
+            .when(ClinicCommand::EnableModule {
+                module: Module::Billing,
+            })
+            .then_expect_error(ClinicError::ModuleAlreadyEnabled(Module::Billing));
+        fx().given(vec![registered(), off.clone()])
+            .when(ClinicCommand::DisableModule {
+                module: Module::Laboratory,
+            })
+            .then_expect_error(ClinicError::ModuleNotEnabled(Module::Laboratory));
+        // A downgrade keeps what is enabled.
+        let mut clinic = Clinic::default();
+        for e in [registered(), basic] {
+            clinic.apply(e);
+        }
+        assert!(clinic.has_module(Module::Laboratory));
+        clinic.apply(off);
+        assert!(!clinic.has_module(Module::Laboratory));
+    }
+
+    #[test]
+    fn settings_carry_only_what_changed_and_check_the_appointment_length() {
+        let hours: WorkingHours = serde_json::from_value(serde_json::json!({
+            "mon": [{"start": "08:00", "end": "16:00"}]
+        }))
+        .unwrap();
+        let asked = Settings {
+            name: Some(text("North Clinic")),
+            logo_url: Some(WebUrl::parse("https://north.example/logo.png").unwrap()),
+            phone: Some(Phone::parse("+44 20 7946 0000").unwrap()),
+            appointment_minutes: Some(20),
+            working_week: Some(hours.clone()),
+            ..Settings::default()
+        };
+        let events = fx()
+            .given(vec![registered()])
+            .when(ClinicCommand::UpdateSettings(asked))
+            .inspect_result()
+            .unwrap();
+        let [ClinicEvent::ClinicSettingsUpdated {
+            name,
+            logo_url,
+            appointment_minutes,
+            working_week,
+            ..
+        }] = events.as_slice()
+        else {
+            panic!("{events:?}")
+        };
+        // The name did not change, so the event does not carry it.
+        assert_eq!(name, &None);
+        assert!(logo_url.is_some());
+        assert_eq!(appointment_minutes, &Some(20));
+        assert_eq!(working_week.as_ref(), Some(&hours));
+        let mut clinic = Clinic::default();
+        for e in [registered()].into_iter().chain(events) {
+            clinic.apply(e);
+        }
+        assert_eq!(clinic.working_week(), Some(&hours));
+        assert_eq!(clinic.appointment_minutes(), 20);
+        assert!(clinic.phone().is_some());
+        let r = fx()
+            .given(vec![registered()])
+            .when(ClinicCommand::UpdateSettings(Settings {
+                appointment_minutes: Some(481),
+                ..Settings::default()
+            }))
+            .inspect_result();
+        assert_kind(r, ErrorKind::Invalid, Some("appointment_minutes"));
     }
 
     #[test]

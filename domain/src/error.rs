@@ -39,4 +39,8 @@ pub trait DomainError: std::error::Error {
     fn field(&self) -> Option<&'static str> {
         None
     }
+    /// The plan limit the command would go past, when that is the refusal.
+    fn over_limit(&self) -> Option<&crate::plan::OverLimit> {
+        None
+    }
 }

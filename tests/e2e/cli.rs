@@ -436,7 +436,10 @@ async fn setup_clinic_is_idempotent_and_its_admin_can_log_in() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(events, 2, "one ClinicRegistered and one StaffHired");
+    assert_eq!(
+        events, 7,
+        "one ClinicRegistered, five default DepartmentAdded and one StaffHired"
+    );
     drop(conn);
     let app = crate::helpers::spawn_app_on(db).await;
     let ok = app
@@ -627,4 +630,138 @@ fn strings_of(value: &serde_json::Value) -> Vec<&str> {
         }
     }
     out
+}
+
+/// `clinic clinics list|suspend|reactivate|set-plan` do what the platform admin's endpoints
+/// do, naming the clinic by its code; bad flags are one line naming the flag, writing nothing.
+#[tokio::test]
+async fn the_clinics_commands_mirror_the_platform_admins_endpoints() {
+    let app = crate::helpers::spawn_app().await;
+    let platform = app.platform_admin().await;
+    let north = app.clinic(&platform, "cli-north").await;
+    app.db.caught_up().await;
+    let url = database_url(&app.db);
+    let clinics = |args: &[&str]| {
+        let mut cmd = clinic(&[&["clinics"], args].concat());
+        cmd.env("DATABASE_URL", &url);
+        cmd
+    };
+    let ok = |out: &Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+
+    let listed = run_async(clinics(&["list"])).await;
+    ok(&listed);
+    let stdout = String::from_utf8_lossy(&listed.stdout).to_string();
+    let line: Vec<&str> = stdout
+        .lines()
+        .find(|l| l.starts_with("cli-north\t"))
+        .unwrap_or_else(|| panic!("no line for cli-north in {stdout}"))
+        .split('\t')
+        .collect();
+    assert_eq!(&line[1..4], ["professional", "active", "-"], "{line:?}");
+    assert_eq!(line.last(), Some(&north.id.to_string().as_str()));
+
+    let events_before = app.event_count().await;
+    for (args, flag) in [
+        (
+            vec![
+                "set-plan",
+                "--code",
+                "cli-north",
+                "--plan",
+                "gold",
+                "--reason",
+                "x",
+            ],
+            "--plan",
+        ),
+        (
+            vec![
+                "set-plan",
+                "--code",
+                "cli-north",
+                "--plan",
+                "trial",
+                "--reason",
+                "x",
+            ],
+            "",
+        ),
+        (
+            vec![
+                "set-plan", "--code", "nowhere", "--plan", "basic", "--reason", "x",
+            ],
+            "--code",
+        ),
+        (
+            vec!["suspend", "--code", "cli-north", "--reason", " "],
+            "--reason",
+        ),
+        (vec!["reactivate", "--code", "cli-north"], ""),
+    ] {
+        let out = run_async(clinics(&args)).await;
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let line = last_error_line(&out);
+        assert!(
+            line.starts_with(&format!("clinic: error: {flag}")),
+            "{args:?}: {line}"
+        );
+    }
+    assert_eq!(app.event_count().await, events_before, "nothing written");
+
+    let changed = run_async(clinics(&[
+        "set-plan",
+        "--code",
+        "cli-north",
+        "--plan",
+        "enterprise",
+        "--reason",
+        "signed on paper",
+    ]))
+    .await;
+    ok(&changed);
+    assert!(last_stdout_line(&changed).starts_with("clinic cli-north: set-plan done"));
+    let mut conn = app.db.owner_connection().await;
+    let (payload, metadata): (
+        sqlx::types::Json<serde_json::Value>,
+        sqlx::types::Json<serde_json::Value>,
+    ) = sqlx::query_as(
+        "SELECT payload, metadata FROM events WHERE tenant_id = $1 \
+             AND event_type = 'ClinicPlanChanged'",
+    )
+    .bind(north.id)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        payload.0["ClinicPlanChanged"],
+        serde_json::json!({"from": "professional", "to": "enterprise", "reason": "signed on paper"})
+    );
+    assert_eq!(metadata.0["actor_role"], "system");
+    assert_eq!(metadata.0["request_id"], "cli:clinics set-plan");
+
+    let suspended = run_async(clinics(&[
+        "suspend",
+        "--code",
+        "cli-north",
+        "--reason",
+        "unpaid",
+    ]))
+    .await;
+    ok(&suspended);
+    let refused = app
+        .login_answer(&north.emails["clinic_admin"], crate::helpers::PASSWORD)
+        .await;
+    assert_eq!(refused.status, 403, "{refused:?}");
+    let reactivated = run_async(clinics(&["reactivate", "--code", "cli-north"])).await;
+    ok(&reactivated);
+    let back = app
+        .login_answer(&north.emails["clinic_admin"], crate::helpers::PASSWORD)
+        .await;
+    assert_eq!(back.status, 200, "{back:?}");
 }

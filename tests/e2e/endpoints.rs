@@ -33,6 +33,7 @@ const ENDPOINTS: &[&str] = &[
     "PATCH /v1/clinic",
     "POST /v1/clinic/departments",
     "PATCH /v1/clinic/departments/{id}",
+    "PUT /v1/clinic/modules/{module}",
     "POST /v1/staff",
     "PATCH /v1/staff/{id}",
     "PUT /v1/staff/{id}/role",
@@ -453,7 +454,15 @@ pub(crate) fn cases(w: &World) -> Vec<Case> {
             "platform_admin",
         )
         .created()
-        .writes(&["ClinicRegistered", "StaffHired"])
+        .writes(&[
+            "ClinicRegistered",
+            "DepartmentAdded",
+            "DepartmentAdded",
+            "DepartmentAdded",
+            "DepartmentAdded",
+            "DepartmentAdded",
+            "StaffHired",
+        ])
         .in_new_clinic()
         .bad(
             with(&new_clinic, "admin.email", json!("not-an-email")),
@@ -525,9 +534,25 @@ pub(crate) fn cases(w: &World) -> Vec<Case> {
         .bad(json!({"name": ""}), "name")
         .bad(json!({"plan": "enterprise"}), "plan"),
         Case::new(
+            "PUT /v1/clinic/modules/{module}",
+            "/v1/clinic/modules/laboratory",
+            json!({"enabled": false}),
+            CLINIC_ADMIN,
+            "clinic_admin",
+        )
+        .writes(&["ModuleDisabled"])
+        .refuses(
+            CLINIC_ADMIN,
+            json!({"enabled": false, "clinic_id": other_clinic}),
+            "clinic_id",
+        )
+        .not_found_at("/v1/clinic/modules/radiology")
+        .bad(json!({"enabled": "no"}), "enabled")
+        .bad(json!({}), "enabled"),
+        Case::new(
             "POST /v1/clinic/departments",
             "/v1/clinic/departments",
-            json!({"name": "Cardiology"}),
+            json!({"name": "Dermatology"}),
             CLINIC_ADMIN,
             "clinic_admin",
         )

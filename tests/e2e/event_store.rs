@@ -39,6 +39,7 @@ pub(crate) async fn register_clinic(store: &EventStore, code: &str) -> ClinicId 
                 code: ClinicCode::parse(code).unwrap(),
                 time_zone: TimeZone::parse("Europe/Berlin").unwrap(),
                 plan: Plan::Professional,
+                departments: vec![],
             },
             Expect::Any,
         )
@@ -492,6 +493,7 @@ async fn clinic_codes_are_unique_on_the_platform() {
                 code: ClinicCode::parse("SAME-CODE").unwrap(),
                 time_zone: TimeZone::parse("UTC").unwrap(),
                 plan: Plan::Trial,
+                departments: vec![],
             },
             Expect::Any,
         )

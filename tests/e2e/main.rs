@@ -8,6 +8,7 @@ mod booking;
 mod calendar;
 mod chain;
 mod cli;
+mod clinic_setup;
 mod endpoints;
 mod event_store;
 mod flow;

@@ -348,7 +348,7 @@ async fn writes_show_up_in_every_read_model_at_their_position() {
         .post(
             "/v1/clinic/departments",
             &north.admin,
-            json!({"name": "Cardiology"}),
+            json!({"name": "Dermatology"}),
         )
         .await;
     let p = position(&department);
@@ -357,10 +357,29 @@ async fn writes_show_up_in_every_read_model_at_their_position() {
     assert_eq!(clinic["time_zone"], "Europe/Berlin");
     assert_eq!(clinic["plan"], "professional");
     assert_eq!(clinic["status"], "active");
+    // The five a new clinic starts with, then the one added.
+    let departments = clinic["departments"].as_array().unwrap();
+    let names: Vec<&str> = departments
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
     assert_eq!(
-        clinic["departments"],
-        json!([{"department_id": department.id(), "name": "Cardiology", "open": true}])
+        names,
+        domain::clinic::DEFAULT_DEPARTMENTS
+            .iter()
+            .copied()
+            .chain(["Dermatology"])
+            .collect::<Vec<_>>()
     );
+    assert_eq!(
+        departments[5],
+        json!({"department_id": department.id(), "name": "Dermatology", "open": true})
+    );
+    assert_eq!(
+        clinic["modules"],
+        json!(["appointments", "billing", "laboratory"])
+    );
+    assert_eq!(clinic["appointment_minutes"], 30);
 
     // The platform's list and overview count the new records.
     let clinics = ok(read(&app, &platform, "/v1/clinics", p).await);

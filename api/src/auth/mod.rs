@@ -11,4 +11,4 @@ pub mod refresh;
 pub mod routes;
 
 pub use jwt::{AccessClaims, JwtKeys};
-pub use principal::Principal;
+pub use principal::{Principal, RequiredModule};

@@ -9,6 +9,7 @@ use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
 use commands::{Actor, ActorRole, CommandMeta};
 use domain::ids::{ClinicId, StaffId};
+use domain::values::Module;
 use uuid::Uuid;
 
 use crate::problem::ApiError;
@@ -24,7 +25,15 @@ pub struct Principal {
     pub request_id: String,
     /// When the clinic's trial ends (`None` on a paid plan, and for the platform admin).
     pub trial_ends_at: Option<DateTime<Utc>>,
+    /// The clinic's enabled modules (`None` for the platform admin, who has no clinic).
+    pub modules: Option<Vec<Module>>,
 }
+
+/// The module a route belongs to, set on its router as a layer
+/// (`.layer(Extension(RequiredModule(Module::Appointments)))`): the caller is refused with
+/// 403 `module-disabled` when their clinic has not enabled it.
+#[derive(Clone, Copy, Debug)]
+pub struct RequiredModule(pub Module);
 
 impl Principal {
     /// 403 unless the caller has one of `allowed`.
@@ -44,6 +53,15 @@ impl Principal {
     pub fn ensure_may_write(&self, now: DateTime<Utc>) -> Result<(), ApiError> {
         match self.trial_ends_at {
             Some(ended_at) if ended_at <= now => Err(ApiError::TrialEnded { ended_at }),
+            _ => Ok(()),
+        }
+    }
+
+    /// 403 `module-disabled` unless the caller's clinic has enabled `module` (the platform
+    /// admin has no clinic and no modules; the role checks answer for them).
+    pub fn require_module(&self, module: Module) -> Result<(), ApiError> {
+        match &self.modules {
+            Some(enabled) if !enabled.contains(&module) => Err(ApiError::ModuleDisabled(module)),
             _ => Ok(()),
         }
     }
@@ -145,12 +163,19 @@ impl FromRequestParts<AppState> for Principal {
             tracing::Span::current().record("clinic_id", tracing::field::display(clinic));
         }
         tracing::Span::current().record("actor_id", tracing::field::display(claims.sub));
-        Ok(Principal {
+        let principal = Principal {
             account_id: claims.sub,
             clinic_id: clinic.map(ClinicId::from_uuid),
             role,
             request_id,
             trial_ends_at: account.trial_ends_at,
-        })
+            modules: account
+                .clinic_modules
+                .map(|names| names.iter().filter_map(|n| n.parse().ok()).collect()),
+        };
+        if let Some(RequiredModule(module)) = parts.extensions.get::<RequiredModule>() {
+            principal.require_module(*module)?;
+        }
+        Ok(principal)
     }
 }

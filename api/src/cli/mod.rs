@@ -8,11 +8,13 @@
 //! | `replay` | [`replay`] |
 //! | `verify` | [`verify`] |
 //! | `create-superadmin`, `setup-clinic` | [`accounts`] |
+//! | `clinics list`, `suspend`, `reactivate`, `set-plan` | [`clinics`] |
 //!
 //! The flags and variables the subcommands share (database, server, workers) are in
 //! [`crate::infra::config`].
 
 pub mod accounts;
+pub mod clinics;
 pub mod rebuild;
 pub mod replay;
 pub mod serve;
@@ -27,6 +29,7 @@ use crate::infra::db::{self, Database};
 use crate::startup::StartupError;
 
 use self::accounts::{CreateSuperadminArgs, SetupClinicArgs};
+use self::clinics::ClinicsArgs;
 use self::rebuild::RebuildArgs;
 use self::replay::ReplayArgs;
 use self::serve::WorkArgs;
@@ -63,6 +66,8 @@ pub enum CliCommand {
     /// Register a clinic with its first clinic admin. Idempotent: a clinic that exists with
     /// that code is left as it is, and a missing admin is added.
     SetupClinic(SetupClinicArgs),
+    /// The platform's clinics: list them, suspend, reactivate, change a plan.
+    Clinics(ClinicsArgs),
 }
 
 /// A CLI failure: one line that says what to fix.
@@ -98,6 +103,7 @@ pub async fn run(command: CliCommand) -> Result<(), CliError> {
         CliCommand::Verify(args) => verify::run(args).await,
         CliCommand::CreateSuperadmin(args) => accounts::create_superadmin(args).await,
         CliCommand::SetupClinic(args) => accounts::setup_clinic(args).await,
+        CliCommand::Clinics(args) => clinics::run(args).await,
     }
 }
 

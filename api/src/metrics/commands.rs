@@ -25,6 +25,7 @@ pub const COMMANDS: &[(Method, &str, &str)] = &[
         "/v1/clinic/departments/{id}",
         "update_department",
     ),
+    (Method::PUT, "/v1/clinic/modules/{module}", "set_module"),
     (Method::POST, "/v1/staff", "hire_staff"),
     (Method::PATCH, "/v1/staff/{id}", "update_staff_profile"),
     (Method::PUT, "/v1/staff/{id}/role", "change_staff_role"),

@@ -12,7 +12,7 @@ use commands::appointments::{self, Book};
 use commands::ActorRole;
 use domain::appointment::{AppointmentCommand, AppointmentStatus};
 use domain::ids::{AppointmentId, PatientId, StaffId};
-use domain::values::{NonEmptyText, TimeRange};
+use domain::values::{Module, NonEmptyText, TimeRange};
 use projections::appointments::{
     AppointmentCursor, AppointmentFilter, AppointmentPage, AppointmentView,
 };
@@ -26,6 +26,7 @@ use uuid::Uuid;
 
 use super::{roles, CommandProblems};
 use crate::access_log::{self, ClientIp, Subjects};
+use crate::auth::RequiredModule;
 use crate::http::{CommandAccepted, CommandResponse, IdPath};
 use crate::pipeline::{Command, Ctx};
 use crate::problem::ApiError;
@@ -45,6 +46,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(start))
         .routes(routes!(complete))
         .routes(routes!(no_show))
+        // The appointments module: 403 `module-disabled` when the clinic has it off.
+        .layer(axum::Extension(RequiredModule(Module::Appointments)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -12,15 +12,20 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::auth::RequiredModule;
 use crate::http::IdPath;
 use crate::problem::ApiError;
 use crate::query;
 use crate::read::{found, in_clinic, MinPositionHeader, MinPositionQuery, Read, ReadProblems};
 use crate::roles;
 use crate::state::AppState;
+use domain::values::Module;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(doctor_availability))
+    OpenApiRouter::new()
+        .routes(routes!(doctor_availability))
+        // The appointments module: 403 `module-disabled` when the clinic has it off.
+        .layer(axum::Extension(RequiredModule(Module::Appointments)))
 }
 
 /// The projections availability reads, for `X-Min-Position`.

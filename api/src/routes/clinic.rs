@@ -1,13 +1,13 @@
-//! The caller's own clinic: its dashboard and settings (clinic roles); settings and
-//! departments (clinic admin).
+//! The caller's own clinic: its dashboard and settings (clinic roles); settings, departments
+//! and modules (clinic admin).
 
 use axum::http::Uri;
 use axum::response::Response;
 use axum::Json;
 use commands::Committed;
-use domain::clinic::{Clinic, ClinicCommand};
+use domain::clinic::{Clinic, ClinicCommand, Settings};
 use domain::ids::DepartmentId;
-use domain::values::{NonEmptyText, TimeZone};
+use domain::values::{Address, Module, NonEmptyText, Phone, TimeZone, WebUrl, WorkingHours};
 use projections::clinics::ClinicView;
 use projections::dashboard::{self, Dashboard};
 use projections::Projection;
@@ -32,6 +32,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(update_clinic))
         .routes(routes!(add_department))
         .routes(routes!(update_department))
+        .routes(routes!(set_module))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -44,6 +45,25 @@ pub struct UpdateClinic {
     pub time_zone: Option<TimeZone>,
     /// Step between offered appointment start times, 5–240 minutes.
     pub slot_minutes: Option<u32>,
+    /// The clinic's logo: an `https://` address.
+    #[schema(value_type = Option<String>, example = "https://north.example/logo.png")]
+    pub logo_url: Option<WebUrl>,
+    #[schema(value_type = Option<Object>, example = json!({"lines": ["1 High Street"], "city": "Berlin", "postal_code": "10115", "country": "DE"}))]
+    pub address: Option<Address>,
+    #[schema(value_type = Option<String>, example = "+49 30 1234567")]
+    pub phone: Option<Phone>,
+    /// The default length of an appointment, 5–480 minutes.
+    pub appointment_minutes: Option<u32>,
+    /// The working week a new doctor starts with (as `PUT /v1/staff/{id}/working-hours`).
+    #[schema(value_type = Option<Object>, example = json!({"mon": [{"start": "09:00", "end": "17:00"}]}))]
+    pub working_week: Option<WorkingHours>,
+}
+
+/// Whether a module is on.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetModule {
+    pub enabled: bool,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -72,11 +92,16 @@ async fn execute<P>(ctx: &Ctx<P>, command: ClinicCommand) -> Result<Committed, A
 
 impl From<UpdateClinic> for ClinicCommand {
     fn from(req: UpdateClinic) -> Self {
-        ClinicCommand::UpdateSettings {
+        ClinicCommand::UpdateSettings(Settings {
             name: req.name,
             time_zone: req.time_zone,
             slot_minutes: req.slot_minutes,
-        }
+            logo_url: req.logo_url,
+            address: req.address,
+            phone: req.phone,
+            appointment_minutes: req.appointment_minutes,
+            working_week: req.working_week,
+        })
     }
 }
 
@@ -145,6 +170,48 @@ async fn update_department(cmd: Command<IdPath>) -> Result<Response, ApiError> {
         },
     )
     .await
+}
+
+/// Enable or disable a module (`appointments`, `billing`, `laboratory`). Enabling one the
+/// plan does not include is a 402 `plan-limit` (`limit: modules`). A disabled module's
+/// endpoints answer 403 `module-disabled`; its data is kept and comes back when it is enabled.
+#[utoipa::path(put, path = "/v1/clinic/modules/{module}", tag = "clinic", request_body = SetModule,
+    security(("bearer" = [])),
+    params(("module" = String, Path, description = "`appointments`, `billing` or `laboratory`")),
+    responses((status = 200, description = "Set; the version is the clinic's", body = CommandAccepted), CommandProblems))]
+async fn set_module(cmd: Command<ModulePath>) -> Result<Response, ApiError> {
+    cmd.run(roles::CLINIC_ADMIN, |req: SetModule, ctx| async move {
+        let module = ctx.path.0;
+        let command = if req.enabled {
+            ClinicCommand::EnableModule { module }
+        } else {
+            ClinicCommand::DisableModule { module }
+        };
+        let committed = execute(&ctx, command).await?;
+        let clinic_id = ctx.principal.clinic()?;
+        Ok(CommandResponse::updated(clinic_id.as_uuid(), &committed))
+    })
+    .await
+}
+
+/// The `{module}` of a path: a 404 for a name that is no module.
+pub struct ModulePath(pub Module);
+
+impl axum::extract::FromRequestParts<AppState> for ModulePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(name) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| ApiError::NotFound("no such module".into()))?;
+        name.parse()
+            .map(ModulePath)
+            .map_err(|_| ApiError::NotFound(format!("no module is called {name:?}")))
+    }
 }
 
 /// The projections the dashboard reads, for `X-Min-Position`.

@@ -106,6 +106,8 @@ pub struct Account {
     pub clinic_suspended: bool,
     /// When the clinic's trial ends (`None` on a paid plan, and for the platform admin).
     pub trial_ends_at: Option<DateTime<Utc>>,
+    /// The clinic's enabled modules (`None` for the platform admin).
+    pub clinic_modules: Option<Vec<String>>,
     /// Access tokens issued (`iat`) before this instant are refused: set by a logout, a
     /// deactivation or a new password.
     pub tokens_valid_after: Option<DateTime<Utc>>,
@@ -119,7 +121,8 @@ impl Account {
 }
 
 const ACCOUNT_COLUMNS: &str = "a.id, a.email, a.password_hash, a.role, a.clinic_id, a.active, \
-     coalesce(c.suspended, false) AS clinic_suspended, c.trial_ends_at, a.tokens_valid_after \
+     coalesce(c.suspended, false) AS clinic_suspended, c.trial_ends_at, \
+     c.modules AS clinic_modules, a.tokens_valid_after \
      FROM accounts a LEFT JOIN clinic_codes c ON c.clinic_id = a.clinic_id";
 
 /// The account of `email` (read as [`Email::key`]; accounts store their e-mail so).

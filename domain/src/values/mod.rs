@@ -18,7 +18,7 @@ pub use email::Email;
 pub use enums::{Module, Plan, Role, Sex};
 pub use mrn::Mrn;
 pub use phone::Phone;
-pub use text::{nul_path, ClinicCode, NonEmptyText, PersonName};
+pub use text::{nul_path, ClinicCode, NonEmptyText, PersonName, WebUrl};
 pub use time_range::TimeRange;
 pub use time_zone::TimeZone;
 pub use working_hours::{LocalInterval, WorkingHours};
@@ -40,6 +40,8 @@ pub enum ValueError {
     InvalidEmail,
     #[error("is not a valid phone number (expected 7 to 15 digits, optionally starting with +)")]
     InvalidPhone,
+    #[error("is not an https:// address with a host")]
+    InvalidUrl,
     #[error("is not a known IANA time zone: {0:?}")]
     UnknownTimeZone(String),
     #[error("may contain only lowercase letters, digits and '-', and must start and end with a letter or digit")]

@@ -67,6 +67,35 @@ impl ClinicCode {
 }
 string_value!(ClinicCode);
 
+/// An `https://` address (a clinic's logo): at most [`WebUrl::MAX_LEN`] characters, with a
+/// host, and no spaces or control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct WebUrl(String);
+
+impl WebUrl {
+    pub const MAX_LEN: usize = 2000;
+
+    pub fn parse(input: impl AsRef<str>) -> Result<Self, ValueError> {
+        let url = input.as_ref().trim();
+        if url.is_empty() {
+            return Err(ValueError::Empty);
+        }
+        if url.chars().count() > Self::MAX_LEN {
+            return Err(ValueError::TooLong { max: Self::MAX_LEN });
+        }
+        let host = url
+            .strip_prefix("https://")
+            .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or_default());
+        let clean = !url.chars().any(|c| c.is_whitespace() || c.is_control());
+        match host {
+            Some(host) if clean && !host.is_empty() => Ok(Self(url.to_owned())),
+            _ => Err(ValueError::InvalidUrl),
+        }
+    }
+}
+string_value!(WebUrl);
+
 /// The path of the first string in a JSON `value`, key or value, that holds U+0000 (which
 /// PostgreSQL cannot store in `text`), written as serde_path_to_error writes paths
 /// (`name.given`, `allergies[0]`; `body` for the value itself). A key with the character is

@@ -100,8 +100,8 @@ async fn clinic_event(
         ClinicEvent::ClinicRegistered(new) => {
             let sql = format!(
                 "INSERT INTO {s}.clinics (clinic_id, name, code, time_zone, plan, status, slot_minutes, \
-                    registered_at, updated_at, trial_ends_at) \
-                 VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $7, $8)"
+                    registered_at, updated_at, trial_ends_at, modules) \
+                 VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $7, $8, $9)"
             );
             // A trial registered before the four plans (`free`) records no end: it ends the
             // trial's days after the registration.
@@ -119,7 +119,8 @@ async fn clinic_event(
                     .bind(new.plan.as_str())
                     .bind(new.slot_minutes as i32)
                     .bind(at)
-                    .bind(trial_ends_at),
+                    .bind(trial_ends_at)
+                    .bind(new.modules.iter().map(|m| m.as_str()).collect::<Vec<_>>()),
             )
             .await
         }
@@ -127,10 +128,28 @@ async fn clinic_event(
             name,
             time_zone,
             slot_minutes,
+            logo_url,
+            address,
+            phone,
+            appointment_minutes,
+            working_week,
         } => {
+            // The settings beyond the columns, merged key by key (only the changed ones).
+            let mut more = serde_json::Map::new();
+            let mut put = |key: &str, value: Option<Value>| {
+                if let Some(v) = value {
+                    more.insert(key.to_owned(), v);
+                }
+            };
+            put("logo_url", logo_url.map(|u| json!(u)));
+            put("address", address.map(|a| json!(a)));
+            put("phone", phone.map(|p| json!(p)));
+            put("appointment_minutes", appointment_minutes.map(|m| json!(m)));
+            put("working_week", working_week.map(|w| json!(w)));
             let sql = format!(
                 "UPDATE {s}.clinics SET name = coalesce($2, name), time_zone = coalesce($3, time_zone), \
-                 slot_minutes = coalesce($4, slot_minutes), updated_at = $5 WHERE clinic_id = $1"
+                 slot_minutes = coalesce($4, slot_minutes), updated_at = $5, settings = settings || $6 \
+                 WHERE clinic_id = $1"
             );
             one(
                 conn,
@@ -140,7 +159,26 @@ async fn clinic_event(
                     .bind(name.map(|n| n.as_str().to_owned()))
                     .bind(time_zone.map(|t| t.to_string()))
                     .bind(slot_minutes.map(|m| m as i32))
-                    .bind(at),
+                    .bind(at)
+                    .bind(Value::Object(more)),
+            )
+            .await
+        }
+        ClinicEvent::ModuleEnabled { module } | ClinicEvent::ModuleDisabled { module } => {
+            let add = matches!(e.event_type.as_str(), "ModuleEnabled");
+            let sql = format!(
+                "UPDATE {s}.clinics SET updated_at = $3, modules = CASE WHEN $4 \
+                    THEN array_append(array_remove(modules, $2), $2) ELSE array_remove(modules, $2) END \
+                 WHERE clinic_id = $1"
+            );
+            one(
+                conn,
+                e,
+                sqlx::query(&sql)
+                    .bind(clinic)
+                    .bind(module.as_str())
+                    .bind(at)
+                    .bind(add),
             )
             .await
         }

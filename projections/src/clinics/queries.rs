@@ -3,9 +3,11 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use domain::clinic::DEFAULT_APPOINTMENT_MINUTES;
 use domain::ids::ClinicId;
 use domain::values::Plan;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::PgPool;
 use utoipa::ToSchema;
@@ -39,8 +41,23 @@ pub struct ClinicView {
     pub trial_ends_at: Option<DateTime<Utc>>,
     /// `active` or `suspended`.
     pub status: String,
-    /// The length of a booking slot, in minutes.
+    /// The slot step: bookings start on this grid, in minutes.
     pub slot_minutes: i32,
+    /// The default length of an appointment, in minutes.
+    pub appointment_minutes: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logo_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub address: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    /// The working week a new doctor starts with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub working_week: Option<Value>,
+    /// The enabled modules (`appointments`, `billing`, `laboratory`).
+    pub modules: Vec<String>,
     pub departments: Vec<DepartmentView>,
     pub registered_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -59,6 +76,18 @@ struct ClinicRow {
     departments: Json<Vec<DepartmentView>>,
     registered_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    modules: Vec<String>,
+    settings: Json<ClinicSettings>,
+}
+
+/// `rm.clinics.settings`: the settings without a column of their own.
+#[derive(Debug, Default, Deserialize)]
+struct ClinicSettings {
+    logo_url: Option<String>,
+    address: Option<Value>,
+    phone: Option<String>,
+    appointment_minutes: Option<i32>,
+    working_week: Option<Value>,
 }
 
 /// The clinic itself; `None` before its registration is projected.
@@ -66,25 +95,36 @@ pub async fn clinic(pool: &PgPool, clinic: ClinicId) -> Result<Option<ClinicView
     let mut tx = clinic_tx(pool, clinic).await?;
     let row: Option<ClinicRow> = sqlx::query_as(
         "SELECT clinic_id, name, code, time_zone, plan, trial_ends_at, status, slot_minutes, \
-                departments, registered_at, updated_at \
+                departments, registered_at, updated_at, modules, settings \
          FROM rm.clinics WHERE clinic_id = $1",
     )
     .bind(clinic.as_uuid())
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(row.map(|r| ClinicView {
-        clinic_id: r.clinic_id,
-        name: r.name,
-        code: r.code,
-        time_zone: r.time_zone,
-        plan: r.plan,
-        trial_ends_at: r.trial_ends_at,
-        status: r.status,
-        slot_minutes: r.slot_minutes,
-        departments: r.departments.0,
-        registered_at: r.registered_at,
-        updated_at: r.updated_at,
+    Ok(row.map(|r| {
+        let settings = r.settings.0;
+        ClinicView {
+            clinic_id: r.clinic_id,
+            name: r.name,
+            code: r.code,
+            time_zone: r.time_zone,
+            plan: r.plan,
+            trial_ends_at: r.trial_ends_at,
+            status: r.status,
+            slot_minutes: r.slot_minutes,
+            appointment_minutes: settings
+                .appointment_minutes
+                .unwrap_or(DEFAULT_APPOINTMENT_MINUTES as i32),
+            logo_url: settings.logo_url,
+            address: settings.address,
+            phone: settings.phone,
+            working_week: settings.working_week,
+            modules: r.modules,
+            departments: r.departments.0,
+            registered_at: r.registered_at,
+            updated_at: r.updated_at,
+        }
     }))
 }
 
