@@ -120,7 +120,16 @@ pub fn parse<T: DeserializeOwned>(uri: &Uri, also: &[&str]) -> Result<T, ApiErro
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    from_pairs(given).map_err(ApiError::internal)
+    // Each given value parsed above: what fails now is a required parameter left out.
+    from_pairs(given).map_err(|e| {
+        let message = e.to_string();
+        let field = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+            .unwrap_or("query")
+            .to_owned();
+        ApiError::Validation(vec![FieldError::new(field, message)])
+    })
 }
 
 fn from_pairs<T: DeserializeOwned>(pairs: Vec<(String, String)>) -> Result<T, ValueError> {

@@ -42,6 +42,7 @@ use projections::worker::WorkerConfig;
         (name = "auth", description = "Log in, refresh, log out, who am I"),
         (name = "clinics", description = "Clinics of the platform (platform admin)"),
         (name = "plans", description = "Plans and their limits"),
+        (name = "reports", description = "A clinic's monthly report (clinic admin)"),
         (name = "clinic", description = "The caller's own clinic and its departments (clinic admin)"),
         (name = "staff", description = "Staff members and their accounts (clinic admin)"),
         (name = "patients", description = "Patients"),

@@ -30,6 +30,7 @@ pub mod page;
 pub mod patients;
 pub mod projection;
 pub mod rebuild;
+pub mod reports;
 pub mod scope;
 pub mod staff;
 pub mod worker;

@@ -18,6 +18,7 @@ mod metrics;
 mod plans;
 mod projections;
 mod queries;
+mod reports;
 mod scheduling;
 mod security;
 mod write_path;

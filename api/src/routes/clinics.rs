@@ -174,6 +174,14 @@ async fn change_plan(cmd: Command<IdPath>) -> Result<Response, ApiError> {
 /// The projections the platform's reads read, for `X-Min-Position`.
 const READS: &[Projection] = &[projections::clinics::PROJECTION];
 
+/// The overview also counts staff, patients and bookings from their read models.
+const OVERVIEW_READS: &[Projection] = &[
+    projections::clinics::PROJECTION,
+    projections::staff::PROJECTION,
+    projections::patients::PROJECTION,
+    projections::appointments::PROJECTION,
+];
+
 /// Every clinic of the platform, with counts (platform admin; no patient data).
 #[utoipa::path(get, path = "/v1/clinics", tag = "clinics", security(("bearer" = [])),
     params(MinPositionQuery, MinPositionHeader),
@@ -185,14 +193,16 @@ async fn list_clinics(mut read: Read) -> Result<Json<ClinicList>, ApiError> {
     ))
 }
 
-/// Platform statistics: clinics by plan and by status, and totals of staff, patients and
-/// appointments (platform admin; no patient data).
+/// Platform statistics: clinics by plan and by status, totals of staff, patients and
+/// appointments, each clinic's bookings this month, and the clinics closest to their plan's
+/// limits (platform admin; no patient data).
 #[utoipa::path(get, path = "/v1/platform/overview", tag = "clinics", security(("bearer" = [])),
     params(MinPositionQuery, MinPositionHeader),
     responses((status = 200, description = "The platform's figures", body = PlatformOverview), ReadProblems))]
 async fn platform_overview(mut read: Read) -> Result<Json<PlatformOverview>, ApiError> {
-    read.ready(roles::PLATFORM, platform, READS).await?;
+    read.ready(roles::PLATFORM, platform, OVERVIEW_READS)
+        .await?;
     Ok(Json(
-        projections::clinics::platform_overview(&read.state.pool).await?,
+        projections::clinics::platform_overview(&read.state.pool, read.state.clock.now()).await?,
     ))
 }

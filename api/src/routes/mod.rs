@@ -10,6 +10,7 @@ pub mod clinic;
 pub mod clinics;
 pub mod patients;
 pub mod plans;
+pub mod reports;
 pub mod staff;
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(crate::auth::routes::router())
         .merge(clinics::router())
         .merge(plans::router())
+        .merge(reports::router())
         .merge(clinic::router())
         .merge(staff::router())
         .merge(patients::router())

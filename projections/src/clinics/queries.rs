@@ -180,10 +180,19 @@ pub struct PlatformOverview {
     pub staff: i64,
     pub patients: i64,
     pub appointments: i64,
+    /// Each clinic's bookings of its current calendar month (in its time zone).
+    pub bookings_this_month: Vec<crate::reports::ClinicBookings>,
+    /// The clinics closest to a limit of their plan: each clinic's fullest limit, fullest
+    /// first, at most ten.
+    pub closest_to_limits: Vec<crate::reports::LimitUse>,
 }
 
-/// Platform-level: counts over every clinic.
-pub async fn platform_overview(pool: &PgPool) -> Result<PlatformOverview, sqlx::Error> {
+/// Platform-level: counts over every clinic, and their use of their plans at `now`.
+pub async fn platform_overview(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+) -> Result<PlatformOverview, sqlx::Error> {
+    let (bookings_this_month, closest_to_limits) = crate::reports::platform_use(pool, now).await?;
     let mut tx = platform_tx(pool).await?;
     let by_plan: Vec<(String, i64)> =
         sqlx::query_as("SELECT plan, count(*) FROM rm.clinics GROUP BY plan")
@@ -219,5 +228,7 @@ pub async fn platform_overview(pool: &PgPool) -> Result<PlatformOverview, sqlx::
         staff,
         patients,
         appointments,
+        bookings_this_month,
+        closest_to_limits,
     })
 }
