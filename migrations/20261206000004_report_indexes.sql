@@ -41,7 +41,9 @@ FROM rm.clinics c
                             FROM rm.appointments a
                             WHERE a.clinic_id = c.clinic_id
                               AND a.booked_at >= date_trunc('month', now AT TIME ZONE c.time_zone)
-                                                     AT TIME ZONE c.time_zone) b ON true
+                                                     AT TIME ZONE c.time_zone
+                              AND a.booked_at < (date_trunc('month', now AT TIME ZONE c.time_zone)
+                                                     + interval '1 month') AT TIME ZONE c.time_zone) b ON true
 $$;
 ALTER FUNCTION rm_platform_use(timestamptz) OWNER TO clinic_worker;
 REVOKE ALL ON FUNCTION rm_platform_use(timestamptz) FROM PUBLIC;

@@ -224,6 +224,21 @@ async fn twenty_concurrent_hires_at_one_below_the_limit_let_exactly_one_through(
     .await
     .unwrap();
     assert_eq!(doctors, 2);
+
+    // The same for the staff: 3 in use (the admin, 2 doctors), 6 nurses make 9 of 10, then
+    // 20 nurses at once.
+    for n in 1..=6 {
+        assert_eq!(hire(&app, &admin, code, n, "nurse").await.status, 201);
+    }
+    let answers = join_all((100..120).map(|n| hire(&app, &admin, code, n, "nurse"))).await;
+    assert_eq!(
+        answers.iter().filter(|a| a.status == 201).count(),
+        1,
+        "{answers:#?}"
+    );
+    for refused in answers.iter().filter(|a| a.status != 201) {
+        assert_over(refused, "trial", "active_staff", 10, 10);
+    }
 }
 
 /// Registers `n` patients, `batch` at a time; all must succeed.
