@@ -1,28 +1,27 @@
 -- What the plan limits count (issue 13; the rules are in commands::plans).
 --
 -- Patients: the clinic's MRN counter row, which every registration already locks to take its
--- number, also counts the clinic's patients (registered, less those merged away), so the
--- registration reads its clinic's count where it takes the MRN: no other lock, no other
--- round trip. The trigger below keeps the count with the events.
+-- number, also counts the clinic's patients (registered, less those merged away). The
+-- statement that takes the MRN counts the patient in the same row update and returns the
+-- count before it: no other lock, no other statement, no second update of the row. A
+-- registration always takes its MRN there (and rolls the count back with the number if it
+-- fails); a merge takes one off, in the trigger below.
 ALTER TABLE mrn_counters ADD COLUMN patients integer NOT NULL DEFAULT 0;
 
-CREATE FUNCTION events_count_patients() RETURNS trigger
+CREATE FUNCTION events_count_merges() RETURNS trigger
     LANGUAGE plpgsql AS
 $$
 BEGIN
-    -- The registering transaction took its MRN from this row, so it exists and is locked.
-    UPDATE mrn_counters
-    SET patients = patients + CASE NEW.event_type WHEN 'PatientRegistered' THEN 1 ELSE -1 END
-    WHERE clinic_id = NEW.tenant_id;
+    UPDATE mrn_counters SET patients = patients - 1 WHERE clinic_id = NEW.tenant_id;
     RETURN NULL;
 END
 $$;
 
-CREATE TRIGGER events_count_patients
+CREATE TRIGGER events_count_merges
     AFTER INSERT ON events
     FOR EACH ROW
-    WHEN (NEW.event_type IN ('PatientRegistered', 'PatientMerged'))
-EXECUTE FUNCTION events_count_patients();
+    WHEN (NEW.event_type = 'PatientMerged')
+EXECUTE FUNCTION events_count_merges();
 
 UPDATE mrn_counters m
 SET patients = x.n
@@ -37,7 +36,10 @@ WHERE m.clinic_id = x.tenant_id;
 
 -- Monthly bookings: only a plan that limits them (the trial) counts them, under the clinic's
 -- registry row lock, from the appointments registry the booking trigger already writes. The
--- registry now records when each appointment was booked (the event's occurred_at).
+-- registry now records when each appointment was booked (the event's occurred_at). No index
+-- on it: a trial clinic has at most a few hundred rows (300 bookings a month, 30 days), read
+-- through the primary key's clinic prefix, and an index whose newest entries all go to the
+-- same leaf would cost every booking of every clinic under concurrency.
 ALTER TABLE care_links ADD COLUMN booked_at timestamptz;
 
 UPDATE care_links l
@@ -49,7 +51,6 @@ WHERE e.aggregate_type = 'Appointment'
   AND e.aggregate_id = l.clinic_id::text || ':' || l.appointment_id::text;
 
 ALTER TABLE care_links ALTER COLUMN booked_at SET NOT NULL;
-CREATE INDEX care_links_booked_idx ON care_links (clinic_id, booked_at);
 
 -- The trigger of 20261205000002_care_links.sql, which now records booked_at (and keeps the
 -- owner's rights of 20261205000008_service_logins.sql).

@@ -8,11 +8,13 @@
 //!   staff command of the clinic that went before. Such commands of one clinic queue on the
 //!   row; they are rare.
 //! - **Patients**: a registration already holds the clinic's MRN counter row, which carries
-//!   the number of patients (kept by a trigger on `events`), and reads both in the statement
-//!   that takes the MRN ([`crate::registry::next_mrn`]). No extra lock, no extra round trip.
+//!   the number of patients; the statement that takes the MRN counts the patient and returns
+//!   the count before it ([`crate::registry::next_mrn`]; a merge takes one off in a trigger
+//!   on `events`). No extra lock, no extra round trip.
 //! - **Monthly bookings**: only a plan that limits them (the trial) pays for the check: the
-//!   registry row is locked and the month's bookings counted (`care_links.booked_at`). On
-//!   other plans a booking takes no clinic-wide lock.
+//!   registry row is locked and the month's bookings counted (`care_links.booked_at`, at most
+//!   a few hundred rows of a trial clinic). On other plans a booking takes no clinic-wide
+//!   lock and no extra index.
 //!
 //! A plan change that races a command may let that one command through on the old plan; the
 //! next one sees the new plan. A downgrade never removes anything: use over a limit stays,

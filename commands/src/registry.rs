@@ -27,19 +27,22 @@ pub struct TakenMrn {
 /// it on the registering command's transaction ([`crate::CommandTx::conn`]), as late as
 /// possible: the clinic's counter row stays locked until that transaction ends, so one
 /// clinic's registrations queue behind each other there (which is also what holds the plan's
-/// patient limit under concurrency; the `events` trigger counts the patient on that row). A
+/// patient limit under concurrency; the same update counts the patient, and the `events`
+/// trigger takes a merged one off). A
 /// number is never given to two patients: a registration that rolls back hands its number
 /// back with the counter; one that fails otherwise after taking it leaves a gap.
 pub async fn next_mrn<'e>(
     executor: impl PgExecutor<'e>,
     clinic_id: ClinicId,
 ) -> Result<TakenMrn, StoreError> {
+    // The patient is counted in the same row update; the count before it is returned.
     let (n, patients, plan): (i64, i32, Option<String>) = sqlx::query_as(
         "WITH taken AS ( \
-             INSERT INTO mrn_counters (clinic_id, last_value) VALUES ($1, 1) \
-             ON CONFLICT (clinic_id) DO UPDATE SET last_value = mrn_counters.last_value + 1 \
+             INSERT INTO mrn_counters (clinic_id, last_value, patients) VALUES ($1, 1, 1) \
+             ON CONFLICT (clinic_id) DO UPDATE SET last_value = mrn_counters.last_value + 1, \
+                                                   patients = mrn_counters.patients + 1 \
              RETURNING last_value, patients) \
-         SELECT t.last_value, t.patients, c.plan \
+         SELECT t.last_value, t.patients - 1, c.plan \
          FROM taken t LEFT JOIN clinic_codes c ON c.clinic_id = $1",
     )
     .bind(clinic_id.as_uuid())

@@ -8,16 +8,8 @@ use uuid::Uuid;
 
 use crate::helpers::*;
 
-async fn head(app: &TestApp) -> i64 {
-    let mut conn = app.db.owner_connection().await;
-    sqlx::query_scalar("SELECT max(position) FROM events")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap()
-}
-
 async fn clinic_view(app: &TestApp, token: &str) -> Value {
-    let answer = app.read_at("/v1/clinic", token, head(app).await).await;
+    let answer = app.read_at("/v1/clinic", token, app.head().await).await;
     assert_eq!(answer.status, 200, "{answer:?}");
     answer.body
 }
@@ -169,7 +161,7 @@ async fn a_time_zone_change_moves_no_booked_appointment() {
     let platform = app.platform_admin().await;
     let north = app.clinic(&platform, "tz-move").await;
     let path = format!("/v1/appointments/{}", north.appointment_id);
-    let before = app.read_at(&path, &north.admin, head(&app).await).await;
+    let before = app.read_at(&path, &north.admin, app.head().await).await;
     assert_eq!(before.status, 200, "{before:?}");
     let changed = app
         .patch(
@@ -179,7 +171,7 @@ async fn a_time_zone_change_moves_no_booked_appointment() {
         )
         .await;
     assert_eq!(changed.status, 200, "{changed:?}");
-    let after = app.read_at(&path, &north.admin, head(&app).await).await;
+    let after = app.read_at(&path, &north.admin, app.head().await).await;
     for key in ["start", "end"] {
         assert_eq!(
             after.body[key].as_str().map(utc),
@@ -241,7 +233,7 @@ async fn a_new_doctor_starts_with_the_clinics_working_week() {
         .read_at(
             &format!("/v1/staff/{}", doctor.id()),
             &north.admin,
-            head(&app).await,
+            app.head().await,
         )
         .await;
     assert_eq!(
@@ -260,7 +252,7 @@ async fn a_disabled_modules_endpoints_are_refused_and_its_data_comes_back_when_e
     let north = app.clinic(&platform, "modules").await;
     let south = app.clinic(&platform, "modules-south").await;
     let listed = app
-        .read_at("/v1/appointments", &north.receptionist, head(&app).await)
+        .read_at("/v1/appointments", &north.receptionist, app.head().await)
         .await;
     assert_eq!(listed.status, 200, "{listed:?}");
 
@@ -347,7 +339,7 @@ async fn a_disabled_modules_endpoints_are_refused_and_its_data_comes_back_when_e
         .await;
     assert_eq!(on.status, 200, "{on:?}");
     let again = app
-        .read_at("/v1/appointments", &north.receptionist, head(&app).await)
+        .read_at("/v1/appointments", &north.receptionist, app.head().await)
         .await;
     assert_eq!(again.status, 200, "{again:?}");
     assert_eq!(
@@ -364,18 +356,7 @@ async fn a_disabled_modules_endpoints_are_refused_and_its_data_comes_back_when_e
 async fn a_module_outside_the_plan_cannot_be_enabled() {
     let app = spawn_app().await;
     let platform = app.platform_admin().await;
-    let email = "admin@basic-mod.example";
-    let created = app
-        .post(
-            "/v1/clinics",
-            &platform,
-            json!({"name": "Basic", "code": "basic-mod", "time_zone": "Europe/Berlin",
-                   "plan": "basic",
-                   "admin": {"name": "Admin Person", "email": email, "password": PASSWORD}}),
-        )
-        .await;
-    assert_eq!(created.status, 201, "{created:?}");
-    let admin = app.login(email).await;
+    let (_, admin) = app.clinic_on(&platform, "basic-mod", "basic").await;
     let clinic = clinic_view(&app, &admin).await;
     assert_eq!(clinic["modules"], json!(["appointments", "billing"]));
     let before = app.event_count().await;

@@ -657,6 +657,36 @@ impl TestApp {
         self.login(&email).await
     }
 
+    /// The newest position in the store (as the owner), to read after it.
+    pub async fn head(&self) -> i64 {
+        let mut conn = self.db.owner_connection().await;
+        sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+    }
+
+    /// A clinic created over HTTP on `plan`, in Europe/Berlin, with only its admin (e-mail
+    /// `admin@{code}.example`): its id and its admin's token.
+    pub async fn clinic_on(&self, platform: &str, code: &str, plan: &str) -> (uuid::Uuid, String) {
+        let email = format!("admin@{code}.example");
+        let created = self
+            .post(
+                "/v1/clinics",
+                platform,
+                serde_json::json!({
+                    "name": format!("Clinic {code}"),
+                    "code": code,
+                    "time_zone": "Europe/Berlin",
+                    "plan": plan,
+                    "admin": {"name": "Admin Person", "email": email, "password": PASSWORD}
+                }),
+            )
+            .await;
+        assert_eq!(created.status, 201, "{created:?}");
+        (created.id(), self.login(&email).await)
+    }
+
     /// Counts the events in the store (as the owner).
     pub async fn event_count(&self) -> i64 {
         let mut conn = self.db.owner_connection().await;

@@ -9,35 +9,6 @@ use uuid::Uuid;
 
 use crate::helpers::*;
 
-/// A clinic created over HTTP on `plan`: its id and its admin's token.
-async fn clinic_on(app: &TestApp, platform: &str, code: &str, plan: &str) -> (Uuid, String) {
-    let email = format!("admin@{code}.example");
-    let created = app
-        .post(
-            "/v1/clinics",
-            platform,
-            json!({
-                "name": format!("Clinic {code}"),
-                "code": code,
-                "time_zone": "Europe/Berlin",
-                "plan": plan,
-                "admin": {"name": "Admin Person", "email": email, "password": PASSWORD}
-            }),
-        )
-        .await;
-    assert_eq!(created.status, 201, "{created:?}");
-    (created.id(), app.login(&email).await)
-}
-
-/// The newest position in the store, to read after it.
-async fn head(app: &TestApp) -> i64 {
-    let mut conn = app.db.owner_connection().await;
-    sqlx::query_scalar("SELECT max(position) FROM events")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap()
-}
-
 fn hire_body(code: &str, n: usize, role: &str) -> Value {
     let mut body = json!({
         "name": format!("{role} {n}"),
@@ -73,7 +44,7 @@ fn assert_over(answer: &Answer, plan: &str, limit: &str, allowed: u64, in_use: u
 async fn the_plans_and_their_limits_are_listed_for_any_signed_in_caller() {
     let app = spawn_app().await;
     let platform = app.platform_admin().await;
-    let (_, admin) = clinic_on(&app, &platform, "plans-list", "basic").await;
+    let (_, admin) = app.clinic_on(&platform, "plans-list", "basic").await;
     for token in [platform.as_str(), admin.as_str()] {
         let answer = app
             .send(reqwest::Method::GET, "/v1/plans", Some(token), None)
@@ -109,7 +80,7 @@ async fn staff_and_doctor_limits_hold_at_exactly_their_number() {
     let app = spawn_app().await;
     let platform = app.platform_admin().await;
     let code = "trial-staff";
-    let (_, admin) = clinic_on(&app, &platform, code, "trial").await;
+    let (_, admin) = app.clinic_on(&platform, code, "trial").await;
     // The trial: 2 doctors, 10 staff (the admin is one).
     for n in 1..=2 {
         let hired = hire(&app, &admin, code, n, "doctor").await;
@@ -180,7 +151,7 @@ async fn a_role_change_to_doctor_counts_against_the_doctors() {
     let app = spawn_app().await;
     let platform = app.platform_admin().await;
     let code = "trial-role";
-    let (_, admin) = clinic_on(&app, &platform, code, "trial").await;
+    let (_, admin) = app.clinic_on(&platform, code, "trial").await;
     for n in 1..=2 {
         assert_eq!(hire(&app, &admin, code, n, "doctor").await.status, 201);
     }
@@ -206,7 +177,7 @@ async fn twenty_concurrent_hires_at_one_below_the_limit_let_exactly_one_through(
     let app = spawn_app().await;
     let platform = app.platform_admin().await;
     let code = "trial-race";
-    let (clinic, admin) = clinic_on(&app, &platform, code, "trial").await;
+    let (clinic, admin) = app.clinic_on(&platform, code, "trial").await;
     assert_eq!(hire(&app, &admin, code, 0, "doctor").await.status, 201);
     // 1 doctor in use, 2 allowed: 20 hires at once.
     let answers = join_all((1..=20).map(|n| hire(&app, &admin, code, n, "doctor"))).await;
@@ -260,7 +231,7 @@ async fn register_patients(app: &TestApp, token: &str, n: usize, batch: usize) {
 async fn the_patient_limit_holds_at_its_number_and_under_concurrency() {
     let app = spawn_app().await;
     let platform = app.platform_admin().await;
-    let (_, admin) = clinic_on(&app, &platform, "trial-patients", "trial").await;
+    let (_, admin) = app.clinic_on(&platform, "trial-patients", "trial").await;
     // 499 of the trial's 500, then 20 at once: exactly one is the 500th.
     register_patients(&app, &admin, 499, 16).await;
     let before = app.event_count().await;
@@ -278,7 +249,7 @@ async fn the_patient_limit_holds_at_its_number_and_under_concurrency() {
     assert_eq!(app.event_count().await, before + 1);
     // A merge takes one off the count: one more fits.
     let listed = app
-        .read_at("/v1/patients?limit=2", &admin, head(&app).await)
+        .read_at("/v1/patients?limit=2", &admin, app.head().await)
         .await;
     let ids: Vec<&str> = listed.body["items"]
         .as_array()
@@ -325,7 +296,7 @@ async fn monthly_bookings_hold_at_their_number_under_concurrency_and_start_again
     let app = spawn_app_at(utc("2027-03-10T09:00:00Z")).await;
     let platform = app.platform_admin().await;
     let code = "trial-bookings";
-    let (_, admin) = clinic_on(&app, &platform, code, "trial").await;
+    let (_, admin) = app.clinic_on(&platform, code, "trial").await;
     let doctor = hire(&app, &admin, code, 1, "doctor").await.id();
     let patients: Vec<Uuid> = {
         let mut ids = Vec::new();
@@ -387,7 +358,7 @@ async fn a_downgrade_below_use_is_allowed_and_only_new_use_is_refused() {
     let app = spawn_app().await;
     let platform = app.platform_admin().await;
     let code = "downgrade";
-    let (clinic, admin) = clinic_on(&app, &platform, code, "professional").await;
+    let (clinic, admin) = app.clinic_on(&platform, code, "professional").await;
     let mut doctors = Vec::new();
     for n in 1..=6 {
         let hired = hire(&app, &admin, code, n, "doctor").await;
@@ -548,10 +519,10 @@ async fn an_ended_trial_is_read_only_until_the_clinic_is_on_a_paid_plan() {
     let app = spawn_app().await;
     let platform = app.platform_admin().await;
     let code = "trial-end";
-    let (clinic, admin) = clinic_on(&app, &platform, code, "trial").await;
+    let (clinic, admin) = app.clinic_on(&platform, code, "trial").await;
     let registered = app.now();
     let ends = registered + Duration::days(30);
-    let listed = app.read_at("/v1/clinic", &admin, head(&app).await).await;
+    let listed = app.read_at("/v1/clinic", &admin, app.head().await).await;
     assert_eq!(listed.body["plan"], "trial", "{listed:?}");
     assert_eq!(
         listed.body["trial_ends_at"].as_str().map(utc),
@@ -644,7 +615,7 @@ async fn streams_written_with_the_old_plan_names_are_read_as_the_new_plans() {
     let app = spawn_app().await;
     let platform = app.platform_admin().await;
     let code = "legacy";
-    let (clinic, admin) = clinic_on(&app, &platform, code, "basic").await;
+    let (clinic, admin) = app.clinic_on(&platform, code, "basic").await;
     for n in 1..=5 {
         assert_eq!(hire(&app, &admin, code, n, "doctor").await.status, 201);
     }
@@ -680,7 +651,7 @@ async fn streams_written_with_the_old_plan_names_are_read_as_the_new_plans() {
     .execute(&mut conn)
     .await
     .unwrap();
-    let head = head(&app).await;
+    let head = app.head().await;
 
     // The read model, the registry and the aggregate all read the new names.
     let own = app.read_at("/v1/clinic", &admin, head).await;

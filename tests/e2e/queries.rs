@@ -50,15 +50,6 @@ fn position(answer: &Answer) -> i64 {
         .unwrap_or_else(|| panic!("no position in {answer:?}"))
 }
 
-/// The position of the last event committed so far (read from the store, as its owner).
-async fn head(app: &TestApp) -> i64 {
-    let mut conn = app.db.owner_connection().await;
-    sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap()
-}
-
 fn ids(items: &Value, key: &str) -> Vec<String> {
     items
         .as_array()
@@ -163,7 +154,7 @@ async fn writes_show_up_in_every_read_model_at_their_position() {
     let app = spawn_app().await;
     let platform = app.platform_admin().await;
     let north = app.clinic(&platform, "north").await;
-    let at = head(&app).await;
+    let at = app.head().await;
     let dashboard_before = ok(read(&app, &north.admin, "/v1/dashboard", at).await);
     let overview_before = ok(read(&app, &platform, "/v1/platform/overview", at).await);
 
@@ -441,7 +432,7 @@ async fn the_dashboard_counts_no_shows_of_the_last_30_days() {
     let app = spawn_app().await;
     let platform = app.platform_admin().await;
     let north = app.clinic(&platform, "north").await;
-    let dashboard = ok(read(&app, &north.admin, "/v1/dashboard", head(&app).await).await);
+    let dashboard = ok(read(&app, &north.admin, "/v1/dashboard", app.head().await).await);
     assert_eq!(dashboard["no_show_30d"]["counted"], 0, "{dashboard}");
     assert_eq!(dashboard["no_show_30d"]["rate"], Value::Null);
 
@@ -857,7 +848,7 @@ async fn receptionists_do_not_see_the_reason_for_a_visit() {
     let app = spawn_app().await;
     let platform = app.platform_admin().await;
     let north = app.clinic(&platform, "north").await;
-    let at = head(&app).await;
+    let at = app.head().await;
     let one = format!("/v1/appointments/{}", north.appointment_id);
     for path in [one.as_str(), "/v1/appointments"] {
         for role in ["clinic_admin", "doctor", "nurse", "receptionist"] {
@@ -919,7 +910,7 @@ async fn each_endpoint_answers_its_roles_and_refuses_the_others_with_403() {
     let app = spawn_app().await;
     let platform = app.platform_admin().await;
     let north = app.clinic(&platform, "north").await;
-    let at = head(&app).await;
+    let at = app.head().await;
     let token = |role: &str| -> String {
         if role == "platform_admin" {
             platform.clone()
@@ -956,7 +947,7 @@ async fn another_clinics_records_are_404_and_malformed_ids_422() {
     let platform = app.platform_admin().await;
     let north = app.clinic(&platform, "north").await;
     let south = app.clinic(&platform, "south").await;
-    let at = head(&app).await;
+    let at = app.head().await;
     let mut failures = Vec::new();
     // South's ids, asked by every North role that may read them; and ids that exist nowhere.
     for (north_path, allowed) in endpoints(&north) {
@@ -1301,7 +1292,7 @@ async fn a_position_beyond_the_head_of_the_store_is_a_422_at_once() {
     let app = spawn_app().await;
     let platform = app.platform_admin().await;
     let north = app.clinic(&platform, "north").await;
-    let head = head(&app).await;
+    let head = app.head().await;
     for far in [
         head + 1,
         head + 1_000_000,
@@ -1363,7 +1354,7 @@ async fn a_malformed_min_position_is_a_400_and_a_reached_one_answers_at_once() {
     // A position already applied (or 0) does not wait. The head is applied only once the
     // workers have caught up: under load they may still be behind when the fixture returns.
     app.db.caught_up().await;
-    let at = head(&app).await;
+    let at = app.head().await;
     for value in [at.to_string(), "0".to_owned()] {
         let started = Instant::now();
         ok(app

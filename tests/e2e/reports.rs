@@ -11,14 +11,6 @@ use uuid::Uuid;
 
 use crate::helpers::*;
 
-async fn head(app: &TestApp) -> i64 {
-    let mut conn = app.db.owner_connection().await;
-    sqlx::query_scalar("SELECT max(position) FROM events")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap()
-}
-
 /// A Berlin wall-clock time as an instant.
 fn berlin(s: &str) -> DateTime<Utc> {
     use chrono::TimeZone as _;
@@ -214,7 +206,7 @@ async fn the_monthly_report_matches_figures_computed_from_the_events() {
         .read_at(
             "/v1/reports/monthly?month=2027-03",
             &admin,
-            head(&app).await,
+            app.head().await,
         )
         .await;
     assert_eq!(report.status, 200, "{report:?}");
@@ -340,7 +332,7 @@ async fn the_monthly_report_matches_figures_computed_from_the_events() {
         .read_at(
             "/v1/reports/monthly?month=2027-02",
             &admin,
-            head(&app).await,
+            app.head().await,
         )
         .await;
     let feb = expected_from_events(&app, north.id, berlin("2027-02-01 00:00"), from).await;
@@ -412,14 +404,14 @@ async fn only_a_clinic_admin_reads_the_report_and_a_bad_month_names_the_field() 
         .read_at(
             "/v1/reports/monthly?month=2027-01",
             &south.admin,
-            head(&app).await,
+            app.head().await,
         )
         .await;
     let ours = app
         .read_at(
             "/v1/reports/monthly?month=2027-01",
             &north.admin,
-            head(&app).await,
+            app.head().await,
         )
         .await;
     assert_eq!(theirs.body["new_patients"], 1);
@@ -435,17 +427,7 @@ async fn the_platform_overview_shows_bookings_this_month_and_the_clinics_closest
     let app = spawn_app().await;
     let platform = app.platform_admin().await;
     let big = app.clinic(&platform, "overview-big").await;
-    let email = "admin@overview-trial.example";
-    let created = app
-        .post(
-            "/v1/clinics",
-            &platform,
-            json!({"name": "Trial", "code": "overview-trial", "time_zone": "UTC", "plan": "trial",
-                   "admin": {"name": "Admin Person", "email": email, "password": PASSWORD}}),
-        )
-        .await;
-    assert_eq!(created.status, 201, "{created:?}");
-    let trial_admin = app.login(email).await;
+    let (_, trial_admin) = app.clinic_on(&platform, "overview-trial", "trial").await;
     // The trial's second (and last) doctor: 2 of 2 doctors is the fullest limit anywhere.
     for n in 1..=2 {
         let hired = app
@@ -459,7 +441,7 @@ async fn the_platform_overview_shows_bookings_this_month_and_the_clinics_closest
         assert_eq!(hired.status, 201, "{hired:?}");
     }
     let overview = app
-        .read_at("/v1/platform/overview", &platform, head(&app).await)
+        .read_at("/v1/platform/overview", &platform, app.head().await)
         .await;
     assert_eq!(overview.status, 200, "{overview:?}");
     let o = &overview.body;
@@ -506,7 +488,7 @@ async fn the_platform_admin_sees_no_patient_data_on_any_endpoint() {
     let app = spawn_app().await;
     let platform = app.platform_admin().await;
     let north = app.clinic(&platform, "no-phi").await;
-    let at = head(&app).await;
+    let at = app.head().await;
     // The patient's identifying data, as stored.
     let patient = app
         .read_at(
