@@ -81,6 +81,29 @@ id_type!(
     /// A department inside a clinic.
     DepartmentId
 );
+id_type!(
+    /// An invoice.
+    InvoiceId
+);
+id_type!(
+    /// A payment recorded on an invoice.
+    PaymentId
+);
+
+/// The bits an appointment's id is flipped by to give its invoice's id.
+const INVOICE_OF_APPOINTMENT: u128 = 0x5a5a_5a5a_5a5a_0000_0000_5a5a_5a5a_5a5a;
+
+impl InvoiceId {
+    /// The one invoice of an appointment: its id with fixed bits flipped. The same appointment
+    /// always gives the same id (so a process manager that runs twice appends to one stream),
+    /// and two appointments never give the same one (flipping bits is a bijection). The
+    /// version and variant bits are left as they were.
+    pub const fn of_appointment(appointment: AppointmentId) -> InvoiceId {
+        InvoiceId(Uuid::from_u128(
+            appointment.as_uuid().as_u128() ^ INVOICE_OF_APPOINTMENT,
+        ))
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -99,6 +122,18 @@ mod tests {
         let id = PatientId::new();
         let parsed: PatientId = id.to_string().parse().unwrap();
         assert_eq!(parsed, id);
+    }
+
+    #[test]
+    fn an_appointments_invoice_id_is_fixed_and_its_own() {
+        let a = AppointmentId::new();
+        let b = AppointmentId::new();
+        assert_eq!(InvoiceId::of_appointment(a), InvoiceId::of_appointment(a));
+        assert_ne!(InvoiceId::of_appointment(a), InvoiceId::of_appointment(b));
+        assert_ne!(InvoiceId::of_appointment(a).as_uuid(), a.as_uuid());
+        let id = InvoiceId::of_appointment(a).as_uuid();
+        assert_eq!(id.get_version_num(), 7);
+        assert_eq!(id.get_variant(), a.as_uuid().get_variant());
     }
 
     #[test]

@@ -51,6 +51,7 @@ pub mod clinic;
 pub mod clock;
 pub mod error;
 pub mod ids;
+pub mod invoice;
 pub mod patient;
 pub mod plan;
 pub mod replay;

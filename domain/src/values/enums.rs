@@ -75,6 +75,22 @@ string_enum!(Module, "module", {
     Laboratory => "laboratory",
 });
 
+/// How a payment was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentMethod {
+    Cash,
+    Card,
+    Transfer,
+    Insurance,
+}
+string_enum!(PaymentMethod, "payment method", {
+    Cash => "cash",
+    Card => "card",
+    Transfer => "transfer",
+    Insurance => "insurance",
+});
+
 /// A staff member's role inside a clinic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -6,6 +6,7 @@ use crate::error::{DomainError, ErrorKind};
 mod contact;
 mod email;
 mod enums;
+mod money;
 mod mrn;
 mod phone;
 mod text;
@@ -15,7 +16,8 @@ mod working_hours;
 
 pub use contact::{Address, Allergy, EmergencyContact, Insurance, PatientName};
 pub use email::Email;
-pub use enums::{Module, Plan, Role, Sex};
+pub use enums::{Module, PaymentMethod, Plan, Role, Sex};
+pub use money::{Amount, Currency};
 pub use mrn::Mrn;
 pub use phone::Phone;
 pub use text::{nul_path, ClinicCode, NonEmptyText, PersonName, WebUrl};
@@ -42,6 +44,14 @@ pub enum ValueError {
     InvalidPhone,
     #[error("is not an https:// address with a host")]
     InvalidUrl,
+    #[error("is not an ISO 4217 currency code (three letters, e.g. EUR)")]
+    InvalidCurrency,
+    #[error("must be greater than zero")]
+    NotPositive,
+    #[error("must be at most {max}")]
+    TooLarge { max: i64 },
+    #[error("is not an invoice number (expected e.g. INV-2027-000001)")]
+    InvalidInvoiceNumber,
     #[error("is not a known IANA time zone: {0:?}")]
     UnknownTimeZone(String),
     #[error("may contain only lowercase letters, digits and '-', and must start and end with a letter or digit")]
