@@ -16,6 +16,7 @@ pub mod accounts;
 pub mod appointments;
 pub mod clinics;
 pub mod error;
+pub mod invoices;
 pub mod metadata;
 pub mod patients;
 pub mod plans;

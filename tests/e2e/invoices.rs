@@ -1,0 +1,138 @@
+//! Invoices (issue 14, so far the write side's numbers): finalising takes the clinic's next
+//! number of the year in the finalising transaction, and numbers have no gaps under
+//! concurrent finalisations, refusals and a second finalisation of the same draft.
+
+use domain::ids::{AppointmentId, InvoiceId, PatientId, StaffId};
+use domain::invoice::{Basis, Invoice, InvoiceError, InvoiceLine, NewInvoice};
+use domain::values::{Amount, Currency, NonEmptyText};
+use futures::future::join_all;
+
+use crate::event_store::{admin_of, register_clinic};
+use crate::helpers::{store_with, test_services, TestDb};
+use commands::{CommandError, Expect};
+
+fn draft(clinic: domain::ids::ClinicId, lines: usize) -> NewInvoice {
+    let appointment = AppointmentId::new();
+    NewInvoice {
+        invoice_id: InvoiceId::of_appointment(appointment),
+        clinic_id: clinic,
+        appointment_id: appointment,
+        patient_id: PatientId::new(),
+        doctor_id: StaffId::new(),
+        basis: Basis::Visit,
+        currency: Currency::parse("EUR").unwrap(),
+        lines: (0..lines)
+            .map(|i| InvoiceLine {
+                description: NonEmptyText::parse(format!("Line {i}")).unwrap(),
+                amount: Amount::new(5_000).unwrap(),
+            })
+            .collect(),
+    }
+}
+
+#[tokio::test]
+async fn invoice_numbers_have_no_gaps_under_twenty_concurrent_finalisations() {
+    let db = TestDb::new().await;
+    let store = store_with(&db, test_services()).await;
+    let clinic = register_clinic(&store, "billing").await;
+    let other = register_clinic(&store, "billing-other").await;
+    let meta = admin_of(clinic);
+    let mut drafts = Vec::new();
+    for _ in 0..20 {
+        let new = draft(clinic, 1);
+        drafts.push(new.invoice_id);
+        commands::invoices::issue(&store, &meta, new).await.unwrap();
+    }
+    // Issuing an appointment's invoice again is the same stream: refused, not a second one.
+    let again = commands::invoices::issue(&store, &meta, {
+        let mut d = draft(clinic, 1);
+        d.invoice_id = drafts[0];
+        d
+    })
+    .await;
+    assert!(
+        matches!(
+            again,
+            Err(CommandError::Domain(InvoiceError::AlreadyIssued))
+        ),
+        "{again:?}"
+    );
+
+    // 20 finalisations at once, and the first draft finalised a second time among them.
+    let results = join_all(
+        drafts
+            .iter()
+            .chain(std::iter::once(&drafts[0]))
+            .map(|id| commands::invoices::finalise(&store, &meta, Expect::Any, *id)),
+    )
+    .await;
+    let refused = results.iter().filter(|r| r.is_err()).count();
+    assert_eq!(refused, 1, "{results:?}");
+    for r in results.iter().filter(|r| r.is_err()) {
+        assert!(
+            matches!(
+                r,
+                Err(CommandError::Domain(InvoiceError::NotDraft(_)))
+                    | Err(CommandError::Concurrency)
+            ),
+            "{r:?}"
+        );
+    }
+    // A draft without lines is refused and takes no number.
+    let empty = draft(clinic, 0);
+    let empty_id = empty.invoice_id;
+    commands::invoices::issue(&store, &meta, empty)
+        .await
+        .unwrap();
+    let no_lines = commands::invoices::finalise(&store, &meta, Expect::Any, empty_id).await;
+    assert!(
+        matches!(no_lines, Err(CommandError::Domain(InvoiceError::NoLines))),
+        "{no_lines:?}"
+    );
+    // Another clinic counts from 1 on its own.
+    let theirs = draft(other, 1);
+    let their_id = theirs.invoice_id;
+    commands::invoices::issue(&store, &admin_of(other), theirs)
+        .await
+        .unwrap();
+    commands::invoices::finalise(&store, &admin_of(other), Expect::Any, their_id)
+        .await
+        .unwrap();
+
+    let number = |clinic, id: InvoiceId| {
+        let store = store.clone();
+        async move {
+            let (invoice, _) = store
+                .load::<Invoice>(clinic, id.as_uuid())
+                .await
+                .unwrap()
+                .unwrap();
+            invoice.number().map(|n| n.to_string())
+        }
+    };
+    let mut numbers = Vec::new();
+    for id in &drafts {
+        numbers.push(number(clinic, *id).await.expect("finalised"));
+    }
+    numbers.sort();
+    let expected: Vec<String> = (1..=20).map(|n| format!("INV-2027-{n:06}")).collect();
+    assert_eq!(numbers, expected, "1 to 20, each once");
+    assert_eq!(number(clinic, empty_id).await, None);
+    assert_eq!(
+        number(other, their_id).await.as_deref(),
+        Some("INV-2027-000001")
+    );
+    // The next one is 21: the refusals took nothing.
+    let next = draft(clinic, 2);
+    let next_id = next.invoice_id;
+    commands::invoices::issue(&store, &meta, next)
+        .await
+        .unwrap();
+    commands::invoices::finalise(&store, &meta, Expect::Any, next_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        number(clinic, next_id).await.as_deref(),
+        Some("INV-2027-000021")
+    );
+}
