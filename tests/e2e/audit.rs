@@ -267,18 +267,35 @@ async fn the_export_writes_the_lines_of_the_typed_read_in_chunks_of_whole_lines(
     let pool = app.db.app_pool().await;
     let clinic = domain::ids::ClinicId::from_uuid(north.id);
 
-    let mut typed = Vec::new();
-    let mut rx = audit::stream_events(pool.clone(), clinic, EventFilter::default(), 16);
-    while let Some(event) = rx.recv().await {
-        typed.extend(event.unwrap().to_ndjson_line());
-    }
-    let mut chunks = Vec::new();
-    let limits = audit::StreamLimits::default();
-    let filter = EventFilter::default();
-    let mut export = audit::stream_ndjson(pool.clone(), clinic, filter, 2, limits, ());
-    while let Some(chunk) = export.rx.recv().await {
-        chunks.push(chunk.unwrap());
-    }
+    // Both reads stop at the commit-order fence, which an open transaction anywhere on the
+    // server (another test's) holds back for a moment: read both again until each holds
+    // every committed event of the clinic.
+    let committed: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE tenant_id = $1")
+        .bind(north.id)
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (typed, chunks) = loop {
+        let mut typed = Vec::new();
+        let mut rx = audit::stream_events(pool.clone(), clinic, EventFilter::default(), 16);
+        while let Some(event) = rx.recv().await {
+            typed.extend(event.unwrap().to_ndjson_line());
+        }
+        let mut chunks = Vec::new();
+        let limits = audit::StreamLimits::default();
+        let filter = EventFilter::default();
+        let mut export = audit::stream_ndjson(pool.clone(), clinic, filter, 2, limits, ());
+        while let Some(chunk) = export.rx.recv().await {
+            chunks.push(chunk.unwrap());
+        }
+        let whole = |bytes: &[u8]| bytes.iter().filter(|b| **b == b'\n').count() as i64;
+        let exported: i64 = chunks.iter().map(|c| whole(c)).sum();
+        if (whole(&typed) == committed && exported == committed) || Instant::now() > deadline {
+            break (typed, chunks);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
 
     assert!(chunks.len() >= 2, "{} chunks", chunks.len());
     for (n, chunk) in chunks.iter().enumerate() {
