@@ -19,7 +19,7 @@ use crate::metadata::{ActorRole, CommandMeta};
 use crate::plans;
 use crate::registry;
 use crate::store::{Committed, EventStore, Expect};
-use crate::tx::{stream, CommandTx, Streams};
+use crate::tx::{stream, CommandTx};
 
 /// Book `patient_id` with `doctor_id` in `slot`.
 #[derive(Debug, Clone)]
@@ -135,8 +135,11 @@ pub async fn book(
     let doctor = facts.get::<Staff>(clinic, req.doctor_id.as_uuid())?;
     let doctor = doctor.map(|(d, _)| d);
     let doctor = check_doctor(doctor.as_ref())?;
-    let schedule = schedule_to_check(meta, doctor, &facts, req.override_hours)?;
-    if let Some((c, _)) = facts.get::<Clinic>(clinic, clinic.as_uuid())? {
+    let clinic_state = facts
+        .get::<Clinic>(clinic, clinic.as_uuid())?
+        .map(|(c, _)| c);
+    let schedule = schedule_to_check(meta, doctor, clinic_state.as_ref(), req.override_hours)?;
+    if let Some(c) = &clinic_state {
         if let Some(time_zone) = c.time_zone() {
             let now = tx.now();
             plans::admit_booking::<AppointmentError>(&mut tx, clinic, c.plan(), time_zone, now)
@@ -186,7 +189,10 @@ pub async fn reschedule(
         }
         let facts = tx.load_streams(&wanted).await?;
         if let Some((doctor, _)) = facts.get::<Staff>(clinic, doctor_id.as_uuid())? {
-            schedule = schedule_to_check(meta, &doctor, &facts, req.override_hours)?;
+            let clinic_state = facts
+                .get::<Clinic>(clinic, clinic.as_uuid())?
+                .map(|(c, _)| c);
+            schedule = schedule_to_check(meta, &doctor, clinic_state.as_ref(), req.override_hours)?;
         }
     }
     let command = AppointmentCommand::Reschedule {
@@ -234,19 +240,18 @@ async fn own_appointment(
     Ok(loaded)
 }
 
-/// The schedule the slot must fit: none when a clinic admin overrides the hours. The clinic
-/// comes from `facts` (read with the doctor).
+/// The schedule the slot must fit: none when a clinic admin overrides the hours. `clinic` is
+/// the clinic as the command read it (with the doctor), folded once by the caller.
 fn schedule_to_check(
     meta: &CommandMeta,
     doctor: &Staff,
-    facts: &Streams,
+    clinic: Option<&Clinic>,
     override_hours: bool,
 ) -> Result<Option<DoctorSchedule>, BookingError> {
     if check_override(meta, override_hours)? {
         return Ok(None);
     }
-    let clinic = facts.get::<Clinic>(meta.clinic_id, meta.clinic_id.as_uuid())?;
-    doctor_schedule(doctor, clinic.map(|(c, _)| c).as_ref()).map(Some)
+    doctor_schedule(doctor, clinic).map(Some)
 }
 
 fn check_own_booking(meta: &CommandMeta, doctor_id: StaffId) -> Result<(), BookingError> {

@@ -2,6 +2,7 @@
 //! a hire or a profile must be open in the clinic; a hire, a role changed to doctor and a
 //! reactivation stay within the plan's active doctors and staff ([`plans::admit_staff`]).
 
+use cqrs_es::Aggregate;
 use domain::clinic::Clinic;
 use domain::clock::Services;
 use domain::ids::{DepartmentId, StaffId};
@@ -94,11 +95,12 @@ pub async fn hire(
             ..req.profile
         },
     });
-    let adding = adds(None, &command, tx.services()).map_err(CommandError::Domain)?;
+    let (adding, hired) = adds(None, &command, tx.services()).map_err(CommandError::Domain)?;
     plans::admit_staff::<StaffError>(&mut tx, meta.clinic_id, adding).await?;
     let mut committed = hire_with_credentials(&mut tx, meta, staff_id, command, Some(hash)).await?;
     if let Some(hours) = working_week {
-        let hired = tx.load::<Staff>(meta.clinic_id, staff_id.as_uuid()).await?;
+        // The hired member as the hire's own events made them: no need to read them back.
+        let hired = Some((hired, committed.version));
         let set = StaffCommand::SetWorkingHours { hours };
         let more = tx
             .decide(meta, staff_id.as_uuid(), hired, set, Expect::Any)
@@ -145,7 +147,7 @@ pub async fn act(
     let mut tx = store.begin().await?;
     let loaded = tx.load::<Staff>(meta.clinic_id, id).await?;
     let staff = loaded.as_ref().map(|(s, _)| s);
-    let adding = adds(staff, &command, tx.services()).map_err(CommandError::Domain)?;
+    let (adding, _) = adds(staff, &command, tx.services()).map_err(CommandError::Domain)?;
     plans::admit_staff::<StaffError>(&mut tx, meta.clinic_id, adding).await?;
     let committed = tx.decide(meta, id, loaded, command, expect).await?;
     tx.commit().await?;
@@ -155,15 +157,18 @@ pub async fn act(
 /// What `command` on `staff` (`None` for a hire) adds to the clinic's active doctors and
 /// staff, read from the events the domain decides for it: a pure run, before anything is
 /// appended. A command the domain refuses gets the domain's answer, before any plan check.
+/// Also the member as those events leave them.
 fn adds(
     staff: Option<&Staff>,
     command: &StaffCommand,
     services: &Services,
-) -> Result<StaffAdds, StaffError> {
+) -> Result<(StaffAdds, Staff), StaffError> {
     let current = staff.cloned().unwrap_or_default();
     let doctor = |role: Option<Role>| u64::from(role == Some(Role::Doctor));
     let mut adds = StaffAdds::default();
+    let mut after = current.clone();
     for event in current.decide(command.clone(), services)? {
+        after.apply(event.clone());
         match event {
             StaffEvent::StaffHired(new) => {
                 adds.staff += 1;
@@ -179,7 +184,7 @@ fn adds(
             _ => {}
         }
     }
-    Ok(adds)
+    Ok((adds, after))
 }
 
 /// `department`, if it is open in the caller's clinic.
