@@ -44,11 +44,20 @@ pub struct DoctorBookings {
 }
 
 /// The visits of the month that start in one clinic-local hour.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct HourLoad {
     /// 0–23, clinic-local.
     pub hour: i32,
     pub appointments: i64,
+}
+
+/// The month's visits of one status that start in one clinic-local hour.
+#[derive(sqlx::FromRow)]
+struct VisitGroup {
+    status: String,
+    hour: i32,
+    visits: i64,
+    lead_seconds: f64,
 }
 
 /// A clinic's month, in its time zone.
@@ -122,37 +131,23 @@ pub async fn monthly(
         return Ok(None);
     };
     let (from, to) = month.bounds(tz);
-    // The month's visits: per status, and (cancelled ones left out) per local hour and their
-    // lead time, in one pass over the clinic's (clinic_id, start_at) index range.
-    let by_status: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT status, count(*) FROM rm.appointments \
-         WHERE clinic_id = $1 AND start_at >= $2 AND start_at < $3 GROUP BY status",
-    )
-    .bind(id)
-    .bind(from)
-    .bind(to)
-    .fetch_all(&mut *tx)
-    .await?;
-    let busiest_hours: Vec<HourLoad> = sqlx::query_as(
-        "SELECT extract(hour FROM start_at AT TIME ZONE $4)::int AS hour, count(*) AS appointments \
+    // The month's visits in one pass over the clinic's (clinic_id, start_at) index range:
+    // counted per status and clinic-local starting hour, with their summed lead time. The
+    // statuses, the busiest hours and the mean lead time (cancelled visits left out) are
+    // folded from these at most 6 × 24 rows.
+    let visits: Vec<VisitGroup> = sqlx::query_as(
+        "SELECT status, extract(hour FROM start_at AT TIME ZONE $4)::int AS hour, \
+                count(*) AS visits, \
+                sum(extract(epoch FROM start_at - booked_at))::float8 AS lead_seconds \
          FROM rm.appointments \
-         WHERE clinic_id = $1 AND start_at >= $2 AND start_at < $3 AND status <> 'cancelled' \
-         GROUP BY 1 ORDER BY 2 DESC, 1",
+         WHERE clinic_id = $1 AND start_at >= $2 AND start_at < $3 \
+         GROUP BY 1, 2",
     )
     .bind(id)
     .bind(from)
     .bind(to)
     .bind(tz.to_string())
     .fetch_all(&mut *tx)
-    .await?;
-    let lead_seconds: Option<f64> = sqlx::query_scalar(
-        "SELECT avg(extract(epoch FROM start_at - booked_at))::float8 FROM rm.appointments \
-         WHERE clinic_id = $1 AND start_at >= $2 AND start_at < $3 AND status <> 'cancelled'",
-    )
-    .bind(id)
-    .bind(from)
-    .bind(to)
-    .fetch_one(&mut *tx)
     .await?;
     // Registrations: the month starts and ends on 15-minute buckets (every offset in use is
     // a multiple of 15 minutes).
@@ -181,7 +176,26 @@ pub async fn monthly(
 
     let mut appointments_by_status: BTreeMap<String, i64> =
         STATUSES.iter().map(|s| ((*s).to_owned(), 0)).collect();
-    appointments_by_status.extend(by_status);
+    let mut hours: BTreeMap<i32, i64> = BTreeMap::new();
+    let (mut held, mut lead_seconds) = (0_i64, 0_f64);
+    for g in &visits {
+        *appointments_by_status.entry(g.status.clone()).or_default() += g.visits;
+        if g.status != "cancelled" {
+            *hours.entry(g.hour).or_default() += g.visits;
+            held += g.visits;
+            lead_seconds += g.lead_seconds;
+        }
+    }
+    let mut busiest_hours: Vec<HourLoad> = hours
+        .into_iter()
+        .map(|(hour, appointments)| HourLoad { hour, appointments })
+        .collect();
+    // Busiest first; an hour's tie is broken by the earlier hour.
+    busiest_hours.sort_by(|a, b| {
+        b.appointments
+            .cmp(&a.appointments)
+            .then(a.hour.cmp(&b.hour))
+    });
     let of = |s: &str| appointments_by_status.get(s).copied().unwrap_or(0);
     let noshow = of("noshow");
     let counted = noshow + of("fulfilled") + of("checked-in") + of("in-progress");
@@ -199,7 +213,7 @@ pub async fn monthly(
         new_patients,
         bookings_per_doctor,
         busiest_hours,
-        average_lead_time_hours: lead_seconds.map(|s| s / 3600.0),
+        average_lead_time_hours: (held > 0).then(|| lead_seconds / held as f64 / 3600.0),
     }))
 }
 
