@@ -50,12 +50,12 @@ async fn lock_plan(conn: &mut PgConnection, clinic: ClinicId) -> Result<Plan, St
             .fetch_optional(conn)
             .await?
             .flatten();
-    stored_plan(name)
+    stored_plan(name.as_deref().unwrap_or_default())
 }
 
-pub(crate) fn stored_plan(name: Option<String>) -> Result<Plan, StoreError> {
-    let name = name.unwrap_or_default();
-    plan::stored::parse(&name).ok_or_else(|| {
+/// A plan as the clinic registry names it.
+pub(crate) fn stored_plan(name: &str) -> Result<Plan, StoreError> {
+    plan::stored::parse(name).ok_or_else(|| {
         StoreError(format!("the clinic registry names no known plan: {name:?}").into())
     })
 }

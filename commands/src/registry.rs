@@ -51,9 +51,7 @@ pub async fn next_mrn<'e>(
     Ok(TakenMrn {
         mrn: Mrn::from_number(n as u64),
         patients: patients.max(0) as u64,
-        plan: plan
-            .map(|p| crate::plans::stored_plan(Some(p)))
-            .transpose()?,
+        plan: plan.as_deref().map(crate::plans::stored_plan).transpose()?,
     })
 }
 
