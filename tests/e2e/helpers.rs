@@ -750,24 +750,9 @@ impl TestApp {
     /// The clock moves one second after each command, so the history has distinct times.
     pub async fn clinic(&self, platform: &str, code: &str) -> ClinicFixture {
         let tick = || self.advance(chrono::Duration::seconds(1));
-        let admin_email = format!("admin@{code}.example");
-        let created = self
-            .post(
-                "/v1/clinics",
-                platform,
-                serde_json::json!({
-                    "name": format!("Clinic {code}"),
-                    "code": code,
-                    "time_zone": "Europe/Berlin",
-                    "plan": "professional",
-                    "admin": {"name": "Admin Person", "email": admin_email, "password": PASSWORD}
-                }),
-            )
-            .await;
-        assert_eq!(created.status, 201, "{created:?}");
+        let (id, admin) = self.clinic_on(platform, code, "professional").await;
         tick();
-        let id = created.id();
-        let admin = self.login(&admin_email).await;
+        let admin_email = format!("admin@{code}.example");
         let mut emails = std::collections::HashMap::new();
         emails.insert("clinic_admin", admin_email);
         let mut tokens = std::collections::HashMap::new();
