@@ -23,11 +23,15 @@ CREATE FUNCTION trial_end_of_registration(body json, metadata json) RETURNS time
 
 -- The clinic registry (one row per clinic, written by the triggers on `events` in the
 -- appending transaction) gains the plan, which the plan limits are checked against, and the
--- trial's end, which every request reads with the caller's account. NULL only between the
--- registration's two triggers.
+-- trial's end and the enabled modules, which every request reads with the caller's account.
+-- The plan is NULL only between the registration's two triggers.
 ALTER TABLE clinic_codes
     ADD COLUMN plan          text,
-    ADD COLUMN trial_ends_at timestamptz;
+    ADD COLUMN trial_ends_at timestamptz,
+    -- The enabled modules (appointments, billing, laboratory): a disabled module's endpoints
+    -- are refused without another query. A clinic registered before modules existed has
+    -- appointments only (the one module there was).
+    ADD COLUMN modules       text[] NOT NULL DEFAULT '{appointments}';
 
 CREATE FUNCTION events_clinic_plans() RETURNS trigger
     LANGUAGE plpgsql
@@ -40,13 +44,25 @@ BEGIN
     IF NEW.event_type = 'ClinicRegistered' THEN
         UPDATE clinic_codes
         SET plan          = plan_of_stored(v_body ->> 'plan'),
-            trial_ends_at = trial_end_of_registration(v_body, NEW.metadata)
+            trial_ends_at = trial_end_of_registration(v_body, NEW.metadata),
+            modules       = CASE
+                                WHEN v_body -> 'modules' IS NULL THEN '{appointments}'
+                                ELSE ARRAY(SELECT json_array_elements_text(v_body -> 'modules'))
+                END
         WHERE clinic_id = NEW.tenant_id;
     ELSIF NEW.event_type = 'ClinicPlanChanged' THEN
         -- No plan change leads to a trial, so any change ends one.
         UPDATE clinic_codes
         SET plan          = plan_of_stored(v_body ->> 'to'),
             trial_ends_at = NULL
+        WHERE clinic_id = NEW.tenant_id;
+    ELSIF NEW.event_type = 'ModuleEnabled' THEN
+        UPDATE clinic_codes
+        SET modules = array_append(array_remove(modules, v_body ->> 'module'), v_body ->> 'module')
+        WHERE clinic_id = NEW.tenant_id;
+    ELSIF NEW.event_type = 'ModuleDisabled' THEN
+        UPDATE clinic_codes
+        SET modules = array_remove(modules, v_body ->> 'module')
         WHERE clinic_id = NEW.tenant_id;
     END IF;
     RETURN NULL;
@@ -57,7 +73,8 @@ $$;
 CREATE TRIGGER events_clinic_plans
     AFTER INSERT ON events
     FOR EACH ROW
-    WHEN (NEW.aggregate_type = 'Clinic' AND NEW.event_type IN ('ClinicRegistered', 'ClinicPlanChanged'))
+    WHEN (NEW.aggregate_type = 'Clinic' AND NEW.event_type IN
+          ('ClinicRegistered', 'ClinicPlanChanged', 'ModuleEnabled', 'ModuleDisabled'))
 EXECUTE FUNCTION events_clinic_plans();
 
 -- The clinics registered before this migration: their last registration or plan change.
@@ -75,20 +92,28 @@ SET plan          = plan_of_stored(CASE l.event_type
 FROM last l
 WHERE c.clinic_id = l.tenant_id;
 
--- The read model: the plan by its current name, and the trial's end. `clinic rebuild` makes
--- the table with the column; the live table gains it and its rows are mapped here (as the
--- worker role: the read models force row-level security).
+-- The read model: the plan by its current name, the trial's end, the enabled modules, and the
+-- settings without a column of their own (logo, address, phone, default appointment length,
+-- the working week of a new doctor). `clinic rebuild` makes the table with the columns; the
+-- live table gains them and its rows' plans are mapped here (as the worker role: the read
+-- models force row-level security).
 ALTER FUNCTION rm_create_clinics(text) RENAME TO rm_create_clinics_v1;
 CREATE FUNCTION rm_create_clinics(s text) RETURNS void
     LANGUAGE plpgsql AS
 $$
 BEGIN
     PERFORM rm_create_clinics_v1(s);
-    EXECUTE format('ALTER TABLE %I.clinics ADD COLUMN trial_ends_at timestamptz', s);
+    EXECUTE format($ddl$ALTER TABLE %I.clinics
+        ADD COLUMN trial_ends_at timestamptz,
+        ADD COLUMN modules       text[] NOT NULL DEFAULT '{appointments}',
+        ADD COLUMN settings      jsonb  NOT NULL DEFAULT '{}'$ddl$, s);
 END
 $$;
 
-ALTER TABLE rm.clinics ADD COLUMN trial_ends_at timestamptz;
+ALTER TABLE rm.clinics
+    ADD COLUMN trial_ends_at timestamptz,
+    ADD COLUMN modules       text[] NOT NULL DEFAULT '{appointments}',
+    ADD COLUMN settings      jsonb  NOT NULL DEFAULT '{}';
 SET LOCAL ROLE clinic_worker;
 -- registered_at is the registration's occurred_at.
 UPDATE rm.clinics
