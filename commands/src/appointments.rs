@@ -11,7 +11,7 @@ use domain::ids::{AppointmentId, PatientId, StaffId};
 use domain::patient::Patient;
 use domain::schedule::DoctorSchedule;
 use domain::staff::Staff;
-use domain::values::{NonEmptyText, Role, TimeRange};
+use domain::values::{AppointmentType, NonEmptyText, Role, TimeRange};
 use uuid::Uuid;
 
 use crate::error::{CommandError, StoreError};
@@ -28,6 +28,8 @@ pub struct Book {
     pub doctor_id: StaffId,
     pub slot: TimeRange,
     pub reason: Option<NonEmptyText>,
+    /// The kind of visit, which the fee schedule prices by.
+    pub appointment_type: Option<AppointmentType>,
     /// Clinic admins only: book outside the doctor's working hours, time off or grid.
     pub override_hours: bool,
 }
@@ -154,6 +156,7 @@ pub async fn book(
         doctor_id: req.doctor_id,
         slot: req.slot,
         reason: req.reason,
+        appointment_type: req.appointment_type,
         override_hours: req.override_hours,
         schedule,
     };

@@ -14,7 +14,7 @@ use crate::clock::Services;
 use crate::error::{DomainError, ErrorKind};
 use crate::ids::{AppointmentId, ClinicId, PatientId, StaffId};
 use crate::schedule::{DoctorSchedule, Refusal};
-use crate::values::{NonEmptyText, TimeRange, TimeZone};
+use crate::values::{AppointmentType, NonEmptyText, TimeRange, TimeZone};
 
 /// The longest bookable appointment.
 pub const MAX_DURATION_HOURS: i64 = 12;
@@ -100,6 +100,9 @@ pub enum AppointmentCommand {
         doctor_id: StaffId,
         slot: TimeRange,
         reason: Option<NonEmptyText>,
+        /// The kind of visit, which the fee schedule prices by (`None`: the clinic's default).
+        #[serde(default)]
+        appointment_type: Option<AppointmentType>,
         /// A clinic admin booked outside the doctor's working hours (or time off, or off the
         /// slot grid); the caller checked the role, the event records it.
         #[serde(default)]
@@ -137,6 +140,9 @@ pub enum AppointmentEvent {
         doctor_id: StaffId,
         slot: TimeRange,
         reason: Option<NonEmptyText>,
+        /// Absent from events written before appointment types existed: `None`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        appointment_type: Option<AppointmentType>,
         /// Booked outside the doctor's working hours by a clinic admin.
         #[serde(default)]
         override_hours: bool,
@@ -280,6 +286,7 @@ pub struct Appointment {
     doctor_id: Option<StaffId>,
     slot: Option<TimeRange>,
     reason: Option<NonEmptyText>,
+    appointment_type: Option<AppointmentType>,
     status: Option<AppointmentStatus>,
     cancellation_reason: Option<NonEmptyText>,
 }
@@ -343,6 +350,10 @@ impl Appointment {
         self.reason.as_ref()
     }
 
+    pub fn appointment_type(&self) -> Option<&AppointmentType> {
+        self.appointment_type.as_ref()
+    }
+
     /// `None` until booked.
     pub fn status(&self) -> Option<AppointmentStatus> {
         self.status
@@ -391,6 +402,7 @@ impl Appointment {
                 doctor_id,
                 slot,
                 reason,
+                appointment_type,
                 override_hours,
                 schedule,
             } => {
@@ -406,6 +418,7 @@ impl Appointment {
                     doctor_id,
                     slot,
                     reason,
+                    appointment_type,
                     override_hours,
                     at,
                 }])
@@ -477,8 +490,10 @@ impl Appointment {
                 doctor_id,
                 slot,
                 reason,
+                appointment_type,
                 ..
             } => {
+                self.appointment_type = appointment_type;
                 self.id = Some(appointment_id);
                 self.clinic_id = Some(clinic_id);
                 self.patient_id = Some(patient_id);
@@ -548,6 +563,7 @@ mod tests {
             doctor_id,
             slot,
             reason: Some(text("check-up")),
+            appointment_type: Some(AppointmentType::parse("checkup").unwrap()),
             override_hours: false,
             schedule: None,
         }
@@ -562,6 +578,7 @@ mod tests {
             doctor_id,
             slot: slot(),
             reason: Some(text("check-up")),
+            appointment_type: Some(AppointmentType::parse("checkup").unwrap()),
             override_hours: false,
             at: now(),
         }
@@ -1118,5 +1135,30 @@ mod tests {
                 override_hours: false,
                 at: now(),
             }]);
+    }
+
+    #[test]
+    fn a_booking_written_before_appointment_types_loads_with_none() {
+        let mut json = serde_json::to_value(booked()).unwrap();
+        json["AppointmentBooked"]
+            .as_object_mut()
+            .unwrap()
+            .remove("appointment_type");
+        let old: AppointmentEvent = serde_json::from_value(json).unwrap();
+        let mut appointment = Appointment::default();
+        appointment.apply(old);
+        assert_eq!(appointment.appointment_type(), None);
+        let mut typed = Appointment::default();
+        typed.apply(booked());
+        assert_eq!(
+            typed.appointment_type().map(|t| t.as_str()),
+            Some("checkup")
+        );
+        // A booking without a type is written without the key, as before types existed.
+        let mut j = serde_json::to_value(booked()).unwrap();
+        j["AppointmentBooked"]["appointment_type"] = serde_json::Value::Null;
+        let untyped = serde_json::from_value::<AppointmentEvent>(j).unwrap();
+        let json = serde_json::to_value(untyped).unwrap();
+        assert!(json["AppointmentBooked"].get("appointment_type").is_none());
     }
 }

@@ -50,6 +50,7 @@ pub mod appointment;
 pub mod clinic;
 pub mod clock;
 pub mod error;
+pub mod fees;
 pub mod ids;
 pub mod invoice;
 pub mod patient;

@@ -436,6 +436,9 @@ fn compare(aggregates: &BTreeMap<(String, Uuid), Rebuilt>, rows: &ReadModelRows)
             Replayed::Staff(s) => s.is_hired(),
             Replayed::Patient(p) => p.is_registered(),
             Replayed::Appointment(a) => a.is_booked(),
+            // No read model of its own: the fee schedule is read from its stream.
+            Replayed::FeeSchedule(_) => false,
+            Replayed::Invoice(i) => i.issued().is_some(),
         };
         if registered {
             lines.push(format!(

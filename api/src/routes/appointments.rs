@@ -12,7 +12,7 @@ use commands::appointments::{self, Book};
 use commands::ActorRole;
 use domain::appointment::{AppointmentCommand, AppointmentStatus};
 use domain::ids::{AppointmentId, PatientId, StaffId};
-use domain::values::{Module, NonEmptyText, TimeRange};
+use domain::values::{AppointmentType, Module, NonEmptyText, TimeRange};
 use projections::appointments::{
     AppointmentCursor, AppointmentFilter, AppointmentPage, AppointmentView,
 };
@@ -60,6 +60,10 @@ pub struct BookAppointment {
     pub end: DateTime<Utc>,
     #[schema(value_type = Option<String>, example = "annual check-up")]
     pub reason: Option<NonEmptyText>,
+    /// The kind of visit, the clinic's own code (`consultation`, `follow-up`): lowercase
+    /// letters, digits and '-', at most 40. The fee schedule prices a visit by it.
+    #[schema(value_type = Option<String>, example = "follow-up")]
+    pub appointment_type: Option<AppointmentType>,
     /// Clinic admins only: book outside the doctor's working hours, time off or slot grid
     /// (recorded in the event). Overlaps are refused all the same.
     #[serde(default)]
@@ -100,6 +104,7 @@ impl TryFrom<BookAppointment> for Book {
             patient_id: PatientId::from_uuid(req.patient_id),
             doctor_id: StaffId::from_uuid(req.doctor_id),
             reason: req.reason,
+            appointment_type: req.appointment_type,
             override_hours: req.override_hours,
         })
     }

@@ -20,7 +20,7 @@ pub use enums::{Module, PaymentMethod, Plan, Role, Sex};
 pub use money::{Amount, Currency};
 pub use mrn::Mrn;
 pub use phone::Phone;
-pub use text::{nul_path, ClinicCode, NonEmptyText, PersonName, WebUrl};
+pub use text::{nul_path, AppointmentType, ClinicCode, NonEmptyText, PersonName, WebUrl};
 pub use time_range::TimeRange;
 pub use time_zone::TimeZone;
 pub use working_hours::{LocalInterval, WorkingHours};

@@ -67,6 +67,34 @@ impl ClinicCode {
 }
 string_value!(ClinicCode);
 
+/// An appointment's type, a clinic's own code for a kind of visit (`consultation`,
+/// `follow-up`, `vaccination`): 1–40 lowercase letters, digits and '-' (input is
+/// lower-cased), starting and ending with a letter or digit. The fee schedule prices by it
+/// (FHIR `Appointment.appointmentType`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AppointmentType(String);
+
+impl AppointmentType {
+    pub const MAX_LEN: usize = 40;
+
+    pub fn parse(input: impl AsRef<str>) -> Result<Self, ValueError> {
+        let code = input.as_ref().trim().to_ascii_lowercase();
+        if code.is_empty() {
+            return Err(ValueError::Empty);
+        }
+        if code.chars().count() > Self::MAX_LEN {
+            return Err(ValueError::TooLong { max: Self::MAX_LEN });
+        }
+        let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+        if !code.chars().all(allowed) || code.starts_with('-') || code.ends_with('-') {
+            return Err(ValueError::InvalidClinicCode);
+        }
+        Ok(Self(code))
+    }
+}
+string_value!(AppointmentType);
+
 /// An `https://` address (a clinic's logo): at most [`WebUrl::MAX_LEN`] characters, with a
 /// host, and no spaces or control characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
