@@ -3,6 +3,7 @@
 pub mod access_log;
 pub mod audit_streams;
 pub mod auth;
+pub mod billing;
 pub mod cli;
 pub mod errors;
 pub mod health;

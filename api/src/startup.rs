@@ -274,8 +274,15 @@ impl Application {
         let router = app(state.clone(), &settings);
         let workers = match settings.workers.clone() {
             Some(config) => {
+                // The billing process manager runs beside the projections, deciding with
+                // the service clock (a test may bring its own, with a hook).
+                let billing = config
+                    .billing
+                    .clone()
+                    .or_else(|| Some(crate::billing::config(settings.clock.clone())));
                 let config = WorkerConfig {
                     recorder: Some(metrics.worker_recorder()),
+                    billing,
                     ..config
                 };
                 Some(Workers::start(&database, config).await?)

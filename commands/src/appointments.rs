@@ -231,7 +231,7 @@ pub async fn act(
 
 /// An appointment of the caller's clinic and its version; a doctor only gets their own.
 async fn own_appointment(
-    tx: &mut CommandTx,
+    tx: &mut CommandTx<'_>,
     meta: &CommandMeta,
     id: Uuid,
 ) -> Result<(Appointment, u64), BookingError> {

@@ -14,6 +14,7 @@
 
 pub mod accounts;
 pub mod appointments;
+pub mod billing;
 pub mod clinics;
 pub mod error;
 pub mod invoices;

@@ -63,7 +63,7 @@ pub(crate) fn stored_plan(name: &str) -> Result<Plan, StoreError> {
 /// Refuses a staff command that would take the clinic past its plan's active doctors or
 /// active staff. Run it on the command's transaction, before the append.
 pub async fn admit_staff<E: std::error::Error>(
-    tx: &mut CommandTx,
+    tx: &mut CommandTx<'_>,
     clinic: ClinicId,
     adds: StaffAdds,
 ) -> Result<(), CommandError<E>> {
@@ -109,7 +109,7 @@ pub fn admit_patient<E: std::error::Error>(
 /// calendar month of `time_zone` (`now` is the service clock's). On a plan without that
 /// limit this reads and locks nothing.
 pub async fn admit_booking<E: std::error::Error>(
-    tx: &mut CommandTx,
+    tx: &mut CommandTx<'_>,
     clinic: ClinicId,
     plan: Plan,
     time_zone: TimeZone,

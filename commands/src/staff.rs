@@ -189,7 +189,7 @@ fn adds(
 
 /// `department`, if it is open in the caller's clinic.
 async fn open_department(
-    tx: &mut CommandTx,
+    tx: &mut CommandTx<'_>,
     meta: &CommandMeta,
     department: Option<DepartmentId>,
 ) -> Result<Option<DepartmentId>, StaffingError> {

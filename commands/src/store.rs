@@ -81,7 +81,7 @@ impl EventStore {
 
     /// Opens a command transaction, for a use case that does more than one step before it
     /// commits (see [`CommandTx`]).
-    pub async fn begin(&self) -> Result<CommandTx, StoreError> {
+    pub async fn begin(&self) -> Result<CommandTx<'static>, StoreError> {
         CommandTx::begin(&self.pool, self.services.clone()).await
     }
 

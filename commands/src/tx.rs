@@ -26,6 +26,14 @@ const SELECT_STREAMS: &str = "SELECT e.aggregate_type, e.aggregate_id, e.sequenc
      JOIN events e ON e.aggregate_type = s.aggregate_type AND e.aggregate_id = s.aggregate_id \
      ORDER BY e.aggregate_type, e.aggregate_id, e.sequence";
 
+/// As [`SELECT_STREAMS`], but only the events at or before a point of the commit order
+/// (`(transaction_id, position)`): the streams as they stood when that event committed.
+const SELECT_STREAMS_UPTO: &str = "SELECT e.aggregate_type, e.aggregate_id, e.sequence, e.payload \
+     FROM unnest($1::text[], $2::text[]) AS s(aggregate_type, aggregate_id) \
+     JOIN events e ON e.aggregate_type = s.aggregate_type AND e.aggregate_id = s.aggregate_id \
+     WHERE (e.transaction_id, e.position) <= ($3::xid8, $4) \
+     ORDER BY e.aggregate_type, e.aggregate_id, e.sequence";
+
 /// Appends a command's events in one statement. The columns are the ones postgres-es names;
 /// `tenant_id`, `position` and `transaction_id` are filled by the table. The primary key
 /// `(aggregate_type, aggregate_id, sequence)` is the optimistic lock: a racing append at the
@@ -39,12 +47,14 @@ const INSERT_EVENTS: &str = "INSERT INTO events \
      RETURNING sequence, position";
 
 /// An open command transaction. Dropping it without [`CommandTx::commit`] rolls it back.
-pub struct CommandTx {
-    tx: Transaction<'static, Postgres>,
+/// Its own transaction (`'static`, from [`crate::EventStore::begin`]), or a savepoint inside
+/// a caller's transaction ([`CommandTx::within`]: a process manager's batch).
+pub struct CommandTx<'c> {
+    tx: Transaction<'c, Postgres>,
     services: Services,
 }
 
-impl std::fmt::Debug for CommandTx {
+impl std::fmt::Debug for CommandTx<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CommandTx").finish_non_exhaustive()
     }
@@ -93,22 +103,64 @@ pub(crate) async fn read_streams(
     conn: &mut PgConnection,
     streams: &[StreamRef],
 ) -> Result<Streams, StoreError> {
+    read_streams_upto(conn, streams, None).await
+}
+
+/// A point of the commit order: an event's `(transaction_id, position)`, the transaction id
+/// as text (`xid8`).
+pub type CommitPoint<'a> = (&'a str, i64);
+
+/// Reads the events of `streams` in one statement on `conn`, all of them or (`upto`) those
+/// at or before a point of the commit order.
+async fn read_streams_upto(
+    conn: &mut PgConnection,
+    streams: &[StreamRef],
+    upto: Option<CommitPoint<'_>>,
+) -> Result<Streams, StoreError> {
     let mut wanted: Vec<(&str, &str)> = streams.iter().map(|(t, s)| (*t, s.as_str())).collect();
     wanted.sort_unstable();
     wanted.dedup();
     let (types, ids): (Vec<&str>, Vec<&str>) = wanted.into_iter().unzip();
-    let rows = sqlx::query_as(SELECT_STREAMS)
-        .bind(types)
-        .bind(ids)
-        .fetch_all(conn)
-        .await?;
+    let rows = match upto {
+        None => {
+            sqlx::query_as(SELECT_STREAMS)
+                .bind(types)
+                .bind(ids)
+                .fetch_all(conn)
+                .await?
+        }
+        Some((transaction_id, position)) => {
+            sqlx::query_as(SELECT_STREAMS_UPTO)
+                .bind(types)
+                .bind(ids)
+                .bind(transaction_id)
+                .bind(position)
+                .fetch_all(conn)
+                .await?
+        }
+    };
     Ok(Streams { rows })
 }
 
-impl CommandTx {
+impl CommandTx<'static> {
     pub(crate) async fn begin(pool: &PgPool, services: Services) -> Result<Self, StoreError> {
         Ok(CommandTx {
             tx: pool.begin().await?,
+            services,
+        })
+    }
+}
+
+impl<'c> CommandTx<'c> {
+    /// A command inside the transaction open on `conn`, as a savepoint: its commit releases
+    /// the savepoint (the events commit with the caller's transaction), and a refusal or a
+    /// failed append rolls back to it, leaving the caller's transaction usable.
+    pub async fn within(
+        conn: &'c mut PgConnection,
+        services: Services,
+    ) -> Result<Self, StoreError> {
+        Ok(CommandTx {
+            tx: sqlx::Connection::begin(conn).await?,
             services,
         })
     }
@@ -132,6 +184,16 @@ impl CommandTx {
     /// Reads several streams (of any aggregate types) in one statement.
     pub async fn load_streams(&mut self, streams: &[StreamRef]) -> Result<Streams, StoreError> {
         read_streams(&mut self.tx, streams).await
+    }
+
+    /// Reads several streams as they stood at a point of the commit order (a process
+    /// manager deciding on an event as of when it committed), in one statement.
+    pub async fn load_streams_upto(
+        &mut self,
+        streams: &[StreamRef],
+        upto: CommitPoint<'_>,
+    ) -> Result<Streams, StoreError> {
+        read_streams_upto(&mut self.tx, streams, Some(upto)).await
     }
 
     /// The current state of one aggregate of a clinic and its version, or `None` for an empty
@@ -256,8 +318,14 @@ impl CommandTx {
             .collect())
     }
 
-    /// Commits everything the transaction did.
+    /// Commits everything the transaction did (releases the savepoint of [`CommandTx::within`]).
     pub async fn commit(self) -> Result<(), StoreError> {
         Ok(self.tx.commit().await?)
+    }
+
+    /// Rolls back everything the transaction did (to the savepoint of [`CommandTx::within`]),
+    /// now rather than on the connection's next use.
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        Ok(self.tx.rollback().await?)
     }
 }

@@ -21,6 +21,7 @@ pub mod appointments;
 pub mod audit;
 pub mod audit_chain;
 pub mod availability;
+pub mod billing;
 mod changes;
 pub mod checkpoint;
 pub mod clinics;
@@ -54,4 +55,7 @@ pub enum ProjectionError {
     /// The hash chain is evidence, not a read model: rebuilding it would forge it.
     #[error("`{0}` is not a read model and is never rebuilt (it is the tamper-evidence chain)")]
     NotRebuildable(String),
+    /// A process manager's command failed (its batch is rolled back and retried).
+    #[error("process manager: {0}")]
+    Process(String),
 }

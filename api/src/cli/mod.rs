@@ -14,6 +14,7 @@
 //! [`crate::infra::config`].
 
 pub mod accounts;
+pub mod billing;
 pub mod clinics;
 pub mod rebuild;
 pub mod replay;
@@ -29,6 +30,7 @@ use crate::infra::db::{self, Database};
 use crate::startup::StartupError;
 
 use self::accounts::{CreateSuperadminArgs, SetupClinicArgs};
+use self::billing::BillingArgs;
 use self::clinics::ClinicsArgs;
 use self::rebuild::RebuildArgs;
 use self::replay::ReplayArgs;
@@ -68,6 +70,8 @@ pub enum CliCommand {
     SetupClinic(SetupClinicArgs),
     /// The platform's clinics: list them, suspend, reactivate, change a plan.
     Clinics(ClinicsArgs),
+    /// Billing: backfill the invoices of visits completed while billing was off.
+    Billing(BillingArgs),
 }
 
 /// A CLI failure: one line that says what to fix.
@@ -104,6 +108,7 @@ pub async fn run(command: CliCommand) -> Result<(), CliError> {
         CliCommand::CreateSuperadmin(args) => accounts::create_superadmin(args).await,
         CliCommand::SetupClinic(args) => accounts::setup_clinic(args).await,
         CliCommand::Clinics(args) => clinics::run(args).await,
+        CliCommand::Billing(args) => billing::run(args).await,
     }
 }
 

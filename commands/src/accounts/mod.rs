@@ -164,7 +164,7 @@ pub async fn find_by_id_locked(
 /// e-mail that already has an account. If the command fails, the transaction rolls the
 /// staged hash back with it.
 pub async fn hire_with_credentials(
-    tx: &mut CommandTx,
+    tx: &mut CommandTx<'_>,
     meta: &CommandMeta,
     staff_id: StaffId,
     command: StaffCommand,

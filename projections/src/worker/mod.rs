@@ -41,6 +41,9 @@ pub struct WorkerConfig {
     /// Where the batch metrics go (`clinic_projection_*`); `None`: the process-wide `metrics`
     /// recorder, a no-op unless one is installed.
     pub recorder: Option<Recorder>,
+    /// The billing process manager, run beside the projections (woken by the same
+    /// notifications) when set.
+    pub billing: Option<crate::billing::BillingConfig>,
 }
 
 /// A shared `metrics` recorder (each application has its own, so two in one process do not
@@ -62,6 +65,7 @@ impl Default for WorkerConfig {
             projections: PROJECTIONS.to_vec(),
             crash_after: None,
             recorder: None,
+            billing: None,
         }
     }
 }
@@ -129,7 +133,7 @@ fn simulated_crash(n: usize) -> ProjectionError {
 
 /// Moves the checkpoints of `names` from `old` to `new`, as a compare-and-swap: an error when
 /// another worker moved one of them first (the caller's batch is then rolled back).
-async fn move_checkpoints(
+pub(crate) async fn move_checkpoints(
     conn: &mut PgConnection,
     names: &[&str],
     (old_tx, old_pos): (&str, i64),
@@ -190,7 +194,7 @@ async fn record_failure(conn: &mut PgConnection, name: &str, err: &ProjectionErr
     .await;
 }
 
-fn lease_key(name: &str) -> i64 {
+pub(crate) fn lease_key(name: &str) -> i64 {
     // A stable 63-bit key per projection (FNV-1a), in one advisory-lock namespace.
     let mut h: u64 = 0xcbf29ce484222325;
     for b in b"clinic-projection:".iter().chain(name.as_bytes()) {
@@ -453,6 +457,9 @@ pub fn spawn(
             )
             .instrument(tracing::info_span!("access_chain")),
         );
+        let billing = config.billing.clone().map(|billing| {
+            crate::billing::spawn(options.clone(), billing, wake_rx.clone(), shutdown.clone())
+        });
         let tasks: Vec<_> = sets
             .map(|set| {
                 let names: Vec<&str> = set.iter().map(|p| p.name).collect();
@@ -473,6 +480,9 @@ pub fn spawn(
             let _ = task.await;
         }
         let _ = access_chain.await;
+        if let Some(billing) = billing {
+            let _ = billing.await;
+        }
         listener.abort();
     })
 }
