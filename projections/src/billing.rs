@@ -151,6 +151,11 @@ pub async fn connect(options: &PgConnectOptions) -> Result<PgConnection, sqlx::E
         .connect()
         .await?;
     conn.execute("SET ROLE clinic_billing").await?;
+    // A batch's invoices and its checkpoint commit together, so a commit lost in a server
+    // crash (not flushed yet) loses both, and the next batch issues them again. Whatever saw
+    // them (the workers, the hash chain) committed later, and a flush of its commit flushes
+    // this one's first (the log is written in order).
+    conn.execute("SET synchronous_commit = off").await?;
     Ok(conn)
 }
 

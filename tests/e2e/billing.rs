@@ -517,3 +517,201 @@ async fn three_process_managers_at_once_and_a_replay_from_zero_issue_each_invoic
     app.db.caught_up().await;
     assert_eq!(invoices_issued(&app).await, 11);
 }
+
+/// Appends one event as it was stored before billing existed (as the owner, like a restored
+/// backup of an older release).
+async fn append_old(
+    owner: &mut sqlx::PgConnection,
+    clinic: Uuid,
+    (aggregate_type, entity): (&str, Uuid),
+    sequence: i64,
+    payload: Value,
+) {
+    let event_type = payload.as_object().unwrap().keys().next().unwrap().clone();
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ($1, $2, $3, $4, '1.0', $5, $6)",
+    )
+    .bind(aggregate_type)
+    .bind(format!("{clinic}:{entity}"))
+    .bind(sequence)
+    .bind(event_type)
+    .bind(&payload)
+    .bind(json!({"tenant_id": clinic, "actor_id": Uuid::nil(), "actor_role": "system",
+                 "request_id": "old-release", "occurred_at": "2026-11-20T09:00:00Z"}))
+    .execute(owner)
+    .await
+    .unwrap();
+}
+
+/// No upcaster is needed for billing: its events are new, and the one field it added to an
+/// older event (`appointment_type` on `AppointmentBooked`) is optional. This proves it: a
+/// store written before billing (a clinic registered on the old `standard` plan with no
+/// `modules`, a booking without a type, a completed visit) loads, replays, projects and goes
+/// through the process manager, which bills nothing (billing was not a module then).
+#[tokio::test]
+async fn a_store_written_before_billing_loads_replays_and_bills_nothing() {
+    let app = spawn_app_with(|s| s.workers = None).await;
+    let (clinic, patient, doctor, appointment) = (
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+    );
+    let mut owner = app.db.owner_connection().await;
+    let slot = json!({"start": "2026-11-21T09:00:00Z", "end": "2026-11-21T09:30:00Z"});
+    append_old(
+        &mut owner,
+        clinic,
+        ("Clinic", clinic),
+        1,
+        json!({"ClinicRegistered": {"clinic_id": clinic, "name": "Old", "code": "old-release",
+               "time_zone": "Europe/Berlin", "plan": "standard", "slot_minutes": 15}}),
+    )
+    .await;
+    let stream = ("Appointment", appointment);
+    let at = "2026-11-20T09:00:00Z";
+    for (sequence, payload) in [
+        json!({"AppointmentBooked": {"appointment_id": appointment, "clinic_id": clinic,
+               "patient_id": patient, "doctor_id": doctor, "slot": slot, "reason": null,
+               "override_hours": false, "at": at}}),
+        json!({"PatientCheckedIn": {"at": at}}),
+        json!({"AppointmentStarted": {"at": at}}),
+        json!({"AppointmentCompleted": {"at": at}}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        append_old(&mut owner, clinic, stream, sequence as i64 + 1, payload).await;
+    }
+
+    // The aggregates load through the store, as every command loads them.
+    let store = store(&app).await;
+    let id = ClinicId::from_uuid(clinic);
+    let (old, _) = store
+        .load::<domain::appointment::Appointment>(id, appointment)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(old.appointment_type(), None);
+    assert_eq!(
+        old.status(),
+        Some(domain::appointment::AppointmentStatus::Fulfilled)
+    );
+    let (registered, _) = store
+        .load::<domain::clinic::Clinic>(id, clinic)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!registered.has_module(domain::values::Module::Billing));
+    assert!(store
+        .load::<FeeSchedule>(id, clinic)
+        .await
+        .unwrap()
+        .is_none());
+
+    // The auditor's replay reads every stored payload through the domain.
+    let rows: Vec<(String, i64, String, Value)> = sqlx::query_as(
+        "SELECT aggregate_type, position, event_type, payload::jsonb FROM events ORDER BY position",
+    )
+    .fetch_all(&mut owner)
+    .await
+    .unwrap();
+    for (aggregate_type, position, event_type, payload) in &rows {
+        let replayed = domain::replay::replay(
+            aggregate_type,
+            [domain::replay::StoredEvent {
+                position: *position,
+                event_type,
+                payload,
+            }],
+        )
+        .unwrap();
+        assert!(replayed.is_some(), "{aggregate_type}");
+    }
+
+    // The read models apply them, and the process manager reads them all and bills nothing.
+    let mut conn = projections::worker::connect(&app.db.login_as("clinic_worker"))
+        .await
+        .unwrap();
+    let models = projections::worker::WorkerConfig::default();
+    for projection in projections::PROJECTIONS {
+        while projections::worker::run_batch(&mut conn, projection, &models)
+            .await
+            .unwrap()
+            .is_some()
+        {}
+    }
+    let mut pm = billing::connect(&app.db.login_as("clinic_worker"))
+        .await
+        .unwrap();
+    let config = api::billing::config(domain::clock::Services::manual(app.clock.clone()));
+    let batch = billing::run_batch(&mut pm, &config).await.unwrap().unwrap();
+    assert_eq!(
+        (batch.read, batch.issued, batch.skipped),
+        (rows.len(), 0, 1),
+        "{batch:?}"
+    );
+    assert!(billing::run_batch(&mut pm, &config)
+        .await
+        .unwrap()
+        .is_none());
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM rm.appointments WHERE appointment_id = $1")
+            .bind(appointment)
+            .fetch_one(&mut owner)
+            .await
+            .unwrap();
+    assert_eq!(status, "fulfilled");
+    assert_eq!(invoices_issued(&app).await, 0);
+}
+
+#[tokio::test]
+async fn clinic_billing_backfill_issues_the_missing_invoices_once_and_only_with_billing_on() {
+    use crate::cli::{clinic, database_url, last_error_line, last_stdout_line, run_async};
+    let app = spawn_app().await;
+    let platform = app.platform_admin().await;
+    let north = app.clinic(&platform, "bill-cli").await;
+    set_fees(&app, &north, schedule(north.doctor_id, 4_000, None)).await;
+    set_billing(&app, &north, false).await;
+    let off_visit = visit(&app, &north, Some("checkup"), 2, "complete").await;
+    app.db.caught_up().await;
+    let url = database_url(&app.db);
+    let backfill = |code: &str| {
+        let mut cmd = clinic(&["billing", "backfill", "--clinic", code]);
+        cmd.env("DATABASE_URL", &url);
+        cmd
+    };
+    let refused = run_async(backfill("bill-cli")).await;
+    assert!(!refused.status.success());
+    assert!(
+        last_error_line(&refused).contains("enable the billing module first"),
+        "{}",
+        last_error_line(&refused)
+    );
+    let unknown = run_async(backfill("nowhere")).await;
+    assert!(!unknown.status.success());
+    assert!(last_error_line(&unknown).contains("--clinic"));
+    assert_eq!(invoices_issued(&app).await, 0);
+
+    set_billing(&app, &north, true).await;
+    app.db.caught_up().await;
+    assert!(invoice_events(&app, north.id, off_visit).await.is_empty());
+    let done = run_async(backfill("bill-cli")).await;
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert_eq!(
+        last_stdout_line(&done),
+        "clinic bill-cli: 1 visits and no-shows read, 1 invoices issued, 0 already invoiced, 0 not billed"
+    );
+    assert_eq!(drafted(&app, north.id, off_visit).await.1, 4_000);
+    let again = run_async(backfill("bill-cli")).await;
+    assert_eq!(
+        last_stdout_line(&again),
+        "clinic bill-cli: 1 visits and no-shows read, 0 invoices issued, 1 already invoiced, 0 not billed"
+    );
+    assert_eq!(invoices_issued(&app).await, 1);
+}

@@ -10,7 +10,7 @@ use crate::helpers::TestDb;
 const BIN: &str = env!("CARGO_BIN_EXE_clinic");
 
 /// A `clinic` command with no database configuration inherited from the test environment.
-fn clinic(args: &[&str]) -> Command {
+pub(crate) fn clinic(args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .env_remove("DATABASE_URL")
@@ -31,7 +31,7 @@ fn run(mut cmd: Command) -> Output {
 }
 
 /// The last non-empty line of stderr, which must be the one error line.
-fn last_error_line(output: &Output) -> String {
+pub(crate) fn last_error_line(output: &Output) -> String {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.contains("panicked"), "clinic panicked:\n{stderr}");
     stderr
@@ -274,7 +274,7 @@ async fn migrate_applies_every_migration_to_an_empty_database() {
     assert!(out.status.success());
 }
 
-fn database_url(db: &TestDb) -> String {
+pub(crate) fn database_url(db: &TestDb) -> String {
     format!(
         "postgres://{}@{}:{}/{}",
         db.owner.get_username(),
@@ -284,7 +284,7 @@ fn database_url(db: &TestDb) -> String {
     )
 }
 
-fn last_stdout_line(output: &Output) -> String {
+pub(crate) fn last_stdout_line(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .rev()
@@ -293,7 +293,7 @@ fn last_stdout_line(output: &Output) -> String {
         .to_owned()
 }
 
-async fn run_async(cmd: Command) -> Output {
+pub(crate) async fn run_async(cmd: Command) -> Output {
     tokio::task::spawn_blocking(move || run(cmd)).await.unwrap()
 }
 

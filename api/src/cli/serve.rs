@@ -34,7 +34,11 @@ pub async fn migrate(args: DatabaseArgs) -> Result<(), CliError> {
 /// Runs the projection workers (no HTTP) until Ctrl-C / SIGTERM.
 pub async fn work(args: WorkArgs) -> Result<(), CliError> {
     let settings = DatabaseSettings::from_args(&args.database)?;
-    let config = args.workers.config()?;
+    let config = projections::worker::WorkerConfig {
+        // The billing process manager runs with the workers, as in `serve`.
+        billing: Some(crate::billing::config(domain::clock::Services::system())),
+        ..args.workers.config()?
+    };
     let database = db::open_and_migrate(&settings).await?;
     let workers = Workers::start(&database, config).await?;
     tracing::info!(database = %database.describe(), "projection workers running");
