@@ -306,10 +306,10 @@ pub async fn run(
                         position = batch.position,
                         read = batch.read,
                         issued = batch.issued,
+                        existing = batch.existing,
+                        skipped = batch.skipped,
                         "billing advanced"
                     );
-                    metrics::counter!("clinic_billing_invoices_issued_total")
-                        .increment(batch.issued as u64);
                 }
                 Ok(None) => idle(&wake).await,
                 Err(err) => {
