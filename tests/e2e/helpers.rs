@@ -195,22 +195,42 @@ impl TestDb {
             .expect("app pool")
     }
 
-    /// How many projections have committed events still to apply.
-    pub async fn projections_behind(&self) -> i64 {
+    /// How many projections (and, with `billing`, the billing process manager) have
+    /// committed events still to read.
+    async fn behind(&self, billing: bool) -> i64 {
         let mut conn = self.owner_connection().await;
         sqlx::query_scalar(
-            "SELECT count(*) FROM projection_checkpoints c WHERE EXISTS ( \
-               SELECT 1 FROM events e WHERE (e.transaction_id, e.position) > (c.transaction_id, c.position))",
+            "SELECT count(*) FROM projection_checkpoints c WHERE ($1 OR c.name <> 'billing') \
+             AND EXISTS (SELECT 1 FROM events e \
+                 WHERE (e.transaction_id, e.position) > (c.transaction_id, c.position))",
         )
+        .bind(billing)
         .fetch_one(&mut conn)
         .await
         .unwrap()
     }
 
-    /// Waits (up to 20 s) until every projection has applied every committed event.
+    /// How many projections have committed events still to apply (the billing process
+    /// manager is not a projection: a test that plays the workers does not run it).
+    pub async fn projections_behind(&self) -> i64 {
+        self.behind(false).await
+    }
+
+    /// Waits (up to 20 s) until every projection has applied every committed event and the
+    /// billing process manager has read them all.
     pub async fn caught_up(&self) {
+        self.wait_until_read(true).await
+    }
+
+    /// Waits (up to 20 s) until every projection has applied every committed event (for a
+    /// test that runs workers without the billing process manager).
+    pub async fn projections_caught_up(&self) {
+        self.wait_until_read(false).await
+    }
+
+    async fn wait_until_read(&self, billing: bool) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while self.projections_behind().await > 0 {
+        while self.behind(billing).await > 0 {
             assert!(
                 std::time::Instant::now() < deadline,
                 "projections did not catch up"
