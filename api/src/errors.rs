@@ -5,6 +5,8 @@ use std::convert::Infallible;
 
 use commands::appointments::BookingError;
 use commands::clinics::ClinicsError;
+use commands::fees::FeesError;
+use commands::modules::ModuleError;
 use commands::patients::PatientsError;
 use commands::staff::StaffingError;
 use commands::{Busy, CommandError, StoreError};
@@ -181,6 +183,35 @@ impl From<ClinicsError> for ApiError {
             ClinicsError::Store(e) => e.into(),
             ClinicsError::AdminEmailTaken => email_taken("admin.email"),
             e => field_or(e.field(), &e, ApiError::BadRequest),
+        }
+    }
+}
+
+impl From<FeesError> for ApiError {
+    fn from(err: FeesError) -> Self {
+        if let Some(field) = err.field() {
+            return ApiError::field(field, err.to_string());
+        }
+        match err {
+            FeesError::Command(e) => e.into(),
+            FeesError::Store(e) => e.into(),
+            e => ApiError::BadRequest(e.to_string()),
+        }
+    }
+}
+
+impl From<ModuleError> for ApiError {
+    fn from(err: ModuleError) -> Self {
+        match err {
+            ModuleError::FeeScheduleMissing => ApiError::Conflict {
+                slug: "fee-schedule-required",
+                detail: "Billing prices every visit by the fee schedule: set it first \
+                         (PUT /v1/clinic/fees). Nothing was written."
+                    .into(),
+                field: None,
+            },
+            ModuleError::Command(e) => e.into(),
+            ModuleError::Store(e) => e.into(),
         }
     }
 }

@@ -30,6 +30,8 @@ pub mod read {
     pub const APPOINTMENTS: &[ActorRole] = &[ClinicAdmin, Nurse, Receptionist, Doctor];
     pub const DASHBOARD: &[ActorRole] = &[ClinicAdmin, Doctor, Nurse, Receptionist];
     pub const CLINIC: &[ActorRole] = &[ClinicAdmin, Doctor, Nurse, Receptionist, Auditor];
+    /// The fee schedule: clinic configuration, no patient data; front-line staff quote prices.
+    pub const FEES: &[ActorRole] = &[ClinicAdmin, Doctor, Nurse, Receptionist, Auditor];
     /// The monthly report: counts and doctors' names, no patient data.
     pub const REPORTS: &[ActorRole] = &[ClinicAdmin];
     /// A doctor's free slots name no patient: every booking role may look.

@@ -9,7 +9,9 @@
 //! A command that needs more than one aggregate or a registry has a use case, one home per
 //! resource, which runs all its steps in one [`CommandTx`] (`EventStore::begin`): [`appointments`] (book, reschedule, act), [`patients`] (register, merge),
 //! [`clinics`] (register with admin), [`staff`] (hire, update profile, change role,
-//! reactivate). [`plans`] holds the plan limits those use cases check. The HTTP handlers and
+//! reactivate), [`fees`] (the fee schedule, whose rules name the clinic's doctors),
+//! [`modules`] (billing needs a fee schedule). [`plans`] holds the plan limits those use
+//! cases check. The HTTP handlers and
 //! the CLI call these; neither loads aggregates itself.
 
 pub mod accounts;
@@ -17,8 +19,10 @@ pub mod appointments;
 pub mod billing;
 pub mod clinics;
 pub mod error;
+pub mod fees;
 pub mod invoices;
 pub mod metadata;
+pub mod modules;
 pub mod patients;
 pub mod plans;
 pub mod registry;

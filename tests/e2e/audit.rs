@@ -1018,7 +1018,7 @@ fn database_url(db: &TestDb) -> String {
     )
 }
 
-async fn replay(db: &TestDb, args: &[&str]) -> Output {
+pub(crate) async fn replay(db: &TestDb, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_clinic"));
     cmd.arg("replay")
         .args(args)

@@ -34,6 +34,7 @@ const ENDPOINTS: &[&str] = &[
     "POST /v1/clinic/departments",
     "PATCH /v1/clinic/departments/{id}",
     "PUT /v1/clinic/modules/{module}",
+    "PUT /v1/clinic/fees",
     "POST /v1/staff",
     "PATCH /v1/staff/{id}",
     "PUT /v1/staff/{id}/role",
@@ -423,10 +424,24 @@ pub(crate) fn cases(w: &World) -> Vec<Case> {
         json!(w.dept),
     );
     let booking = with(
-        &with(&slot(w.now, 5, 10), "patient_id", json!(n.patient_id)),
-        "doctor_id",
-        json!(n.doctor_id),
+        &with(
+            &with(&slot(w.now, 5, 10), "patient_id", json!(n.patient_id)),
+            "doctor_id",
+            json!(n.doctor_id),
+        ),
+        "appointment_type",
+        json!("follow-up"),
     );
+    let fees = json!({
+        "currency": "EUR",
+        "default_fee": 6000,
+        "no_show_fee": 2500,
+        "rules": [
+            {"appointment_type": "follow-up", "doctor_id": n.doctor_id, "amount": 4000},
+            {"appointment_type": "consultation", "amount": 5000}
+        ]
+    });
+    let fee_rule = |rule: Value| with(&fees, "rules", json!([rule]));
     let time_off = with(&slot(w.now, 10, 8), "reason", json!("training"));
     let patient = with(
         &with(
@@ -549,6 +564,41 @@ pub(crate) fn cases(w: &World) -> Vec<Case> {
         .not_found_at("/v1/clinic/modules/radiology")
         .bad(json!({"enabled": "no"}), "enabled")
         .bad(json!({}), "enabled"),
+        Case::new(
+            "PUT /v1/clinic/fees",
+            "/v1/clinic/fees",
+            fees.clone(),
+            CLINIC_ADMIN,
+            "clinic_admin",
+        )
+        .writes(&["FeeScheduleSet"])
+        .refuses(
+            CLINIC_ADMIN,
+            fee_rule(json!({"doctor_id": s.doctor_id, "amount": 4000})),
+            "rules[0].doctor_id",
+        )
+        .refuses(
+            CLINIC_ADMIN,
+            with(&fees, "clinic_id", other_clinic.clone()),
+            "clinic_id",
+        )
+        .bad(with(&fees, "currency", json!("EURO")), "currency")
+        .bad(without(&fees, "currency"), "currency")
+        .bad(with(&fees, "default_fee", json!(0)), "default_fee")
+        .bad(with(&fees, "no_show_fee", json!(-1)), "no_show_fee")
+        .bad(
+            fee_rule(json!({"appointment_type": "x", "amount": 12.5})),
+            "rules[0].amount",
+        )
+        .bad(fee_rule(json!({"amount": 100})), "rules[0]")
+        .bad(
+            fee_rule(json!({"appointment_type": "Not A Type!", "amount": 100})),
+            "rules[0].appointment_type",
+        )
+        .bad(
+            fee_rule(json!({"doctor_id": "not-a-uuid", "amount": 100})),
+            "rules[0].doctor_id",
+        ),
         Case::new(
             "POST /v1/clinic/departments",
             "/v1/clinic/departments",
@@ -844,7 +894,11 @@ pub(crate) fn cases(w: &World) -> Vec<Case> {
             ),
             "doctor_id",
         )
-        .bad(without(&booking, "start"), "start"),
+        .bad(without(&booking, "start"), "start")
+        .bad(
+            with(&booking, "appointment_type", json!("Follow Up!")),
+            "appointment_type",
+        ),
         Case::new(
             "POST /v1/appointments/{id}/reschedule",
             format!("/v1/appointments/{}/reschedule", w.to_move),

@@ -12,6 +12,7 @@ mod cli;
 mod clinic_setup;
 mod endpoints;
 mod event_store;
+mod fees;
 mod flow;
 mod health;
 mod helpers;

@@ -423,6 +423,11 @@ fn compare(aggregates: &BTreeMap<(String, Uuid), Rebuilt>, rows: &ReadModelRows)
             a.reason().map(|r| r.as_str()),
             row.reason.as_deref(),
         );
+        d.field(
+            "appointment_type",
+            a.appointment_type().map(|t| t.as_str()),
+            row.appointment_type.as_deref(),
+        );
         d.field("version", *version, row.version);
     }
 

@@ -26,6 +26,7 @@ pub const COMMANDS: &[(Method, &str, &str)] = &[
         "update_department",
     ),
     (Method::PUT, "/v1/clinic/modules/{module}", "set_module"),
+    (Method::PUT, "/v1/clinic/fees", "set_fee_schedule"),
     (Method::POST, "/v1/staff", "hire_staff"),
     (Method::PATCH, "/v1/staff/{id}", "update_staff_profile"),
     (Method::PUT, "/v1/staff/{id}/role", "change_staff_role"),

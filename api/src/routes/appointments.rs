@@ -245,6 +245,10 @@ pub struct AppointmentParams {
     #[serde(default, deserialize_with = "status")]
     #[param(value_type = Option<String>)]
     pub status: Option<AppointmentStatus>,
+    /// Only appointments of this type (the clinic's code, e.g. `follow-up`)
+    #[serde(default, deserialize_with = "appointment_type")]
+    #[param(value_type = Option<String>)]
+    pub appointment_type: Option<AppointmentType>,
     /// Starting at or after this instant (RFC 3339)
     #[serde(default, deserialize_with = "query::instant")]
     pub from: Option<DateTime<Utc>>,
@@ -268,6 +272,10 @@ fn status<'de, D: Deserializer<'de>>(d: D) -> Result<Option<AppointmentStatus>, 
                 .to_owned()
         })
     })
+}
+
+fn appointment_type<'de, D: Deserializer<'de>>(d: D) -> Result<Option<AppointmentType>, D::Error> {
+    query::with(d, |s| AppointmentType::parse(s).map_err(|e| e.to_string()))
 }
 
 fn page_token<'de, D: Deserializer<'de>>(d: D) -> Result<Option<AppointmentCursor>, D::Error> {
@@ -325,6 +333,7 @@ async fn read_appointments(
         doctor,
         patient: params.patient_id.map(PatientId::from_uuid),
         status: params.status,
+        appointment_type: params.appointment_type,
         from: params.from,
         to: params.to,
         after: params.page_token,

@@ -4,7 +4,7 @@
 use axum::http::Uri;
 use axum::response::Response;
 use axum::Json;
-use commands::Committed;
+use commands::{modules, Committed};
 use domain::clinic::{Clinic, ClinicCommand, Settings};
 use domain::ids::DepartmentId;
 use domain::values::{Address, Module, NonEmptyText, Phone, TimeZone, WebUrl, WorkingHours};
@@ -173,23 +173,22 @@ async fn update_department(cmd: Command<IdPath>) -> Result<Response, ApiError> {
 }
 
 /// Enable or disable a module (`appointments`, `billing`, `laboratory`). Enabling one the
-/// plan does not include is a 402 `plan-limit` (`limit: modules`). A disabled module's
-/// endpoints answer 403 `module-disabled`; its data is kept and comes back when it is enabled.
+/// plan does not include is a 402 `plan-limit` (`limit: modules`); enabling billing before
+/// the fee schedule is set is a 409 `fee-schedule-required`. A disabled module's endpoints
+/// answer 403 `module-disabled`; its data is kept and comes back when it is enabled.
 #[utoipa::path(put, path = "/v1/clinic/modules/{module}", tag = "clinic", request_body = SetModule,
     security(("bearer" = [])),
     params(("module" = String, Path, description = "`appointments`, `billing` or `laboratory`")),
     responses((status = 200, description = "Set; the version is the clinic's", body = CommandAccepted), CommandProblems))]
 async fn set_module(cmd: Command<ModulePath>) -> Result<Response, ApiError> {
     cmd.run(roles::CLINIC_ADMIN, |req: SetModule, ctx| async move {
-        let module = ctx.path.0;
-        let command = if req.enabled {
-            ClinicCommand::EnableModule { module }
-        } else {
-            ClinicCommand::DisableModule { module }
-        };
-        let committed = execute(&ctx, command).await?;
-        let clinic_id = ctx.principal.clinic()?;
-        Ok(CommandResponse::updated(clinic_id.as_uuid(), &committed))
+        let meta = ctx.meta()?;
+        let (store, module) = (ctx.store(), ctx.path.0);
+        let committed = modules::set_module(store, &meta, ctx.expect, module, req.enabled).await?;
+        Ok(CommandResponse::updated(
+            meta.clinic_id.as_uuid(),
+            &committed,
+        ))
     })
     .await
 }

@@ -8,6 +8,7 @@ pub mod audit_chain;
 pub mod availability;
 pub mod clinic;
 pub mod clinics;
+pub mod fees;
 pub mod patients;
 pub mod plans;
 pub mod reports;
@@ -29,6 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(plans::router())
         .merge(reports::router())
         .merge(clinic::router())
+        .merge(fees::router())
         .merge(staff::router())
         .merge(patients::router())
         .merge(appointments::router())

@@ -21,11 +21,12 @@ struct Row {
     reason: Option<String>,
     cancel_reason: Option<String>,
     booked_at: Option<DateTime<Utc>>,
+    appointment_type: Option<String>,
 }
 
 impl Merge for Row {
     fn merge(&mut self, n: Row) {
-        changes::merge_newer! { self, n; patient_id, doctor_id, start_at, end_at, status, reason, cancel_reason, booked_at }
+        changes::merge_newer! { self, n; patient_id, doctor_id, start_at, end_at, status, reason, cancel_reason, booked_at, appointment_type }
     }
 
     fn columns(rows: &[Entry<Row>]) -> Unnest<'_, Row> {
@@ -38,6 +39,7 @@ impl Merge for Row {
             .col(|r| r.reason.clone())
             .col(|r| r.cancel_reason.clone())
             .col(|r| r.booked_at)
+            .col(|r| r.appointment_type.clone())
     }
 }
 
@@ -49,6 +51,7 @@ fn fold(rows: &mut Changes<Row>, e: &StoredEvent) -> Applied {
             doctor_id,
             slot,
             reason,
+            appointment_type,
             ..
         } => {
             row.patient_id = Some(patient_id.as_uuid());
@@ -58,6 +61,7 @@ fn fold(rows: &mut Changes<Row>, e: &StoredEvent) -> Applied {
             row.status = Some("booked");
             row.reason = reason.map(|r| r.as_str().to_owned());
             row.booked_at = Some(e.at()?);
+            row.appointment_type = appointment_type.map(|t| t.as_str().to_owned());
             return rows.create(e, row);
         }
         AppointmentEvent::AppointmentRescheduled { to, .. } => {
@@ -78,16 +82,16 @@ fn fold(rows: &mut Changes<Row>, e: &StoredEvent) -> Applied {
 }
 
 const UNNEST: &str = "unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::timestamptz[], \
-     $6::timestamptz[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[], \
-     $12::int8[]) \
+     $6::timestamptz[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::text[], \
+     $12::timestamptz[], $13::int8[]) \
      AS u(clinic_id, appointment_id, patient_id, doctor_id, start_at, end_at, status, reason, \
-          cancel_reason, booked_at, updated_at, version)";
+          cancel_reason, booked_at, appointment_type, updated_at, version)";
 
 /// Applies `events` (this projection's, in commit order) to `s.appointments`.
 pub(super) async fn apply(s: &str, conn: &mut PgConnection, events: &[&StoredEvent]) -> Applied {
     let insert = format!(
         "INSERT INTO {s}.appointments (clinic_id, appointment_id, patient_id, doctor_id, start_at, \
-         end_at, status, reason, cancel_reason, booked_at, updated_at, version) \
+         end_at, status, reason, cancel_reason, booked_at, appointment_type, updated_at, version) \
          SELECT * FROM {UNNEST} RETURNING clinic_id, appointment_id"
     );
     let update = format!(

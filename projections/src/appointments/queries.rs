@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use domain::appointment::AppointmentStatus;
 use domain::ids::{AppointmentId, ClinicId, PatientId, StaffId};
+use domain::values::AppointmentType;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use utoipa::ToSchema;
@@ -37,6 +38,7 @@ pub struct AppointmentFilter {
     pub doctor: Option<StaffId>,
     pub patient: Option<PatientId>,
     pub status: Option<AppointmentStatus>,
+    pub appointment_type: Option<AppointmentType>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
     pub after: Option<AppointmentCursor>,
@@ -62,6 +64,8 @@ pub struct AppointmentView {
     #[schema(value_type = Option<String>)]
     pub reason: Option<Option<String>>,
     pub cancel_reason: Option<String>,
+    /// The kind of visit, the clinic's own code (`follow-up`); null when the booking named none.
+    pub appointment_type: Option<String>,
     pub booked_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub version: i64,
@@ -97,6 +101,7 @@ struct AppointmentRow {
     status: String,
     reason: Option<String>,
     cancel_reason: Option<String>,
+    appointment_type: Option<String>,
     booked_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     version: i64,
@@ -115,6 +120,7 @@ impl From<AppointmentRow> for AppointmentView {
             status: r.status,
             reason: Some(r.reason),
             cancel_reason: r.cancel_reason,
+            appointment_type: r.appointment_type,
             booked_at: r.booked_at,
             updated_at: r.updated_at,
             version: r.version,
@@ -124,8 +130,8 @@ impl From<AppointmentRow> for AppointmentView {
 
 const APPOINTMENT_COLUMNS: &str = "SELECT a.appointment_id, a.patient_id, \
      p.given || ' ' || p.family AS patient_name, a.doctor_id, s.name AS doctor_name, \
-     a.start_at, a.end_at, a.status, a.reason, a.cancel_reason, a.booked_at, a.updated_at, \
-     a.version \
+     a.start_at, a.end_at, a.status, a.reason, a.cancel_reason, a.appointment_type, a.booked_at, \
+     a.updated_at, a.version \
      FROM rm.appointments a \
      LEFT JOIN rm.patients p ON p.clinic_id = a.clinic_id AND p.patient_id = a.patient_id \
      LEFT JOIN rm.staff s ON s.clinic_id = a.clinic_id AND s.staff_id = a.doctor_id \
@@ -149,6 +155,10 @@ pub async fn appointments(
     }
     if let Some(status) = filter.status {
         sql.push(" AND a.status = ").push_bind(status.as_str());
+    }
+    if let Some(kind) = &filter.appointment_type {
+        sql.push(" AND a.appointment_type = ")
+            .push_bind(kind.as_str().to_owned());
     }
     if let Some(from) = filter.from {
         sql.push(" AND a.start_at >= ").push_bind(from);
@@ -230,6 +240,7 @@ mod tests {
             status: "booked".into(),
             reason: Some(None),
             cancel_reason: None,
+            appointment_type: None,
             booked_at: at,
             updated_at: at,
             version: 1,

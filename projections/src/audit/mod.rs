@@ -386,6 +386,7 @@ pub struct AppointmentRow {
     pub end_at: DateTime<Utc>,
     pub status: String,
     pub reason: Option<String>,
+    pub appointment_type: Option<String>,
     pub version: i64,
 }
 
@@ -433,8 +434,8 @@ pub async fn read_model_rows(
     .fetch_all(&mut *tx)
     .await?;
     let appointments = sqlx::query_as(
-        "SELECT appointment_id, patient_id, doctor_id, start_at, end_at, status, reason, version \
-         FROM rm.appointments WHERE clinic_id = $1 ORDER BY appointment_id",
+        "SELECT appointment_id, patient_id, doctor_id, start_at, end_at, status, reason, \
+         appointment_type, version FROM rm.appointments WHERE clinic_id = $1 ORDER BY appointment_id",
     )
     .bind(id)
     .fetch_all(&mut *tx)
