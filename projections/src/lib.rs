@@ -2,7 +2,8 @@
 //! per-clinic read models (schema `rm`), and the queries that read them.
 //!
 //! One folder per read model, with its apply function and its queries: [`clinics`],
-//! [`staff`], [`patients`], [`appointments`], and the tamper-evidence chain [`audit_chain`].
+//! [`staff`], [`patients`], [`appointments`], [`invoices`], and the tamper-evidence chain
+//! [`audit_chain`].
 //! [`dashboard`] and [`availability`] read several read models; [`audit`] reads the event
 //! log itself. Every projection is a [`Projection`], listed in [`PROJECTIONS`].
 //!
@@ -26,6 +27,7 @@ pub mod checkpoint;
 pub mod clinics;
 pub mod dashboard;
 pub mod event;
+pub mod invoices;
 pub mod page;
 pub mod patients;
 pub mod projection;
