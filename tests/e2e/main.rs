@@ -14,6 +14,7 @@ mod event_store;
 mod flow;
 mod health;
 mod helpers;
+mod invoice_api;
 mod invoices;
 mod metrics;
 mod plans;

@@ -8,6 +8,7 @@ pub mod audit_chain;
 pub mod availability;
 pub mod clinic;
 pub mod clinics;
+pub mod invoices;
 pub mod patients;
 pub mod plans;
 pub mod reports;
@@ -33,6 +34,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(patients::router())
         .merge(appointments::router())
         .merge(availability::router())
+        .merge(invoices::router())
         .merge(audit::router())
         .merge(audit_chain::router())
 }
