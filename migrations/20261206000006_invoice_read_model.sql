@@ -11,9 +11,13 @@
 -- `clinic rebuild` calls rm_create_invoices(schema) for fresh copies of both tables.
 --
 -- Indexes: the list's order and keyset is (issued_at, invoice_id), newest first, over the
--- clinic, a status, a patient or a doctor; the status index carries the currency and the
--- balance so the amount outstanding (issued and partially-paid invoices) is read from it
--- alone. The payments' (clinic_id, recorded_at) index carries what revenue sums.
+-- clinic, a status, a patient or a doctor. Each carries what the sums over it read, so they
+-- are index-only scans: the status index the currency and the balance (the amount
+-- outstanding: issued and partially-paid invoices), the doctor's and the patient's the status
+-- too (a doctor's outstanding amount, a patient's balance), the clinic-wide one the currency
+-- and the status (invoices issued this month). The payments' (clinic_id, recorded_at) index
+-- carries what revenue sums. Every sum reads one index range: this month's invoices or
+-- payments, or the invoices still due; never a clinic's whole history.
 
 CREATE FUNCTION rm_create_invoices(s text) RETURNS void
     LANGUAGE plpgsql AS
@@ -52,11 +56,14 @@ BEGIN
             version        bigint      NOT NULL,
             PRIMARY KEY (clinic_id, invoice_id)
         )$ddl$, s);
-    EXECUTE format('CREATE INDEX ON %I.invoices (clinic_id, issued_at, invoice_id)', s);
+    EXECUTE format('CREATE INDEX ON %I.invoices (clinic_id, issued_at, invoice_id) '
+                   'INCLUDE (currency, status)', s);
     EXECUTE format('CREATE INDEX ON %I.invoices (clinic_id, status, issued_at, invoice_id) '
                    'INCLUDE (currency, balance)', s);
-    EXECUTE format('CREATE INDEX ON %I.invoices (clinic_id, patient_id, issued_at, invoice_id)', s);
-    EXECUTE format('CREATE INDEX ON %I.invoices (clinic_id, doctor_id, issued_at, invoice_id)', s);
+    EXECUTE format('CREATE INDEX ON %I.invoices (clinic_id, patient_id, issued_at, invoice_id) '
+                   'INCLUDE (status, currency, balance, doctor_id)', s);
+    EXECUTE format('CREATE INDEX ON %I.invoices (clinic_id, doctor_id, issued_at, invoice_id) '
+                   'INCLUDE (status, currency, balance)', s);
     PERFORM rm_grant(s, 'invoices');
     EXECUTE format($p$CREATE POLICY tenant ON %I.invoices
         USING (clinic_id = nullif(current_setting('app.clinic_id', true), '')::uuid)$p$, s);
@@ -96,14 +103,14 @@ SELECT rm_create_invoices('rm');
 -- the first batches (alone, until its checkpoint meets the others').
 INSERT INTO projection_checkpoints (name) VALUES ('invoices');
 
--- The platform's billing figures, per clinic and currency: invoices finalised and not void,
--- drafts, the amount outstanding (issued and partially-paid invoices) and the revenue of the
--- clinic's current calendar month (payments minus refunds recorded in it, in the clinic's time
--- zone, at `now`, the service clock's). The platform admin may not read the invoices
+-- The platform's billing figures, per clinic and currency: invoices issued in the clinic's
+-- current calendar month (in its time zone, at `now`, the service clock's), drafts still open,
+-- the amount outstanding (issued and partially-paid invoices) and the revenue of the month
+-- (payments minus refunds recorded in it). The platform admin may not read the invoices
 -- (row-level security); this function reads them as the worker role and gives back sums and
--- counts only, never an invoice or a patient.
+-- counts only, never an invoice or a patient. Each figure is one index range per clinic.
 CREATE FUNCTION rm_platform_billing(now timestamptz)
-    RETURNS TABLE (clinic_id uuid, currency text, invoices bigint, drafts bigint,
+    RETURNS TABLE (clinic_id uuid, currency text, invoices_this_month bigint, drafts bigint,
                    outstanding bigint, revenue_this_month bigint)
     LANGUAGE sql STABLE
     SECURITY DEFINER SET search_path = public AS
@@ -113,15 +120,30 @@ WITH months AS (SELECT c.clinic_id,
                        (date_trunc('month', now AT TIME ZONE c.time_zone) + interval '1 month')
                            AT TIME ZONE c.time_zone AS month_end
                 FROM rm.clinics c),
-     figures AS (SELECT m.clinic_id, i.currency, i.invoices, i.drafts, i.outstanding, 0::bigint AS revenue
+     figures AS (SELECT m.clinic_id, i.currency, i.n AS issued, 0::bigint AS drafts, 0::bigint AS outstanding,
+                        0::bigint AS revenue
                  FROM months m
-                          CROSS JOIN LATERAL (SELECT v.currency,
-                                                     count(*) FILTER (WHERE v.status IN ('issued', 'partially-paid', 'paid')) AS invoices,
-                                                     count(*) FILTER (WHERE v.status = 'draft') AS drafts,
-                                                     coalesce(sum(v.balance) FILTER (WHERE v.status IN ('issued', 'partially-paid')), 0)::bigint AS outstanding
+                          CROSS JOIN LATERAL (SELECT v.currency, count(*) AS n
                                               FROM rm.invoices v
                                               WHERE v.clinic_id = m.clinic_id
+                                                AND v.issued_at >= m.month_start
+                                                AND v.issued_at < m.month_end
                                               GROUP BY v.currency) i
+                 UNION ALL
+                 SELECT m.clinic_id, d.currency, 0, d.n, 0, 0
+                 FROM months m
+                          CROSS JOIN LATERAL (SELECT v.currency, count(*) AS n
+                                              FROM rm.invoices v
+                                              WHERE v.clinic_id = m.clinic_id AND v.status = 'draft'
+                                              GROUP BY v.currency) d
+                 UNION ALL
+                 SELECT m.clinic_id, o.currency, 0, 0, o.due, 0
+                 FROM months m
+                          CROSS JOIN LATERAL (SELECT v.currency, sum(v.balance)::bigint AS due
+                                              FROM rm.invoices v
+                                              WHERE v.clinic_id = m.clinic_id
+                                                AND v.status IN ('issued', 'partially-paid')
+                                              GROUP BY v.currency) o
                  UNION ALL
                  SELECT m.clinic_id, p.currency, 0, 0, 0, p.revenue
                  FROM months m
@@ -132,7 +154,7 @@ WITH months AS (SELECT c.clinic_id,
                                                 AND x.recorded_at >= m.month_start
                                                 AND x.recorded_at < m.month_end
                                               GROUP BY x.currency) p)
-SELECT clinic_id, currency, sum(invoices)::bigint, sum(drafts)::bigint, sum(outstanding)::bigint,
+SELECT clinic_id, currency, sum(issued)::bigint, sum(drafts)::bigint, sum(outstanding)::bigint,
        sum(revenue)::bigint
 FROM figures
 GROUP BY clinic_id, currency

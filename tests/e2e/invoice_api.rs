@@ -783,12 +783,12 @@ async fn balances_the_dashboard_and_the_platform_totals_add_up() {
     };
     assert_eq!(
         of(n.id),
-        json!([{"currency": "EUR", "invoices": 3, "drafts": 1,
+        json!([{"currency": "EUR", "invoices_this_month": 4, "drafts": 1,
                 "outstanding": owed_a + owed_b + owed_c, "revenue_this_month": revenue}])
     );
     assert_eq!(
         of(s.id),
-        json!([{"currency": "EUR", "invoices": 1, "drafts": 0,
+        json!([{"currency": "EUR", "invoices_this_month": 1, "drafts": 0,
                 "outstanding": south.total - 700, "revenue_this_month": 700}])
     );
     let text = totals.body.to_string();

@@ -198,19 +198,27 @@ pub async fn invoices(
     if let Some(doctor) = filter.doctor {
         sql.push(" AND i.doctor_id = ").push_bind(doctor.as_uuid());
     }
-    // Local dates to instants in the clinic's time zone (UTC for a clinic not projected yet).
-    // (`$1` is the clinic.)
-    let zone =
-        "(SELECT coalesce(min(c.time_zone), 'UTC') FROM rm.clinics c WHERE c.clinic_id = $1)";
-    if let Some(from) = filter.from {
-        sql.push(" AND i.issued_at >= (")
-            .push_bind(from)
-            .push(format!("::date::timestamp AT TIME ZONE {zone})"));
-    }
-    if let Some(to) = filter.to.and_then(|d| d.succ_opt()) {
-        sql.push(" AND i.issued_at < (")
-            .push_bind(to)
-            .push(format!("::date::timestamp AT TIME ZONE {zone})"));
+    let mut tx = clinic_tx(pool, clinic).await?;
+    // The local dates as instants in the clinic's time zone (UTC for a clinic not projected
+    // yet), read first: bound as values, they bound a range of the index.
+    if filter.from.is_some() || filter.to.is_some() {
+        let (from, to): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = sqlx::query_as(
+            "WITH z AS (SELECT coalesce(min(time_zone), 'UTC') AS tz FROM rm.clinics \
+                        WHERE clinic_id = $1) \
+             SELECT $2::date::timestamp AT TIME ZONE tz, ($3::date + 1)::timestamp AT TIME ZONE tz \
+             FROM z",
+        )
+        .bind(clinic.as_uuid())
+        .bind(filter.from)
+        .bind(filter.to)
+        .fetch_one(&mut *tx)
+        .await?;
+        if let Some(from) = from {
+            sql.push(" AND i.issued_at >= ").push_bind(from);
+        }
+        if let Some(to) = to {
+            sql.push(" AND i.issued_at < ").push_bind(to);
+        }
     }
     if let Some(after) = &filter.after {
         sql.push(" AND (i.issued_at, i.invoice_id) < (")
@@ -221,8 +229,6 @@ pub async fn invoices(
     }
     sql.push(" ORDER BY i.issued_at DESC, i.invoice_id DESC LIMIT ")
         .push_bind(limit + 1);
-
-    let mut tx = clinic_tx(pool, clinic).await?;
     let mut rows: Vec<InvoiceSummary> = sql.build_query_as().fetch_all(&mut *tx).await?;
     tx.commit().await?;
     let next_page_token = page_end(&mut rows, limit).map(|last| {
@@ -344,8 +350,8 @@ pub struct ClinicBilling {
 pub struct CurrencyTotals {
     #[schema(example = "EUR")]
     pub currency: String,
-    /// Invoices finalised and not void.
-    pub invoices: i64,
+    /// Invoices issued (as drafts) in the clinic's current local month.
+    pub invoices_this_month: i64,
     /// Drafts not finalised yet.
     pub drafts: i64,
     /// Still due on issued and partially-paid invoices.
@@ -366,7 +372,7 @@ struct BillingRow {
     clinic_id: Uuid,
     code: String,
     currency: Option<String>,
-    invoices: Option<i64>,
+    invoices_this_month: Option<i64>,
     drafts: Option<i64>,
     outstanding: Option<i64>,
     revenue_this_month: Option<i64>,
@@ -381,7 +387,7 @@ pub async fn platform_billing(
 ) -> Result<PlatformBilling, sqlx::Error> {
     let mut tx = platform_tx(pool).await?;
     let rows: Vec<BillingRow> = sqlx::query_as(
-        "SELECT c.clinic_id, c.code, b.currency, b.invoices, b.drafts, b.outstanding, \
+        "SELECT c.clinic_id, c.code, b.currency, b.invoices_this_month, b.drafts, b.outstanding, \
                 b.revenue_this_month \
          FROM rm.clinics c LEFT JOIN rm_platform_billing($1) b ON b.clinic_id = c.clinic_id \
          ORDER BY c.code, b.currency",
@@ -396,7 +402,7 @@ pub async fn platform_billing(
         if let Some(currency) = r.currency {
             totals.push(CurrencyTotals {
                 currency,
-                invoices: r.invoices.unwrap_or(0),
+                invoices_this_month: r.invoices_this_month.unwrap_or(0),
                 drafts: r.drafts.unwrap_or(0),
                 outstanding: r.outstanding.unwrap_or(0),
                 revenue_this_month: r.revenue_this_month.unwrap_or(0),
