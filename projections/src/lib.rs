@@ -9,9 +9,10 @@
 //!
 //! Every clinic query opens its own read transaction with [`scope::clinic_tx`], so row-level
 //! security limits it to the caller's clinic, and filters on `clinic_id` itself as well
-//! (defence in depth). The two platform queries ([`clinics::platform_clinics`],
-//! [`clinics::platform_overview`]) use [`scope::platform_tx`] and read `rm.clinics` only,
-//! which holds no patient data. Who may see what (a doctor only their own patients and
+//! (defence in depth). The platform queries ([`clinics::platform_clinics`],
+//! [`clinics::platform_overview`], [`invoices::platform_billing`]) use [`scope::platform_tx`]
+//! and read `rm.clinics` only, which holds no patient data, and counts and sums of the other
+//! read models through SECURITY DEFINER functions that return no row of them. Who may see what (a doctor only their own patients and
 //! appointments, a receptionist no clinical notes) is decided by the API; the queries take the
 //! resulting restriction as an explicit argument.
 //!
