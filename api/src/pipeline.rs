@@ -40,6 +40,9 @@ pub struct Command<P = ()> {
     path: P,
     request: CommandRequest,
     body: JsonBody,
+    /// The endpoint refuses a request without `Idempotency-Key` (see
+    /// [`Command::requiring_idempotency_key`]).
+    key_required: bool,
 }
 
 impl<P> FromRequest<AppState> for Command<P>
@@ -61,11 +64,20 @@ where
             path,
             request,
             body,
+            key_required: false,
         })
     }
 }
 
 impl<P> Command<P> {
+    /// Makes `Idempotency-Key` required (a command that must never run twice by accident, as
+    /// a payment): without one, a body that parses is refused with a 422 naming the header.
+    /// The caller's role is checked first, and the body after it, as for every command.
+    pub fn requiring_idempotency_key(mut self) -> Self {
+        self.key_required = true;
+        self
+    }
+
     /// Runs `command` with the body parsed as `B`, if the caller has one of `roles`.
     pub async fn run<B, F, Fut>(self, roles: &[ActorRole], command: F) -> Result<Response, ApiError>
     where
@@ -106,7 +118,16 @@ impl<P> Command<P> {
             path,
             request,
             body,
+            key_required,
         } = self;
+        if key_required && request.idempotency_key.is_none() {
+            body.parse::<B>()?;
+            return Err(ApiError::field(
+                "Idempotency-Key",
+                "this command requires an Idempotency-Key header (1 to 255 visible ASCII characters, \
+                 one per payment: a retry with the same key gets the first answer)",
+            ));
+        }
         let pool = state.pool.clone();
         let claim = idempotency::Claimant {
             account_id: principal.account_id,
@@ -118,6 +139,7 @@ impl<P> Command<P> {
             principal,
             path,
             expect: request.expect,
+            idempotency_key: request.idempotency_key.clone(),
         };
         idempotency::run_once(&pool, &claim, &request, &body, async {
             command(body.parse()?, ctx).await
@@ -133,6 +155,8 @@ pub struct Ctx<P> {
     pub path: P,
     /// `If-Match`.
     pub expect: Expect,
+    /// `Idempotency-Key`, if the request has one.
+    pub idempotency_key: Option<String>,
 }
 
 impl<P> Ctx<P> {

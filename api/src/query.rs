@@ -14,7 +14,7 @@ use std::fmt;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::Uri;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::de::value::{Error as ValueError, MapDeserializer};
 use serde::de::{DeserializeOwned, Deserializer, Error as _, Visitor};
 use serde::Deserialize;
@@ -217,6 +217,14 @@ pub fn instant<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>,
         DateTime::parse_from_rfc3339(&raw.replace(' ', "+"))
             .map(|t| t.with_timezone(&Utc))
             .map_err(|_| "must be an RFC 3339 instant, e.g. 2026-03-01T09:00:00Z".into())
+    })
+}
+
+/// A calendar date, `YYYY-MM-DD`.
+pub fn date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NaiveDate>, D::Error> {
+    with(d, |raw| {
+        NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+            .map_err(|_| "must be a date, YYYY-MM-DD (e.g. 2027-01-13)".into())
     })
 }
 

@@ -12,6 +12,9 @@ pub const PATIENT_DESK: &[ActorRole] = &[ClinicAdmin, Receptionist, Nurse];
 pub const PATIENT_DEMOGRAPHICS: &[ActorRole] = &[ClinicAdmin, Receptionist, Nurse, Doctor];
 pub const BOOKING: &[ActorRole] = &[ClinicAdmin, Receptionist, Nurse, Doctor];
 pub const CLINICAL: &[ActorRole] = &[ClinicAdmin, Nurse, Doctor];
+/// Invoices: add lines to a draft, finalise it, record payments. Refunds and voids are the
+/// clinic admin's ([`CLINIC_ADMIN`]).
+pub const INVOICE_DESK: &[ActorRole] = &[ClinicAdmin, Receptionist];
 
 // ---------------------------------------------------------------------------------------
 // The auditor's endpoints: the event history, replay, the access log and the hash chain.
@@ -36,4 +39,9 @@ pub mod read {
     pub const REPORTS: &[ActorRole] = &[ClinicAdmin];
     /// A doctor's free slots name no patient: every booking role may look.
     pub const AVAILABILITY: &[ActorRole] = &[ClinicAdmin, Receptionist, Nurse, Doctor];
+    /// Invoices and a patient's balance: a doctor only over their own appointments' invoices;
+    /// nurses none.
+    pub const INVOICES: &[ActorRole] = &[ClinicAdmin, Receptionist, Doctor, Auditor];
+    /// The dashboard's revenue and amount outstanding (a doctor's: over their own invoices).
+    pub const DASHBOARD_BILLING: &[ActorRole] = &[ClinicAdmin, Receptionist, Doctor];
 }

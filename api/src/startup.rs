@@ -47,6 +47,7 @@ use projections::worker::WorkerConfig;
         (name = "staff", description = "Staff members and their accounts (clinic admin)"),
         (name = "patients", description = "Patients"),
         (name = "appointments", description = "Appointments"),
+        (name = "invoices", description = "Invoices, payments, refunds and a patient's balance"),
         (name = "ops", description = "Projection progress and lag (platform admin)"),
         (name = "audit", description = "Event history, state as of an instant, access log (auditor, clinic admin)"),
     ),

@@ -1,10 +1,15 @@
-//! Invoice use cases (issue 14; the API and the process manager come later): issuing a draft
-//! and finalising it under the clinic's next gap-free number.
+//! Invoice use cases (issue 14): issuing a draft, adding lines, finalising it under the
+//! clinic's next gap-free number, recording payments, refunding and voiding. HTTP handlers (and
+//! the process manager that issues drafts) call these; none loads an invoice itself. Another
+//! clinic's invoice is an empty stream here: the domain answers `NotFound`.
 
 use chrono::Datelike;
 use domain::clinic::Clinic;
-use domain::ids::InvoiceId;
-use domain::invoice::{Invoice, InvoiceCommand, InvoiceError, InvoiceNumber, NewInvoice};
+use domain::ids::{InvoiceId, PaymentId};
+use domain::invoice::{
+    Invoice, InvoiceCommand, InvoiceError, InvoiceLine, InvoiceNumber, NewInvoice,
+};
+use domain::values::{Amount, NonEmptyText, PaymentMethod};
 use sqlx::PgConnection;
 
 use crate::error::{CommandError, StoreError};
@@ -67,6 +72,76 @@ pub async fn finalise(
         .await?;
     tx.commit().await?;
     Ok(committed)
+}
+
+/// Adds `line` to draft `id`.
+pub async fn add_line(
+    store: &EventStore,
+    meta: &CommandMeta,
+    expect: Expect,
+    id: InvoiceId,
+    line: InvoiceLine,
+) -> Result<Committed, CommandError<InvoiceError>> {
+    store
+        .execute::<Invoice>(meta, id.as_uuid(), InvoiceCommand::AddLine(line), expect)
+        .await
+}
+
+/// A payment to record: its id (one payment is recorded once: the API derives it from the
+/// request's `Idempotency-Key`), amount, method and the payer's reference, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payment {
+    pub payment_id: PaymentId,
+    pub amount: Amount,
+    pub method: PaymentMethod,
+    pub reference: Option<NonEmptyText>,
+}
+
+/// Records `payment` on invoice `id` (issued or partially paid; at most its balance).
+pub async fn record_payment(
+    store: &EventStore,
+    meta: &CommandMeta,
+    expect: Expect,
+    id: InvoiceId,
+    payment: Payment,
+) -> Result<Committed, CommandError<InvoiceError>> {
+    let command = InvoiceCommand::RecordPayment {
+        payment_id: payment.payment_id,
+        amount: payment.amount,
+        method: payment.method,
+        reference: payment.reference,
+    };
+    store
+        .execute::<Invoice>(meta, id.as_uuid(), command, expect)
+        .await
+}
+
+/// Refunds `amount` of invoice `id` (at most what was paid and not refunded yet).
+pub async fn refund(
+    store: &EventStore,
+    meta: &CommandMeta,
+    expect: Expect,
+    id: InvoiceId,
+    amount: Amount,
+    reason: NonEmptyText,
+) -> Result<Committed, CommandError<InvoiceError>> {
+    let command = InvoiceCommand::Refund { amount, reason };
+    store
+        .execute::<Invoice>(meta, id.as_uuid(), command, expect)
+        .await
+}
+
+/// Voids invoice `id` (a draft or an issued one with nothing paid left).
+pub async fn void(
+    store: &EventStore,
+    meta: &CommandMeta,
+    expect: Expect,
+    id: InvoiceId,
+    reason: NonEmptyText,
+) -> Result<Committed, CommandError<InvoiceError>> {
+    store
+        .execute::<Invoice>(meta, id.as_uuid(), InvoiceCommand::Void { reason }, expect)
+        .await
 }
 
 /// The clinic's next invoice number of `year`; its counter row stays locked until the

@@ -291,6 +291,16 @@ impl Invoice {
         self.lines.iter().map(|l| l.amount.minor()).sum()
     }
 
+    /// Every payment recorded, in minor units.
+    pub fn paid(&self) -> i64 {
+        self.paid
+    }
+
+    /// Every refund, in minor units.
+    pub fn refunded(&self) -> i64 {
+        self.refunded
+    }
+
     /// What was paid and not refunded.
     pub fn net_paid(&self) -> i64 {
         self.paid - self.refunded

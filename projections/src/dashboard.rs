@@ -1,5 +1,5 @@
 //! The clinic's dashboard: counts over the appointments, staff and patients read models, in
-//! the clinic's local time zone.
+//! the clinic's local time zone; and its billing figures over the invoices read model.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +11,7 @@ use sqlx::{PgConnection, PgPool};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::invoices::CurrencyAmount;
 use crate::scope::clinic_tx;
 
 /// How many days the dashboard covers: today and the next 7.
@@ -38,6 +39,11 @@ pub struct Dashboard {
     pub new_patients_this_week: i64,
     /// The next (at most 10) active appointments that are not over yet, soonest first.
     pub next_appointments: Vec<UpcomingAppointment>,
+    /// Revenue this month and the amount outstanding, for the roles that handle invoices
+    /// (clinic admins and receptionists: the clinic's; a doctor: their own invoices') when the
+    /// billing module is enabled; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub billing: Option<BillingFigures>,
 }
 
 /// Appointments per FHIR status.
@@ -329,6 +335,7 @@ pub async fn dashboard(
                 patient_name: r.patient_name,
             })
             .collect(),
+        billing: None,
     })
 }
 
@@ -356,4 +363,75 @@ where
         .bind(frame.window_end)
         .fetch_all(conn)
         .await
+}
+
+/// The dashboard's billing figures (issue 14), in the clinic's local time zone: what was taken
+/// this month and what is still due, per currency (minor units).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BillingFigures {
+    /// The first day of the current local month.
+    pub month_start: NaiveDate,
+    /// Payments minus refunds recorded since the start of the local month.
+    pub revenue_this_month: Vec<CurrencyAmount>,
+    /// Still due on issued and partially-paid invoices.
+    pub outstanding: Vec<CurrencyAmount>,
+}
+
+/// The clinic's billing figures at `now` (the service clock's); with `doctor`, over that
+/// doctor's invoices only.
+pub async fn billing(
+    pool: &PgPool,
+    clinic: ClinicId,
+    doctor: Option<StaffId>,
+    now: DateTime<Utc>,
+) -> Result<BillingFigures, sqlx::Error> {
+    let clinic_uuid = clinic.as_uuid();
+    let doctor = doctor.map(|d| d.as_uuid());
+    let mut tx = clinic_tx(pool, clinic).await?;
+    // The local month: its first day, and its bounds as instants.
+    let (month_start, from, to): (NaiveDate, DateTime<Utc>, DateTime<Utc>) = sqlx::query_as(
+        "WITH z AS (SELECT coalesce((SELECT time_zone FROM rm.clinics WHERE clinic_id = $1), 'UTC') AS tz), \
+              m AS (SELECT tz, date_trunc('month', $2::timestamptz AT TIME ZONE tz) AS local_start FROM z) \
+         SELECT local_start::date, local_start AT TIME ZONE tz, \
+                (local_start + interval '1 month') AT TIME ZONE tz \
+         FROM m",
+    )
+    .bind(clinic_uuid)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    let revenue: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT currency, sum(CASE WHEN kind = 'payment' THEN amount ELSE -amount END)::bigint \
+         FROM rm.invoice_payments \
+         WHERE clinic_id = $1 AND recorded_at >= $2 AND recorded_at < $3 \
+           AND ($4::uuid IS NULL OR doctor_id = $4) \
+         GROUP BY currency ORDER BY currency",
+    )
+    .bind(clinic_uuid)
+    .bind(from)
+    .bind(to)
+    .bind(doctor)
+    .fetch_all(&mut *tx)
+    .await?;
+    let outstanding: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT currency, sum(balance)::bigint FROM rm.invoices \
+         WHERE clinic_id = $1 AND status IN ('issued', 'partially-paid') \
+           AND ($2::uuid IS NULL OR doctor_id = $2) \
+         GROUP BY currency ORDER BY currency",
+    )
+    .bind(clinic_uuid)
+    .bind(doctor)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let amounts = |rows: Vec<(String, i64)>| {
+        rows.into_iter()
+            .map(|(currency, amount)| CurrencyAmount { currency, amount })
+            .collect()
+    };
+    Ok(BillingFigures {
+        month_start,
+        revenue_this_month: amounts(revenue),
+        outstanding: amounts(outstanding),
+    })
 }

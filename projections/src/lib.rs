@@ -2,15 +2,17 @@
 //! per-clinic read models (schema `rm`), and the queries that read them.
 //!
 //! One folder per read model, with its apply function and its queries: [`clinics`],
-//! [`staff`], [`patients`], [`appointments`], and the tamper-evidence chain [`audit_chain`].
+//! [`staff`], [`patients`], [`appointments`], [`invoices`], and the tamper-evidence chain
+//! [`audit_chain`].
 //! [`dashboard`] and [`availability`] read several read models; [`audit`] reads the event
 //! log itself. Every projection is a [`Projection`], listed in [`PROJECTIONS`].
 //!
 //! Every clinic query opens its own read transaction with [`scope::clinic_tx`], so row-level
 //! security limits it to the caller's clinic, and filters on `clinic_id` itself as well
-//! (defence in depth). The two platform queries ([`clinics::platform_clinics`],
-//! [`clinics::platform_overview`]) use [`scope::platform_tx`] and read `rm.clinics` only,
-//! which holds no patient data. Who may see what (a doctor only their own patients and
+//! (defence in depth). The platform queries ([`clinics::platform_clinics`],
+//! [`clinics::platform_overview`], [`invoices::platform_billing`]) use [`scope::platform_tx`]
+//! and read `rm.clinics` only, which holds no patient data, and counts and sums of the other
+//! read models through SECURITY DEFINER functions that return no row of them. Who may see what (a doctor only their own patients and
 //! appointments, a receptionist no clinical notes) is decided by the API; the queries take the
 //! resulting restriction as an explicit argument.
 //!
@@ -27,6 +29,7 @@ pub mod checkpoint;
 pub mod clinics;
 pub mod dashboard;
 pub mod event;
+pub mod invoices;
 pub mod page;
 pub mod patients;
 pub mod projection;

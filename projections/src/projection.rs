@@ -7,7 +7,7 @@ use futures::future::BoxFuture;
 use sqlx::PgConnection;
 
 use crate::event::StoredEvent;
-use crate::{appointments, audit_chain, clinics, patients, staff, ProjectionError};
+use crate::{appointments, audit_chain, clinics, invoices, patients, staff, ProjectionError};
 
 /// How a projection applies a batch of events (its own, in commit order) to its tables in
 /// `schema` (`rm`, or a rebuild's).
@@ -39,6 +39,7 @@ pub const PROJECTIONS: &[Projection] = &[
     staff::PROJECTION,
     patients::PROJECTION,
     appointments::PROJECTION,
+    invoices::PROJECTION,
     audit_chain::PROJECTION,
 ];
 
@@ -131,12 +132,12 @@ mod tests {
             assert_eq!(Projection::named(p.name).unwrap(), *p);
         }
         assert!(matches!(
-            Projection::named("invoices"),
+            Projection::named("billing"),
             Err(ProjectionError::UnknownProjection(_))
         ));
         assert_eq!(
             rebuildable_names(),
-            "clinics, staff, patients, appointments"
+            "clinics, staff, patients, appointments, invoices"
         );
     }
 }

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use commands::billing::{issue_for, Charge, Mode, Outcome};
-use commands::{Actor, ActorRole, CommandMeta, EventStore, Expect};
-use domain::fees::{FeeRule, FeeSchedule, FeeScheduleCommand, Schedule};
+use commands::EventStore;
+use domain::fees::{FeeRule, FeeSchedule, Schedule};
 use domain::ids::{AppointmentId, ClinicId, InvoiceId, StaffId};
 use domain::invoice::Basis;
 use domain::values::{Amount, AppointmentType, Currency};
@@ -55,26 +55,11 @@ async fn store(app: &TestApp) -> EventStore {
     store_with(&app.db, domain::clock::Services::manual(app.clock.clone())).await
 }
 
-/// Sets the clinic's fee schedule as its admin would.
+/// Sets the clinic's fee schedule as its admin does (`PUT /v1/clinic/fees`).
 async fn set_fees(app: &TestApp, clinic: &ClinicFixture, schedule: Schedule) {
-    let meta = CommandMeta::new(
-        ClinicId::from_uuid(clinic.id),
-        Actor {
-            id: Uuid::new_v4(),
-            role: ActorRole::ClinicAdmin,
-        },
-        "test:fees",
-    );
-    store(app)
-        .await
-        .execute::<FeeSchedule>(
-            &meta,
-            clinic.id,
-            FeeScheduleCommand::Set(schedule),
-            Expect::Any,
-        )
-        .await
-        .unwrap();
+    let body = serde_json::to_value(&schedule).unwrap();
+    let answer = app.put("/v1/clinic/fees", &clinic.admin, body).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
     app.advance(chrono::Duration::seconds(1));
 }
 
@@ -312,6 +297,15 @@ fn failing_at(
     config
 }
 
+/// Every event in the store, the process manager's too (as the owner).
+async fn all_events(app: &TestApp) -> i64 {
+    let mut owner = app.db.owner_connection().await;
+    sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&mut owner)
+        .await
+        .unwrap()
+}
+
 /// The billing checkpoint's position (as the owner).
 async fn billing_position(app: &TestApp) -> i64 {
     let mut owner = app.db.owner_connection().await;
@@ -454,14 +448,14 @@ async fn three_process_managers_at_once_and_a_replay_from_zero_issue_each_invoic
     assert_eq!(invoices_issued(&app).await, 10);
 
     // A replay from position zero reads every completion again and issues nothing.
-    let events_before = app.event_count().await;
+    let events_before = all_events(&app).await;
     let mut owner = app.db.owner_connection().await;
     owner
         .execute("UPDATE projection_checkpoints SET transaction_id = '0', position = 0 WHERE name = 'billing'")
         .await
         .unwrap();
     app.db.caught_up().await;
-    assert_eq!(app.event_count().await, events_before);
+    assert_eq!(all_events(&app).await, events_before);
     assert_eq!(invoices_issued(&app).await, 10);
 
     // The use case itself, raced on one charge from two transactions: one issues, one finds
@@ -714,4 +708,100 @@ async fn clinic_billing_backfill_issues_the_missing_invoices_once_and_only_with_
         "clinic bill-cli: 1 visits and no-shows read, 0 invoices issued, 1 already invoiced, 0 not billed"
     );
     assert_eq!(invoices_issued(&app).await, 1);
+}
+
+/// Invoices are audited like every other aggregate: `clinic replay --check` replays them and
+/// compares them with `rm.invoices` field by field, and the hash chain covers their events
+/// (an edited payment is found by `clinic verify`).
+#[tokio::test]
+async fn invoices_are_in_the_replay_check_and_the_hash_chain() {
+    let app = spawn_app().await;
+    let platform = app.platform_admin().await;
+    let north = app.clinic(&platform, "bill-audit").await;
+    set_fees(&app, &north, schedule(north.doctor_id, 4_000, None)).await;
+    let appointment = visit(&app, &north, Some("checkup"), 2, "complete").await;
+    app.db.caught_up().await;
+    let invoice = InvoiceId::of_appointment(AppointmentId::from_uuid(appointment)).as_uuid();
+    let finalised = app
+        .post(
+            &format!("/v1/invoices/{invoice}/finalise"),
+            &north.receptionist,
+            json!({}),
+        )
+        .await;
+    assert_eq!(finalised.status, 200, "{finalised:?}");
+    let paid = app
+        .send_with(
+            reqwest::Method::POST,
+            &format!("/v1/invoices/{invoice}/payments"),
+            Some(&north.receptionist),
+            Some(&json!({"amount": 4_000, "method": "cash"})),
+            &[("Idempotency-Key", "audit-1")],
+        )
+        .await;
+    assert_eq!(paid.status, 200, "{paid:?}");
+    let refunded = app
+        .post(
+            &format!("/v1/invoices/{invoice}/refunds"),
+            &north.admin,
+            json!({"amount": 1_500, "reason": "goodwill"}),
+        )
+        .await;
+    assert_eq!(refunded.status, 200, "{refunded:?}");
+    app.db.caught_up().await;
+
+    let check = || crate::audit::replay(&app.db, &["--clinic", "bill-audit", "--check"]);
+    let out = check().await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("no differences"), "{stdout}");
+
+    // The read model says more was paid than the events do.
+    let mut owner = app.db.owner_connection().await;
+    sqlx::query("UPDATE rm.invoices SET paid = 9000 WHERE invoice_id = $1")
+        .bind(invoice)
+        .execute(&mut owner)
+        .await
+        .unwrap();
+    let out = check().await;
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with(&format!("Invoice {invoice}: ")))
+        .collect();
+    assert_eq!(
+        lines,
+        [format!(
+            "Invoice {invoice}: paid: events say 4000, read model says 9000"
+        )],
+        "{stdout}"
+    );
+
+    // The events of the invoice are chained: editing the payment's amount is found.
+    let intact = crate::chain::verify_cli(&app.db, "bill-audit", &[]).await;
+    assert_eq!(intact.status.code(), Some(0), "{intact:?}");
+    let payment: i64 = sqlx::query_scalar(
+        "SELECT position FROM events WHERE event_type = 'PaymentRecorded' AND aggregate_id = $1",
+    )
+    .bind(format!("{}:{invoice}", north.id))
+    .fetch_one(&mut owner)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE events SET payload = jsonb_set(payload::jsonb, '{PaymentRecorded,amount}', '400')::json \
+         WHERE position = $1",
+    )
+    .bind(payment)
+    .execute(&mut owner)
+    .await
+    .unwrap();
+    let out = crate::chain::verify_cli(&app.db, "bill-audit", &[]).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let first = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(first, format!("tampered: changed at position {payment}"));
 }

@@ -53,6 +53,11 @@ const ENDPOINTS: &[&str] = &[
     "POST /v1/appointments/{id}/start",
     "POST /v1/appointments/{id}/complete",
     "POST /v1/appointments/{id}/no-show",
+    "POST /v1/invoices/{id}/lines",
+    "POST /v1/invoices/{id}/finalise",
+    "POST /v1/invoices/{id}/payments",
+    "POST /v1/invoices/{id}/refunds",
+    "POST /v1/invoices/{id}/void",
 ];
 
 /// Every role a caller can have.
@@ -72,6 +77,7 @@ const PATIENT_DEMOGRAPHICS: &[&str] = &["clinic_admin", "receptionist", "nurse",
 /// A doctor only for their own appointments (the fixture's appointments are its doctor's).
 const BOOKING: &[&str] = &["clinic_admin", "receptionist", "nurse", "doctor"];
 const CLINICAL: &[&str] = &["clinic_admin", "nurse", "doctor"];
+const INVOICE_DESK: &[&str] = &["clinic_admin", "receptionist"];
 
 // ---------------------------------------------------------------------------------------
 // The world every test starts from: two clinics and a few records to act on.
@@ -99,6 +105,10 @@ pub(crate) struct World {
     to_move_slot: Value,
     to_cancel: Uuid,
     no_show: Uuid,
+    /// A draft invoice of a North visit (the table adds a line, finalises it, takes a payment,
+    /// refunds it and voids it), and one of South's.
+    invoice: Uuid,
+    south_invoice: Uuid,
 }
 
 impl World {
@@ -141,6 +151,8 @@ impl World {
             to_move_slot: slot(default_now(), 3, 10),
             to_cancel: Uuid::new_v4(),
             no_show: Uuid::new_v4(),
+            invoice: Uuid::new_v4(),
+            south_invoice: Uuid::new_v4(),
         }
     }
 }
@@ -239,6 +251,15 @@ pub(crate) async fn setup(app: &TestApp) -> World {
     let to_move = book(app, &north, &to_move_slot).await;
     let to_cancel = book(app, &north, &slot(app.now(), 3, 11)).await;
     let no_show = book(app, &north, &slot(app.now(), 3, 12)).await;
+    let (np, nd, sp, sd) = (
+        north.patient_id,
+        north.doctor_id,
+        south.patient_id,
+        south.doctor_id,
+    );
+    let at = future_from(app.now(), 5, 9);
+    let invoice = crate::invoices::billed_visit(app, &north, np, nd, at).await;
+    let south_invoice = crate::invoices::billed_visit(app, &south, sp, sd, at).await;
     let mut world = World {
         now: app.now(),
         platform,
@@ -255,6 +276,8 @@ pub(crate) async fn setup(app: &TestApp) -> World {
         to_move_slot,
         to_cancel,
         no_show,
+        invoice: invoice.invoice_id,
+        south_invoice: south_invoice.invoice_id,
     };
     for role in ALL_ROLES {
         let me = app
@@ -312,6 +335,8 @@ pub(crate) struct Case {
     cross: Vec<Cross>,
     /// Bad bodies and the field each must name.
     bad: Vec<(Value, &'static str)>,
+    /// The endpoint requires `Idempotency-Key` (a payment): [`send_case`] sends a fresh one.
+    keyed: bool,
 }
 
 impl Case {
@@ -339,6 +364,7 @@ impl Case {
             new_clinic: false,
             cross: Vec::new(),
             bad: Vec::new(),
+            keyed: false,
         }
     }
 
@@ -400,6 +426,12 @@ impl Case {
         self.bad.push((body, field));
         self
     }
+
+    /// The endpoint requires `Idempotency-Key`.
+    fn keyed(mut self) -> Case {
+        self.keyed = true;
+        self
+    }
 }
 
 /// The table, in an order in which every valid body succeeds once (see
@@ -409,6 +441,7 @@ pub(crate) fn cases(w: &World) -> Vec<Case> {
     let nowhere = Uuid::new_v4();
     let a = n.appointment_id;
     let sa = s.appointment_id;
+    let (inv, sinv) = (w.invoice, w.south_invoice);
     let other_clinic = json!(s.id);
 
     let new_clinic = json!({
@@ -968,6 +1001,78 @@ pub(crate) fn cases(w: &World) -> Vec<Case> {
         .writes(&["AppointmentMarkedNoShow"])
         .not_found_at(format!("/v1/appointments/{sa}/no-show"))
         .bad(json!({"reason": "late"}), "reason"),
+        // Invoices: a line on the draft, finalised, a payment refunded in full, voided.
+        Case::new(
+            "POST /v1/invoices/{id}/lines",
+            format!("/v1/invoices/{inv}/lines"),
+            json!({"description": "ECG", "amount": 2500}),
+            INVOICE_DESK,
+            "receptionist",
+        )
+        .writes(&["InvoiceLineAdded"])
+        .not_found_at(format!("/v1/invoices/{sinv}/lines"))
+        .bad(json!({"description": "ECG", "amount": 0}), "amount")
+        .bad(json!({"description": "ECG", "amount": 12.5}), "amount")
+        .bad(json!({"description": "ECG", "amount": "25.00"}), "amount")
+        .bad(json!({"description": " ", "amount": 100}), "description")
+        .bad(
+            json!({"description": "x".repeat(1001), "amount": 100}),
+            "description",
+        )
+        .bad(
+            json!({"description": "bell\u{7}", "amount": 100}),
+            "description",
+        )
+        .bad(json!({"amount": 100}), "description"),
+        Case::new(
+            "POST /v1/invoices/{id}/finalise",
+            format!("/v1/invoices/{inv}/finalise"),
+            json!({}),
+            INVOICE_DESK,
+            "clinic_admin",
+        )
+        .writes(&["InvoiceFinalised"])
+        .not_found_at(format!("/v1/invoices/{sinv}/finalise"))
+        .bad(json!({"number": "INV-2027-000009"}), "number"),
+        Case::new(
+            "POST /v1/invoices/{id}/payments",
+            format!("/v1/invoices/{inv}/payments"),
+            json!({"amount": 1000, "method": "card", "reference": "slip 0042"}),
+            INVOICE_DESK,
+            "receptionist",
+        )
+        .keyed()
+        .writes(&["PaymentRecorded"])
+        .not_found_at(format!("/v1/invoices/{sinv}/payments"))
+        .bad(json!({"amount": 1000, "method": "cheque"}), "method")
+        .bad(json!({"amount": -5, "method": "cash"}), "amount")
+        .bad(
+            json!({"amount": 1000, "method": "cash", "reference": ""}),
+            "reference",
+        )
+        .bad(json!({"method": "cash"}), "amount"),
+        Case::new(
+            "POST /v1/invoices/{id}/refunds",
+            format!("/v1/invoices/{inv}/refunds"),
+            json!({"amount": 1000, "reason": "overcharged"}),
+            CLINIC_ADMIN,
+            "clinic_admin",
+        )
+        .writes(&["PaymentRefunded"])
+        .not_found_at(format!("/v1/invoices/{sinv}/refunds"))
+        .bad(json!({"amount": 1000}), "reason")
+        .bad(json!({"amount": "ten", "reason": "x"}), "amount"),
+        Case::new(
+            "POST /v1/invoices/{id}/void",
+            format!("/v1/invoices/{inv}/void"),
+            json!({"reason": "billed in error"}),
+            CLINIC_ADMIN,
+            "clinic_admin",
+        )
+        .writes(&["InvoiceVoided"])
+        .not_found_at(format!("/v1/invoices/{sinv}/void"))
+        .bad(json!({}), "reason")
+        .bad(json!({"reason": "x".repeat(1001)}), "reason"),
     ]
 }
 
@@ -1102,6 +1207,19 @@ async fn send(
     app.send(method.clone(), path, token, Some(body)).await
 }
 
+/// Sends `case`'s method to `path` as `token` with `body`, and a fresh `Idempotency-Key` when
+/// the endpoint requires one.
+async fn send_case(app: &TestApp, case: &Case, path: &str, token: &str, body: &Value) -> Answer {
+    let key = Uuid::new_v4().to_string();
+    let headers: &[(&str, &str)] = if case.keyed {
+        &[("Idempotency-Key", key.as_str())]
+    } else {
+        &[]
+    };
+    app.send_with(case.method.clone(), path, Some(token), Some(body), headers)
+        .await
+}
+
 /// Sends raw bytes with an optional content type.
 async fn send_raw(
     app: &TestApp,
@@ -1129,7 +1247,8 @@ async fn send_raw(
 async fn events_after(app: &TestApp, position: i64) -> Vec<(i64, Uuid, String)> {
     let mut conn = app.db.owner_connection().await;
     sqlx::query_as(
-        "SELECT position, tenant_id, event_type FROM events WHERE position > $1 ORDER BY position",
+        "SELECT position, tenant_id, event_type FROM events WHERE position > $1 \
+         AND metadata ->> 'request_id' NOT LIKE 'billing:%' ORDER BY position",
     )
     .bind(position)
     .fetch_all(&mut conn)
@@ -1242,14 +1361,8 @@ pub(crate) async fn another_clinics_records_are_404_or_a_422_naming_the_field_at
                 case.endpoint, cross.role, cross.path, cross.body
             );
             let before = app.event_count().await;
-            let answer = send(
-                &app,
-                &case.method,
-                &cross.path,
-                Some(w.token(cross.role)),
-                &cross.body,
-            )
-            .await;
+            let token = w.token(cross.role);
+            let answer = send_case(&app, case, &cross.path, token, &cross.body).await;
             match cross.outcome {
                 Outcome::NotFound => checks.problem_type(&label, &answer, 404, "not-found"),
                 Outcome::Field(field) => checks.names_field(&label, &answer, field),
@@ -1456,14 +1569,8 @@ pub(crate) async fn valid_bodies_succeed_for_an_allowed_role_in_the_callers_clin
     let mut position = last_position(&app).await;
     for case in &table {
         let label = format!("{} as {}", case.label(), case.actor);
-        let answer = send(
-            &app,
-            &case.method,
-            &case.path,
-            Some(w.token(case.actor)),
-            &case.body,
-        )
-        .await;
+        let token = w.token(case.actor);
+        let answer = send_case(&app, case, &case.path, token, &case.body).await;
         if !checks.that(&label, answer.status == case.status, || {
             format!("expected {}, got {answer:?}", case.status)
         }) {

@@ -16,6 +16,7 @@ mod fees;
 mod flow;
 mod health;
 mod helpers;
+mod invoice_api;
 mod invoices;
 mod metrics;
 mod plans;

@@ -11,12 +11,14 @@ use uuid::Uuid;
 
 use crate::helpers::{patient_body, spawn_app, spawn_app_with, Answer, TestApp, TestDb};
 
-const TABLES: [(&str, &str); 5] = [
+const TABLES: [(&str, &str); 7] = [
     ("clinics", "clinic_id"),
     ("staff", "clinic_id, staff_id"),
     ("patients", "clinic_id, patient_id"),
     ("patient_registrations", "clinic_id, bucket"),
     ("appointments", "clinic_id, appointment_id"),
+    ("invoices", "clinic_id, invoice_id"),
+    ("invoice_payments", "clinic_id, invoice_id, seq"),
 ];
 
 /// Every read-model table's rows, as JSON, in key order.
@@ -71,7 +73,7 @@ async fn drain_then_rebuild(
     drain(&mut conn, db, &config).await;
     let drained = snapshot(owner, "rm").await;
     let reports = projections::rebuild::rebuild(owner, None).await.unwrap();
-    assert_eq!(reports.len(), 4);
+    assert_eq!(reports.len(), 5);
     drain(&mut conn, db, &config).await;
     (drained, snapshot(owner, "rm").await)
 }
@@ -272,7 +274,7 @@ async fn the_read_models_advance_together_one_transaction_per_batch() {
     assert!(settings.is_some());
     let mut owner = app.db.owner_connection().await;
     let models = read_models();
-    assert_eq!(models.len(), 4);
+    assert_eq!(models.len(), 5);
     let mut conn = worker::connect(&app.db.owner).await.unwrap();
 
     // A crash in the middle of a group batch leaves every read model untouched.
@@ -732,7 +734,7 @@ async fn clinic_rebuild_swaps_in_identical_tables() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         stdout.lines().filter(|l| l.starts_with("rebuilt ")).count(),
-        4,
+        5,
         "{stdout}"
     );
     assert!(stdout.contains("events/s"));
@@ -917,6 +919,41 @@ async fn incremental_and_rebuilt_read_models_are_identical() {
         .await;
     }
 
+    // Invoices: a draft given a line, finalised, paid in two parts and refunded in part (its
+    // status and balance follow); another voided as a draft.
+    let invoice = |hour: u32| {
+        let (app, c) = (&app, &c);
+        async move {
+            crate::invoices::billed_visit(app, c, c.patient_id, c.doctor_id, app.future(6, hour))
+                .await
+                .invoice_id
+        }
+    };
+    let (billed, voided) = (invoice(14).await, invoice(15).await);
+    let ecg = json!({"description": "ECG", "amount": 2500});
+    let bill = |what: &str| format!("/v1/invoices/{billed}/{what}");
+    step(&app, "POST", &bill("lines"), desk, ecg).await;
+    step(&app, "POST", &bill("finalise"), desk, json!({})).await;
+    for (key, amount) in [("pay-1", 3000), ("pay-2", 5500)] {
+        let body = json!({"amount": amount, "method": "cash"});
+        let paid = app
+            .send_with(
+                reqwest::Method::POST,
+                &bill("payments"),
+                Some(desk),
+                Some(&body),
+                &[("Idempotency-Key", key)],
+            )
+            .await;
+        assert_eq!(paid.status, 200, "{paid:?}");
+        app.advance(chrono::Duration::seconds(1));
+    }
+    let refund = json!({"amount": 1000, "reason": "goodwill"});
+    step(&app, "POST", &bill("refunds"), admin, refund).await;
+    let void = json!({"reason": "billed in error"});
+    let path = format!("/v1/invoices/{voided}/void");
+    step(&app, "POST", &path, admin, void).await;
+
     // Staff: profile twice, working hours, time off twice, role, deactivated and back.
     let dept = step(
         &app,
@@ -1041,5 +1078,35 @@ async fn incremental_and_rebuilt_read_models_are_identical() {
             .fetch_all(&mut owner)
             .await
             .unwrap();
-    assert_eq!(statuses, vec!["cancelled", "fulfilled"]);
+    assert_eq!(
+        statuses,
+        vec!["cancelled", "fulfilled", "fulfilled", "fulfilled"]
+    );
+    let invoices: Vec<(String, i64, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT status, total, paid, refunded, balance, jsonb_array_length(lines)::int8 \
+         FROM rm.invoices ORDER BY status",
+    )
+    .fetch_all(&mut owner)
+    .await
+    .unwrap();
+    assert_eq!(
+        invoices,
+        vec![
+            ("partially-paid".into(), 8500, 8500, 1000, 1000, 2),
+            ("void".into(), 6000, 0, 0, 0, 1),
+        ]
+    );
+    let kinds: Vec<(String, i64)> =
+        sqlx::query_as("SELECT kind, amount FROM rm.invoice_payments ORDER BY seq")
+            .fetch_all(&mut owner)
+            .await
+            .unwrap();
+    assert_eq!(
+        kinds,
+        vec![
+            ("payment".into(), 3000),
+            ("payment".into(), 5500),
+            ("refund".into(), 1000)
+        ]
+    );
 }

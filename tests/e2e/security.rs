@@ -284,6 +284,10 @@ async fn f03_a_forged_page_token_with_nul_is_a_422_naming_it() {
             "/v1/patients",
             json!({"f": "ab", "g": "\u{0}", "i": uuid::Uuid::new_v4()}),
         ),
+        (
+            "/v1/invoices",
+            json!({"t": "2027-01-13T08:00:00Z\u{0}", "i": uuid::Uuid::new_v4()}),
+        ),
     ];
     for (path, key) in forged {
         let token = b64.encode(serde_json::to_vec(&key).unwrap());

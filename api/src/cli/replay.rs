@@ -6,7 +6,8 @@
 //!
 //! With `--check`: replays every aggregate of the clinic from its events in memory (through
 //! the domain's `Aggregate::apply`) and compares it with the read models (`rm.clinics`,
-//! `rm.staff`, `rm.patients`, `rm.appointments`), field by field where both have the field.
+//! `rm.staff`, `rm.patients`, `rm.appointments`, `rm.invoices`), field by field where both
+//! have the field. The fee schedule has no read model (it is read from its stream).
 //! Every difference is printed on standard output, one per line; the exit status is 0 when
 //! there is none and 1 otherwise.
 
@@ -428,6 +429,55 @@ fn compare(aggregates: &BTreeMap<(String, Uuid), Rebuilt>, rows: &ReadModelRows)
             a.appointment_type().map(|t| t.as_str()),
             row.appointment_type.as_deref(),
         );
+        d.field("version", *version, row.version);
+    }
+
+    for row in &rows.invoices {
+        let Some(Rebuilt {
+            aggregate: Replayed::Invoice(i),
+            version,
+        }) = matched(aggregates, &mut seen, &mut lines, "Invoice", row.invoice_id)
+        else {
+            continue;
+        };
+        let mut d = Diff::new(&mut lines, "Invoice", row.invoice_id);
+        let issued = i.issued();
+        d.field(
+            "appointment_id",
+            issued.map(|n| n.appointment_id.as_uuid()),
+            Some(row.appointment_id),
+        );
+        d.field(
+            "patient_id",
+            issued.map(|n| n.patient_id.as_uuid()),
+            Some(row.patient_id),
+        );
+        d.field(
+            "doctor_id",
+            issued.map(|n| n.doctor_id.as_uuid()),
+            Some(row.doctor_id),
+        );
+        d.field(
+            "basis",
+            issued.map(|n| json!(n.basis)),
+            Some(json!(row.basis)),
+        );
+        d.field(
+            "currency",
+            issued.map(|n| n.currency.to_string()),
+            Some(row.currency.clone()),
+        );
+        d.field("status", json!(i.status()), json!(row.status));
+        d.field(
+            "number",
+            i.number().map(|n| n.as_str()),
+            row.number.as_deref(),
+        );
+        d.field("lines", json!(i.lines()), row.lines.clone());
+        d.field("total", i.total(), row.total);
+        d.field("paid", i.paid(), row.paid);
+        d.field("refunded", i.refunded(), row.refunded);
+        d.field("balance", i.balance(), row.balance);
         d.field("version", *version, row.version);
     }
 

@@ -77,6 +77,15 @@ pub const COMMANDS: &[(Method, &str, &str)] = &[
         "/v1/appointments/{id}/no-show",
         "mark_no_show",
     ),
+    (Method::POST, "/v1/invoices/{id}/lines", "add_invoice_line"),
+    (
+        Method::POST,
+        "/v1/invoices/{id}/finalise",
+        "finalise_invoice",
+    ),
+    (Method::POST, "/v1/invoices/{id}/payments", "record_payment"),
+    (Method::POST, "/v1/invoices/{id}/refunds", "refund_payment"),
+    (Method::POST, "/v1/invoices/{id}/void", "void_invoice"),
 ];
 
 /// The name of a command not in the table (a table that is out of date; the coverage test

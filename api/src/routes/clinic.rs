@@ -219,12 +219,16 @@ const DASHBOARD_READS: &[Projection] = &[
     projections::staff::PROJECTION,
     projections::patients::PROJECTION,
     projections::appointments::PROJECTION,
+    projections::invoices::PROJECTION,
 ];
 
 /// The clinic's dashboard, in its local time zone: appointments per status for today and the
 /// next 7 days, each doctor's load per day, the no-show rate of the last 30 days, patients
 /// registered this (ISO) week and the next 10 active appointments. For a doctor the next
-/// appointments are their own.
+/// appointments are their own. With the billing module, clinic admins and receptionists also
+/// get `billing`: the revenue of the current local month (payments minus refunds recorded in
+/// it) and the amount outstanding, per currency; a doctor gets them over their own
+/// appointments' invoices; nurses do not get them.
 #[utoipa::path(get, path = "/v1/dashboard", tag = "clinic", security(("bearer" = [])),
     params(MinPositionQuery, MinPositionHeader),
     responses((status = 200, description = "The dashboard", body = Dashboard), ReadProblems))]
@@ -255,7 +259,14 @@ async fn dashboard_of(read: &mut Read) -> Result<Json<Dashboard>, ApiError> {
         .ready(dashboard_roles, clinic_and_doctor, DASHBOARD_READS)
         .await?;
     let (pool, now) = (&read.state.pool, read.state.clock.now());
-    Ok(Json(dashboard::dashboard(pool, clinic, doctor, now).await?))
+    let mut figures = dashboard::dashboard(pool, clinic, doctor, now).await?;
+    let principal = &read.principal;
+    if principal.require(roles::read::DASHBOARD_BILLING).is_ok()
+        && principal.require_module(Module::Billing).is_ok()
+    {
+        figures.billing = Some(dashboard::billing(pool, clinic, doctor, now).await?);
+    }
+    Ok(Json(figures))
 }
 
 /// The caller's clinic: name, code, time zone, plan, status, slot length and departments.

@@ -9,6 +9,7 @@ pub mod availability;
 pub mod clinic;
 pub mod clinics;
 pub mod fees;
+pub mod invoices;
 pub mod patients;
 pub mod plans;
 pub mod reports;
@@ -35,6 +36,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(patients::router())
         .merge(appointments::router())
         .merge(availability::router())
+        .merge(invoices::router())
         .merge(audit::router())
         .merge(audit_chain::router())
 }

@@ -390,6 +390,24 @@ pub struct AppointmentRow {
     pub version: i64,
 }
 
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InvoiceRow {
+    pub invoice_id: Uuid,
+    pub appointment_id: Uuid,
+    pub patient_id: Uuid,
+    pub doctor_id: Uuid,
+    pub basis: String,
+    pub status: String,
+    pub number: Option<String>,
+    pub currency: String,
+    pub total: i64,
+    pub paid: i64,
+    pub refunded: i64,
+    pub balance: i64,
+    pub lines: serde_json::Value,
+    pub version: i64,
+}
+
 /// A clinic's rows of every read model.
 #[derive(Debug, Clone, Default)]
 pub struct ReadModelRows {
@@ -397,6 +415,7 @@ pub struct ReadModelRows {
     pub staff: Vec<StaffRow>,
     pub patients: Vec<PatientRow>,
     pub appointments: Vec<AppointmentRow>,
+    pub invoices: Vec<InvoiceRow>,
 }
 
 /// Reads a clinic's rows of every read model in one snapshot.
@@ -440,11 +459,19 @@ pub async fn read_model_rows(
     .bind(id)
     .fetch_all(&mut *tx)
     .await?;
+    let invoices = sqlx::query_as(
+        "SELECT invoice_id, appointment_id, patient_id, doctor_id, basis, status, number, currency, \
+         total, paid, refunded, balance, lines, version FROM rm.invoices WHERE clinic_id = $1 ORDER BY invoice_id",
+    )
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(ReadModelRows {
         clinics,
         staff,
         patients,
         appointments,
+        invoices,
     })
 }
