@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 
 use crate::auth::Principal;
 use crate::problem::{problem_responses, ApiError, FieldError, UNAUTHORIZED};
-use crate::query::{self, Query};
+use crate::query::{self, NoParams, Query};
 use crate::roles;
 use crate::state::AppState;
 
@@ -143,9 +143,12 @@ async fn verify_chain(
 async fn chain_head(
     State(state): State<AppState>,
     principal: Principal,
+    params: Result<Query<NoParams>, ApiError>,
 ) -> Result<Json<ChainHead>, ApiError> {
     principal.require(roles::AUDIT)?;
     let clinic = principal.clinic()?;
+    // It takes no parameter: an unknown one (a `clinic_id`) is a 422 naming it, as everywhere.
+    params?;
     let head = chain::head(&state.pool, clinic).await?;
     Ok(Json(head))
 }
