@@ -86,12 +86,40 @@ pub struct ChangeRole {
 
 /// Weekly working hours in clinic-local time: up to six `{start, end}` intervals ("HH:MM")
 /// per day, keyed `mon` … `sun`; a missing day is a day off.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
 #[serde(transparent)]
 pub struct SetWorkingHours {
-    #[schema(value_type = Object, example = json!({"mon": [{"start": "09:00", "end": "12:30"}, {"start": "13:30", "end": "17:00"}], "fri": [{"start": "09:00", "end": "13:00"}]}))]
     pub hours: WorkingHours,
 }
+
+/// The body is the map of days itself (`serde(transparent)`), so its schema is written here:
+/// the derive would describe a `{"hours": …}` wrapper, which the endpoint refuses.
+impl utoipa::PartialSchema for SetWorkingHours {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+        let time = |example: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .examples([example])
+        };
+        let interval = ObjectBuilder::new()
+            .property("start", time("09:00"))
+            .property("end", time("17:00"))
+            .required("start")
+            .required("end");
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(
+                "Weekly working hours in clinic-local time: up to six `{start, end}` intervals \
+                 (\"HH:MM\") per day, keyed `mon` … `sun`; a missing day is a day off.",
+            ))
+            .additional_properties(Some(ArrayBuilder::new().items(interval).max_items(Some(6))))
+            .examples([serde_json::json!({"mon": [{"start": "09:00", "end": "12:30"}, {"start": "13:30", "end": "17:00"}], "fri": [{"start": "09:00", "end": "13:00"}]})])
+            .into()
+    }
+}
+
+impl ToSchema for SetWorkingHours {}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
