@@ -18,6 +18,7 @@ mod health;
 mod helpers;
 mod invoice_api;
 mod invoices;
+mod isolation;
 mod metrics;
 mod plans;
 mod projections;
