@@ -1092,6 +1092,8 @@ async fn events(owner: &mut sqlx::PgConnection) -> i64 {
 struct Tally {
     requests: usize,
     probes: usize,
+    /// Probes by where B's id went: `path`, `query`, `body`, or `clinic_id` slipped in.
+    by_target: BTreeMap<&'static str, usize>,
     by_status: BTreeMap<u16, usize>,
     failures: Vec<String>,
 }
@@ -1190,6 +1192,13 @@ async fn every_route_refuses_another_clinics_ids_to_every_role_and_shows_nothing
             }
             for probe in &probes {
                 tally.probes += 1;
+                let place = match &probe.target {
+                    Target::Query(n) | Target::Body(n) if n == "clinic_id" => "clinic_id",
+                    Target::Path => "path",
+                    Target::Query(_) => "query",
+                    Target::Body(_) => "body",
+                };
+                *tally.by_target.entry(place).or_default() += 1;
                 let nowhere = probe.with_ids_of_nowhere();
                 for role in ROLES {
                     let token = a.fixture.token(role);
@@ -1282,10 +1291,11 @@ async fn every_route_refuses_another_clinics_ids_to_every_role_and_shows_nothing
         walked.len()
     );
     println!(
-        "isolation matrix: {} routes ({} exempt), {} probes x {} roles, {} requests; answers {:?}",
+        "isolation matrix: {} routes ({} exempt), {} probes {:?} x {} roles, {} requests; answers {:?}",
         walked.len(),
         exempted.len(),
         tally.probes,
+        tally.by_target,
         ROLES.len(),
         tally.requests,
         tally.by_status
