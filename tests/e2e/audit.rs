@@ -209,7 +209,7 @@ async fn an_auditor_streams_the_clinics_events_in_commit_order_and_resumes_witho
     for (query, field) in [
         ("limit=0", "limit"),
         ("since=yesterday", "since"),
-        ("aggregate_type=Invoice", "aggregate_type"),
+        ("aggregate_type=LabOrder", "aggregate_type"),
         ("aggregate_id=42", "aggregate_id"),
         ("after_position=-1", "after_position"),
         ("after_position=999999999", "after_position"),
@@ -796,7 +796,7 @@ async fn state_as_of_each_instant_matches_the_live_state_then() {
         &app,
         &north.auditor,
         &format!(
-            "/v1/audit/state?as_of=2030-01-01T00:00:00Z&aggregate_type=Invoice&aggregate_id={id}"
+            "/v1/audit/state?as_of=2030-01-01T00:00:00Z&aggregate_type=LabOrder&aggregate_id={id}"
         ),
     )
     .await

@@ -763,6 +763,57 @@ async fn invoices_are_in_the_replay_check_and_the_hash_chain() {
     assert_eq!(refunded.status, 200, "{refunded:?}");
     app.db.caught_up().await;
 
+    // The auditor reads the invoice's events and its state as of now, which names its patient
+    // in the access log.
+    let events = app
+        .send(
+            reqwest::Method::GET,
+            "/v1/audit/events?aggregate_type=invoice",
+            Some(&north.auditor),
+            None,
+        )
+        .await;
+    assert_eq!(events.status, 200, "{events:?}");
+    let state = app
+        .send(
+            reqwest::Method::GET,
+            &format!(
+                "/v1/audit/state?aggregate_type=Invoice&aggregate_id={invoice}&as_of={}",
+                (app.now() + chrono::Duration::seconds(1))
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+            Some(&north.auditor),
+            None,
+        )
+        .await;
+    assert_eq!(state.status, 200, "{state:?}");
+    assert_eq!(
+        (
+            state.body["state"]["status"].as_str(),
+            state.body["state"]["paid"].as_i64(),
+            state.body["state"]["refunded"].as_i64(),
+            state.body["version"].as_i64()
+        ),
+        (Some("partially-paid"), Some(4_000), Some(1_500), Some(4))
+    );
+    let logged = app
+        .send(
+            reqwest::Method::GET,
+            &format!("/v1/audit/access-log?patient_id={}", north.patient_id),
+            Some(&north.auditor),
+            None,
+        )
+        .await;
+    assert_eq!(logged.status, 200, "{logged:?}");
+    let row = logged.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["endpoint"] == "GET /v1/audit/state")
+        .unwrap_or_else(|| panic!("no access-log row: {}", logged.body));
+    assert_eq!(row["patient_id"], north.patient_id.to_string());
+    assert_eq!(row["outcome"], "allowed");
+
     let check = || crate::audit::replay(&app.db, &["--clinic", "bill-audit", "--check"]);
     let out = check().await;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();

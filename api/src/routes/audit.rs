@@ -135,7 +135,8 @@ pub struct EventParams {
     /// Events that occurred at or before this instant (RFC 3339)
     #[serde(default, deserialize_with = "query::instant")]
     pub until: Option<DateTime<Utc>>,
-    /// `Clinic`, `Staff`, `Patient` or `Appointment`
+    /// `Clinic`, `Staff`, `Patient`, `Appointment`, `Invoice` or `FeeSchedule` (whose id is
+    /// the clinic's)
     #[serde(default, deserialize_with = "kind")]
     #[param(value_type = Option<String>)]
     pub aggregate_type: Option<String>,
@@ -170,11 +171,11 @@ async fn stream_events(
     uri: Uri,
     params: Result<Query<EventParams>, ApiError>,
 ) -> Result<Response, ApiError> {
-    // Staff and clinic events name no patient; any other stream carries patients' data and is
+    // Staff, clinic and fee-schedule events name no patient; any other stream carries patients' data and is
     // recorded (before its first byte leaves) with its filter, and the patient it is limited
     // to, if it is.
     let kind = query::raw(&uri, "aggregate_type").and_then(|k| aggregate_type(&k).ok());
-    if matches!(kind, Some("Staff" | "Clinic")) {
+    if matches!(kind, Some("Staff" | "Clinic" | "FeeSchedule")) {
         return events_stream(&state, &principal, params).await;
     }
     let mut subjects = Subjects::list(&uri, []);
@@ -424,10 +425,14 @@ async fn state_inner(
     let replayed = replay(kind, events.iter().map(stored))?
         .ok_or_else(|| ApiError::field("aggregate_type", "unknown aggregate type"))?;
     let replayed = replayed.to_json();
-    // A patient's state is theirs; an appointment's names its patient.
+    // A patient's state is theirs; an appointment's and an invoice's name their patient.
     let patient = match kind {
         "Patient" => Some(id),
         "Appointment" => replayed["patient_id"]
+            .as_str()
+            .and_then(|p| Uuid::from_str(p).ok()),
+        // An invoice names its patient as issued.
+        "Invoice" => replayed["new"]["patient_id"]
             .as_str()
             .and_then(|p| Uuid::from_str(p).ok()),
         _ => None,

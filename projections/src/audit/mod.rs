@@ -17,7 +17,14 @@ use uuid::Uuid;
 use crate::scope::clinic_tx;
 
 /// The aggregate types of the event store, as stored in `events.aggregate_type`.
-pub const AGGREGATE_TYPES: &[&str] = &["Clinic", "Staff", "Patient", "Appointment"];
+pub const AGGREGATE_TYPES: &[&str] = &[
+    "Clinic",
+    "Staff",
+    "Patient",
+    "Appointment",
+    "Invoice",
+    "FeeSchedule",
+];
 
 /// One event as an auditor sees it: one NDJSON line of `GET /v1/audit/events` and of
 /// `clinic replay`, one item of a record's history.
