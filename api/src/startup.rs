@@ -2,17 +2,18 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, Request, StatusCode};
-use axum::response::IntoResponse;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderName, Request};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use commands::EventStore;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::cors::CorsLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use utoipa::OpenApi;
@@ -154,12 +155,25 @@ pub fn app(state: AppState, settings: &Settings) -> Router {
                         .on_failure(DefaultOnFailure::new().level(Level::ERROR)),
                 )
                 .layer(PropagateRequestIdLayer::new(request_id))
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::REQUEST_TIMEOUT,
+                .layer(axum::middleware::from_fn_with_state(
                     settings.http.request_timeout,
+                    time_limit,
                 ))
                 .layer(CorsLayer::permissive()),
         )
+}
+
+/// Answers a request still running after `limit` with a 408 problem and drops it (its
+/// transaction, if any, rolls back). tower-http's `TimeoutLayer` would answer an empty 408.
+async fn time_limit(
+    State(limit): State<Duration>,
+    req: Request<axum::body::Body>,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::RequestTimeout.into_response(),
+    }
 }
 
 /// Whether a client's `X-Request-Id` may be kept: a short token, 1 to 64 of `[A-Za-z0-9._-]`
