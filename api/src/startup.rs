@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderName, Request};
+use axum::http::header::CACHE_CONTROL;
+use axum::http::{HeaderName, HeaderValue, Request};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -14,6 +15,7 @@ use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::cors::CorsLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use utoipa::OpenApi;
@@ -36,7 +38,7 @@ use projections::worker::WorkerConfig;
 #[openapi(
     info(
         title = "Clinic API",
-        description = "Multi-tenant clinic management backend. Errors are RFC 9457 `application/problem+json` bodies.",
+        description = "Multi-tenant clinic management backend. Errors are RFC 9457 `application/problem+json` bodies. Every answer carries `Cache-Control: no-store` (answers carry patient data: no browser or proxy may keep them).",
     ),
     tags(
         (name = "operations", description = "Health and readiness"),
@@ -155,6 +157,12 @@ pub fn app(state: AppState, settings: &Settings) -> Router {
                         .on_failure(DefaultOnFailure::new().level(Level::ERROR)),
                 )
                 .layer(PropagateRequestIdLayer::new(request_id))
+                // Every answer, errors included: API answers carry patient data and must not
+                // be kept by browsers or proxies. A handler may set another value.
+                .layer(SetResponseHeaderLayer::if_not_present(
+                    CACHE_CONTROL,
+                    HeaderValue::from_static("no-store"),
+                ))
                 .layer(axum::middleware::from_fn_with_state(
                     settings.http.request_timeout,
                     time_limit,
