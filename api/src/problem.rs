@@ -124,6 +124,9 @@ pub enum ApiError {
     /// 412: `If-Match` names another version.
     #[error("precondition failed: expected version {expected}, current {actual}")]
     PreconditionFailed { expected: u64, actual: u64 },
+    /// 408: the request ran past the request timeout (a slow body, or slow work).
+    #[error("request timeout")]
+    RequestTimeout,
     /// 413.
     #[error("payload too large")]
     PayloadTooLarge,
@@ -228,6 +231,7 @@ impl ApiError {
             ApiError::Conflict { .. } | ApiError::SlotTaken { .. } => StatusCode::CONFLICT,
             ApiError::OutsideWorkingHours(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) | ApiError::Unprocessable { .. } => {
@@ -304,6 +308,13 @@ impl ApiError {
                 "version-mismatch",
                 "Precondition failed",
                 format!("If-Match names version {expected}, but the record is at version {actual}"),
+                vec![],
+            ),
+            ApiError::RequestTimeout => (
+                "request-timeout",
+                "Request timeout",
+                "The request took longer than the server allows (its body came too slowly, or the work did not finish in time)."
+                    .into(),
                 vec![],
             ),
             ApiError::PayloadTooLarge => (

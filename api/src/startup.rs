@@ -2,17 +2,20 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, Request, StatusCode};
-use axum::response::IntoResponse;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::header::CACHE_CONTROL;
+use axum::http::{HeaderName, HeaderValue, Request};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use commands::EventStore;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::cors::CorsLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use utoipa::OpenApi;
@@ -35,7 +38,7 @@ use projections::worker::WorkerConfig;
 #[openapi(
     info(
         title = "Clinic API",
-        description = "Multi-tenant clinic management backend. Errors are RFC 9457 `application/problem+json` bodies.",
+        description = "Multi-tenant clinic management backend. Errors are RFC 9457 `application/problem+json` bodies. Every answer carries `Cache-Control: no-store` (answers carry patient data: no browser or proxy may keep them).",
     ),
     tags(
         (name = "operations", description = "Health and readiness"),
@@ -154,12 +157,31 @@ pub fn app(state: AppState, settings: &Settings) -> Router {
                         .on_failure(DefaultOnFailure::new().level(Level::ERROR)),
                 )
                 .layer(PropagateRequestIdLayer::new(request_id))
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::REQUEST_TIMEOUT,
+                // Every answer, errors included: API answers carry patient data and must not
+                // be kept by browsers or proxies. A handler may set another value.
+                .layer(SetResponseHeaderLayer::if_not_present(
+                    CACHE_CONTROL,
+                    HeaderValue::from_static("no-store"),
+                ))
+                .layer(axum::middleware::from_fn_with_state(
                     settings.http.request_timeout,
+                    time_limit,
                 ))
                 .layer(CorsLayer::permissive()),
         )
+}
+
+/// Answers a request still running after `limit` with a 408 problem and drops it (its
+/// transaction, if any, rolls back). tower-http's `TimeoutLayer` would answer an empty 408.
+async fn time_limit(
+    State(limit): State<Duration>,
+    req: Request<axum::body::Body>,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::RequestTimeout.into_response(),
+    }
 }
 
 /// Whether a client's `X-Request-Id` may be kept: a short token, 1 to 64 of `[A-Za-z0-9._-]`
@@ -209,6 +231,8 @@ pub fn jwt_keys(auth: &AuthSettings) -> JwtKeys {
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    /// How long a client may take to send a request's line and headers.
+    head_timeout: Duration,
     database: Database,
     state: AppState,
     workers: Option<Workers>,
@@ -293,6 +317,7 @@ impl Application {
         Ok(Application {
             listener,
             router,
+            head_timeout: settings.http.request_timeout,
             database,
             state,
             workers,
@@ -321,14 +346,7 @@ impl Application {
         if let Some(addr) = self.local_addr() {
             tracing::info!(address = %addr, "listening on http://{addr}");
         }
-        let served = axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(StartupError::Serve);
+        let served = serve(self.listener, self.router, self.head_timeout, shutdown).await;
         if let Some(workers) = self.workers {
             workers.stop().await;
         }
@@ -339,6 +357,72 @@ impl Application {
         }
         served
     }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets the open connections
+/// finish their requests. As `axum::serve` (HTTP/1.1, `ConnectInfo<SocketAddr>` on each
+/// request), plus a deadline on the request's head: a connection whose next request line and
+/// headers have not all arrived `head_timeout` after it opened or after its last answer is
+/// closed, so a slowloris sending a byte now and then, and an idle kept-alive connection, are
+/// both let go. `axum::serve` gives hyper no timer, so it has no such deadline. A slow body is
+/// the request timeout's (`time_limit`), as the handler reads it.
+async fn serve(
+    listener: TcpListener,
+    router: Router,
+    head_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartupError> {
+    use hyper::server::conn::http1;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::server::graceful::GracefulShutdown;
+    use tower::ServiceExt;
+
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(head_timeout);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) if connection_error(&e) => continue,
+                Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::error!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(remote));
+            router.clone().oneshot(req)
+        });
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// An accept error that concerns one connection only (as `axum::serve` tells them apart).
+fn connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

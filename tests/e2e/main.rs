@@ -2,6 +2,7 @@
 //! from a migrated template, on a real PostgreSQL (DATABASE_URL, else 127.0.0.1:5432, else a
 //! private cluster started for this run).
 
+mod abuse;
 mod audit;
 mod auth;
 mod billing;

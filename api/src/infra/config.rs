@@ -73,7 +73,8 @@ pub struct ServeArgs {
     /// Apply pending migrations before serving.
     #[arg(long, env = "CLINIC_MIGRATE_ON_START", action = ArgAction::Set, value_parser = BoolishValueParser::new(), default_value = "true", default_missing_value = "true", num_args = 0..=1)]
     pub migrate_on_start: bool,
-    /// Requests running longer than this many seconds are answered 408.
+    /// Requests running longer than this many seconds are answered 408; a connection whose
+    /// request line and headers take longer is closed.
     #[arg(long, env = "CLINIC_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
     /// HS256 secret for access tokens (at least 32 bytes). Unset: a random one per process
