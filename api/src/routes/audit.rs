@@ -556,6 +556,6 @@ mod tests {
     fn aggregate_types_are_read_in_any_case() {
         assert_eq!(aggregate_type("patient"), Ok("Patient"));
         assert_eq!(aggregate_type("APPOINTMENT"), Ok("Appointment"));
-        assert!(aggregate_type("Invoice").is_err());
+        assert!(aggregate_type("LabOrder").is_err());
     }
 }
