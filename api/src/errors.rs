@@ -170,6 +170,11 @@ impl From<StaffingError> for ApiError {
         match err {
             StaffingError::Command(e) => e.into(),
             StaffingError::Store(e) => e.into(),
+            StaffingError::LastClinicAdmin => ApiError::Conflict {
+                slug: "last-clinic-admin",
+                detail: format!("{}. Nothing was written.", StaffingError::LastClinicAdmin),
+                field: None,
+            },
             e => field_or(e.field(), &e, ApiError::BadRequest),
         }
     }

@@ -43,7 +43,10 @@ impl StaffAdds {
 }
 
 /// Locks the clinic's registry row until the transaction ends and reads its plan.
-async fn lock_plan(conn: &mut PgConnection, clinic: ClinicId) -> Result<Plan, StoreError> {
+pub(crate) async fn lock_plan(
+    conn: &mut PgConnection,
+    clinic: ClinicId,
+) -> Result<Plan, StoreError> {
     let name: Option<String> =
         sqlx::query_scalar("SELECT plan FROM clinic_codes WHERE clinic_id = $1 FOR UPDATE")
             .bind(clinic.as_uuid())

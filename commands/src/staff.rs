@@ -44,6 +44,12 @@ pub enum StaffingError {
     WeakPassword(String),
     #[error("no open department with this id in your clinic")]
     DepartmentNotFound,
+    /// The command would leave the clinic without an active clinic admin (who alone can
+    /// hire, set roles and reactivate accounts: nobody could undo it).
+    #[error(
+        "this is the clinic's last active clinic admin: make another member clinic admin first"
+    )]
+    LastClinicAdmin,
     #[error(transparent)]
     Command(#[from] CommandError<StaffError>),
     #[error(transparent)]
@@ -136,7 +142,8 @@ pub async fn update_profile(
 
 /// Runs `command` on staff member `id` (a role change, a reactivation, working hours, time
 /// off, a deactivation) within the plan: what would add an active doctor or staff member past
-/// the plan's limit is refused before anything is written.
+/// the plan's limit is refused before anything is written. So is a role change or a
+/// deactivation of the clinic's last active clinic admin ([`keep_an_admin`]).
 pub async fn act(
     store: &EventStore,
     meta: &CommandMeta,
@@ -147,11 +154,44 @@ pub async fn act(
     let mut tx = store.begin().await?;
     let loaded = tx.load::<Staff>(meta.clinic_id, id).await?;
     let staff = loaded.as_ref().map(|(s, _)| s);
-    let (adding, _) = adds(staff, &command, tx.services()).map_err(CommandError::Domain)?;
+    let (adding, after) = adds(staff, &command, tx.services()).map_err(CommandError::Domain)?;
+    if staff.is_some_and(is_active_admin) && !is_active_admin(&after) {
+        keep_an_admin(&mut tx, meta, id).await?;
+    }
     plans::admit_staff::<StaffError>(&mut tx, meta.clinic_id, adding).await?;
     let committed = tx.decide(meta, id, loaded, command, expect).await?;
     tx.commit().await?;
     Ok(committed)
+}
+
+fn is_active_admin(staff: &Staff) -> bool {
+    staff.is_active() && staff.role() == Some(Role::ClinicAdmin)
+}
+
+/// Refuses to take the clinic's last active clinic admin (`leaving`) away. The clinic's
+/// registry row is locked first, so two admins demoting or deactivating each other at once
+/// are serialised and the second sees the first's change (`accounts` follows the events in
+/// their transaction); the count is a statement of its own, with a snapshot taken after the
+/// lock.
+async fn keep_an_admin(
+    tx: &mut CommandTx<'_>,
+    meta: &CommandMeta,
+    leaving: Uuid,
+) -> Result<(), StaffingError> {
+    plans::lock_plan(tx.conn(), meta.clinic_id).await?;
+    let others: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM accounts \
+         WHERE clinic_id = $1 AND active AND role = 'clinic_admin' AND id <> $2",
+    )
+    .bind(meta.clinic_id.as_uuid())
+    .bind(leaving)
+    .fetch_one(tx.conn())
+    .await
+    .map_err(StoreError::from)?;
+    if others == 0 {
+        return Err(StaffingError::LastClinicAdmin);
+    }
+    Ok(())
 }
 
 /// What `command` on `staff` (`None` for a hire) adds to the clinic's active doctors and

@@ -983,3 +983,137 @@ async fn simultaneous_guesses_cannot_outrun_the_lock() {
         "{checked} passwords were tried against one e-mail: {statuses:?}"
     );
 }
+
+/// Active clinic admins of `clinic`, read as the owner.
+async fn active_admins(app: &TestApp, clinic: Uuid) -> i64 {
+    let mut conn = app.db.owner_connection().await;
+    sqlx::query_scalar(
+        "SELECT count(*) FROM accounts WHERE clinic_id = $1 AND active AND role = 'clinic_admin'",
+    )
+    .bind(clinic)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap()
+}
+
+/// Found by `scripts/fuzz-api`: a clinic admin could demote (or deactivate) themselves, the
+/// clinic's only admin, leaving nobody who can hire, set roles or reactivate accounts.
+#[tokio::test]
+async fn the_last_active_clinic_admin_cannot_be_demoted_or_deactivated() {
+    let app = spawn_app().await;
+    let platform = app.platform_admin().await;
+    let north = new_clinic(&app, &platform, "lastn").await;
+    // Another clinic with two admins: they must not count for north.
+    let south = new_clinic(&app, &platform, "lasts").await;
+    hire(&app, &south.admin, "second@lasts.example", "clinic_admin").await;
+    let first: Uuid = me(&app, Some(&north.admin)).await.body["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let role = |id: Uuid| format!("/v1/staff/{id}/role");
+    let deactivate = |id: Uuid| format!("/v1/staff/{id}/deactivate");
+
+    let before = app.event_count().await;
+    for answer in [
+        app.put(&role(first), &north.admin, json!({"role": "auditor"}))
+            .await,
+        app.post(
+            &deactivate(first),
+            &north.admin,
+            json!({"reason": "leaving"}),
+        )
+        .await,
+    ] {
+        assert_problem(&answer, 409, "last-clinic-admin");
+    }
+    assert_eq!(app.event_count().await, before, "nothing written");
+    assert_eq!(active_admins(&app, north.id).await, 1);
+    // Setting the role the admin already has is no removal: the domain's own answer.
+    let same = app
+        .put(&role(first), &north.admin, json!({"role": "clinic_admin"}))
+        .await;
+    assert_problem(&same, 409, "/conflict");
+
+    // With a second admin the first may step down; then the second is the last.
+    let second = hire(&app, &north.admin, "second@lastn.example", "clinic_admin").await;
+    let changed = app
+        .put(&role(first), &north.admin, json!({"role": "auditor"}))
+        .await;
+    assert_eq!(changed.status, 200, "{changed:?}");
+    let second_token = app.login("second@lastn.example").await;
+    assert_problem(
+        &app.post(&deactivate(second), &second_token, json!({}))
+            .await,
+        409,
+        "last-clinic-admin",
+    );
+    assert_problem(
+        &app.put(&role(second), &second_token, json!({"role": "nurse"}))
+            .await,
+        409,
+        "last-clinic-admin",
+    );
+    // Deactivating someone else, who is no admin, is as before.
+    let nurse = hire(&app, &second_token, "nurse@lastn.example", "nurse").await;
+    let gone = app.post(&deactivate(nurse), &second_token, json!({})).await;
+    assert_eq!(gone.status, 200, "{gone:?}");
+    assert_eq!(active_admins(&app, north.id).await, 1);
+    assert_eq!(active_admins(&app, south.id).await, 2);
+}
+
+/// Two admins demoting each other at the same moment: one wins, the other is refused (409,
+/// or 403 when the winner's change reached the loser's request first); the clinic always
+/// keeps one active admin.
+#[tokio::test]
+async fn two_admins_demoting_each_other_at_once_leave_one_admin() {
+    let app = spawn_app().await;
+    let platform = app.platform_admin().await;
+    let clinic = new_clinic(&app, &platform, "duel").await;
+    let a: Uuid = me(&app, Some(&clinic.admin)).await.body["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let b = hire(&app, &clinic.admin, "b@duel.example", "clinic_admin").await;
+    let emails = [
+        (a, clinic.admin_email.clone()),
+        (b, "b@duel.example".to_owned()),
+    ];
+    for round in 0..6 {
+        let (token_a, token_b) = (app.login(&emails[0].1).await, app.login(&emails[1].1).await);
+        let (path_b, path_a) = (format!("/v1/staff/{b}/role"), format!("/v1/staff/{a}/role"));
+        let (by_a, by_b) = tokio::join!(
+            app.put(&path_b, &token_a, json!({"role": "auditor"})),
+            app.put(&path_a, &token_b, json!({"role": "auditor"})),
+        );
+        let statuses = [by_a.status, by_b.status];
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 200).count(),
+            1,
+            "round {round}: {by_a:?} {by_b:?}"
+        );
+        for refused in [&by_a, &by_b].into_iter().filter(|r| r.status != 200) {
+            assert!(
+                refused.status == 409 || refused.status == 403,
+                "round {round}: {refused:?}"
+            );
+        }
+        assert_eq!(active_admins(&app, clinic.id).await, 1, "round {round}");
+        // The winner makes the loser an admin again for the next round.
+        let (winner, loser) = if by_a.status == 200 {
+            (&token_a, b)
+        } else {
+            (&token_b, a)
+        };
+        let back = app
+            .put(
+                &format!("/v1/staff/{loser}/role"),
+                winner,
+                json!({"role": "clinic_admin"}),
+            )
+            .await;
+        assert_eq!(back.status, 200, "round {round}: {back:?}");
+        assert_eq!(active_admins(&app, clinic.id).await, 2);
+    }
+}

@@ -200,8 +200,8 @@ async fn update_profile(cmd: Command<IdPath>) -> Result<Response, ApiError> {
     .await
 }
 
-/// Runs a staff command that may add to the plan's active doctors or staff
-/// ([`staff::act`]).
+/// Runs a staff command that may add to the plan's active doctors or staff, or take the
+/// clinic's last active clinic admin away ([`staff::act`]).
 async fn act(ctx: Ctx<IdPath>, command: StaffCommand) -> Result<CommandResponse, ApiError> {
     let meta = ctx.meta()?;
     let committed = staff::act(ctx.store(), &meta, ctx.expect, ctx.id(), command).await?;
@@ -252,7 +252,7 @@ async fn add_time_off(cmd: Command<IdPath>) -> Result<Response, ApiError> {
     responses((status = 200, description = "Deactivated", body = CommandAccepted), CommandProblems))]
 async fn deactivate(cmd: Command<IdPath>) -> Result<Response, ApiError> {
     cmd.run(roles::CLINIC_ADMIN, |req: Deactivate, ctx| {
-        ctx.update::<Staff>(StaffCommand::Deactivate { reason: req.reason })
+        act(ctx, StaffCommand::Deactivate { reason: req.reason })
     })
     .await
 }
