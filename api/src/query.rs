@@ -7,7 +7,8 @@
 //! - a malformed query string is a 400;
 //! - an unknown parameter, one given twice, or a value that does not parse is a 422 naming
 //!   it, every such parameter listed at once;
-//! - values are trimmed, and an empty value counts as absent.
+//! - values are trimmed, and an empty one is a 422 too (leave the parameter out instead): it
+//!   is no UUID, date or number, and taking it for "absent" would hide a client's bug.
 
 use std::fmt;
 
@@ -85,12 +86,15 @@ pub fn raw(uri: &Uri, name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
+/// The message of a parameter given with an empty value.
+pub const EMPTY_MESSAGE: &str = "empty: give a value or leave the parameter out";
+
 /// Reads `uri`'s query string into `T`; the parameters in `also` are let through unread.
 pub fn parse<T: DeserializeOwned>(uri: &Uri, also: &[&str]) -> Result<T, ApiError> {
     let pairs = pairs(uri)?;
     let known = field_names::<T>();
     let mut errors: Vec<FieldError> = Vec::new();
-    for (i, (name, _)) in pairs.iter().enumerate() {
+    for (i, (name, value)) in pairs.iter().enumerate() {
         if errors.iter().any(|e| &e.field == name) {
             continue;
         }
@@ -101,11 +105,13 @@ pub fn parse<T: DeserializeOwned>(uri: &Uri, also: &[&str]) -> Result<T, ApiErro
             ));
         } else if pairs[..i].iter().any(|(n, _)| n == name) {
             errors.push(FieldError::new(name.clone(), "given more than once"));
+        } else if known.contains(&name.as_str()) && value.trim().is_empty() {
+            errors.push(FieldError::new(name.clone(), EMPTY_MESSAGE));
         }
     }
     let given: Vec<(String, String)> = pairs
         .into_iter()
-        .filter(|(name, value)| known.contains(&name.as_str()) && !value.trim().is_empty())
+        .filter(|(name, _)| known.contains(&name.as_str()))
         .map(|(name, value)| (name, value.trim().to_owned()))
         .collect();
     // Each value on its own, so that every one that does not parse is named.
@@ -284,11 +290,11 @@ mod tests {
     }
 
     #[test]
-    fn values_are_trimmed_and_empty_ones_absent() {
+    fn values_are_trimmed_and_empty_ones_refused() {
         let id = Uuid::now_v7();
         assert_eq!(
             read(
-                &format!("/x?id=%20{id}%20&limit=&from=2026-03-01T10:00:00+01:00"),
+                &format!("/x?id=%20{id}%20&from=2026-03-01T10:00:00+01:00"),
                 &[]
             )
             .unwrap(),
@@ -297,6 +303,15 @@ mod tests {
                 limit: None,
                 from: Some("2026-03-01T09:00:00Z".parse().unwrap()),
             }
+        );
+        // Found by the fuzzer (scripts/fuzz-api): `?to=` was taken for "no `to`".
+        let errors = fields(read("/x?id=&limit=%20&from=2026-03-01T10:00:00Z", &[]).unwrap_err());
+        assert_eq!(
+            errors,
+            [
+                ("id".to_owned(), EMPTY_MESSAGE.to_owned()),
+                ("limit".to_owned(), EMPTY_MESSAGE.to_owned())
+            ]
         );
         assert_eq!(
             read("/x", &[]).unwrap(),

@@ -180,3 +180,132 @@ async fn a_wrong_method_and_a_malformed_id_are_problems() {
         .await;
     answer.names_field("id");
 }
+
+/// Found by `scripts/fuzz-api`: the log-in, refresh and log-out operations answered 400 and
+/// 422 without documenting them. Every operation that takes a body documents what a body is
+/// refused for (400 malformed JSON, 413 too large, 415 not JSON, 422 invalid fields) and the
+/// database being away (503), and every one with query parameters documents 422; a route
+/// added later is held to it without editing this test.
+#[tokio::test]
+async fn every_operation_documents_the_problems_its_inputs_can_cause() {
+    let doc = serde_json::to_value(api::startup::openapi()).unwrap();
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let documented = |status: &str| {
+                op["responses"][status]["content"]["application/problem+json"].is_object()
+            };
+            if op["requestBody"].is_object() {
+                for status in ["400", "413", "415", "422", "503"] {
+                    assert!(
+                        documented(status),
+                        "{method} {path} takes a body but does not document {status}"
+                    );
+                }
+                checked += 1;
+            }
+            let has_query = op["parameters"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["in"] == "query"));
+            if has_query {
+                assert!(
+                    documented("422"),
+                    "{method} {path} takes query parameters but does not document 422"
+                );
+            }
+        }
+    }
+    assert!(checked > 20, "only {checked} operations with a body");
+}
+
+/// Found by `scripts/fuzz-api`: a body that is not JSON (here a lone NUL byte) to the log-in,
+/// refresh and log-out operations is a 400 problem, as documented; a JSON body missing the
+/// field is a 422 naming it.
+#[tokio::test]
+async fn auth_operations_refuse_malformed_bodies_as_documented() {
+    let app = spawn_app().await;
+    for path in ["/v1/auth/login", "/v1/auth/refresh", "/v1/auth/logout"] {
+        let answer = app
+            .client
+            .post(app.url(path))
+            .header("content-type", "application/json")
+            .body("\0")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 400, "{path}");
+        assert_eq!(
+            answer.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+        let answer = app
+            .send(
+                reqwest::Method::POST,
+                path,
+                None,
+                Some(&serde_json::json!({})),
+            )
+            .await;
+        let field = if path.ends_with("login") {
+            "email"
+        } else {
+            "refresh_token"
+        };
+        answer.names_field(field);
+    }
+}
+
+/// Found by `scripts/fuzz-api`: `PUT /v1/staff/{id}/working-hours` with no body was read as
+/// `{}` and cleared every day's hours. A `PUT` or `PATCH` without a body is a 422 naming
+/// `body`, and writes nothing; a `POST` action whose body is optional still takes none.
+#[tokio::test]
+async fn a_put_or_patch_without_a_body_is_refused_and_writes_nothing() {
+    let app = crate::helpers::spawn_app().await;
+    let platform = app.platform_admin().await;
+    let north = app.clinic(&platform, "nobody").await;
+    let before = app.event_count().await;
+    for (method, path) in [
+        (
+            reqwest::Method::PUT,
+            format!("/v1/staff/{}/working-hours", north.doctor_id),
+        ),
+        (
+            reqwest::Method::PUT,
+            format!("/v1/staff/{}/role", north.doctor_id),
+        ),
+        (
+            reqwest::Method::PATCH,
+            format!("/v1/patients/{}", north.patient_id),
+        ),
+        (reqwest::Method::PATCH, "/v1/clinic".to_owned()),
+    ] {
+        let answer = app
+            .client
+            .request(method.clone(), app.url(&path))
+            .bearer_auth(&north.admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 422, "{method} {path}");
+        let body: serde_json::Value = answer.json().await.unwrap();
+        assert!(
+            body["errors"]
+                .as_array()
+                .is_some_and(|es| es.iter().any(|e| e["field"] == "body")),
+            "{method} {path}: {body}"
+        );
+    }
+    assert_eq!(app.event_count().await, before, "nothing written");
+    let checked_in = app
+        .client
+        .post(app.url(&format!(
+            "/v1/appointments/{}/check-in",
+            north.appointment_id
+        )))
+        .bearer_auth(&north.receptionist)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(checked_in.status(), 200);
+}
