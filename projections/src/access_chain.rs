@@ -80,6 +80,11 @@ pub fn canonical_bytes(r: &CanonicalAccess) -> Vec<u8> {
 const LOCK_KEY: i64 = 0x6163_6365_7373_6368; // "accessch"
 
 /// Chains the next batch of up to `limit` rows, in one transaction; the rows chained.
+///
+/// The checkpoint's `ORDER BY` names the table's columns (`c.`): unqualified, it meant the
+/// text of the select list, so once the transaction ids gained a digit (`10000` sorts before
+/// `9999` as text) the checkpoint fell back, the next batch met rows already chained, and the
+/// chain stopped for good on a duplicate key (found by `scripts/faults`).
 pub async fn chain_batch(conn: &mut PgConnection, limit: i64) -> Result<usize, sqlx::Error> {
     let mut tx = conn.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -87,8 +92,8 @@ pub async fn chain_batch(conn: &mut PgConnection, limit: i64) -> Result<usize, s
         .execute(&mut *tx)
         .await?;
     let checkpoint: Option<(String, i64)> = sqlx::query_as(
-        "SELECT transaction_id::text, access_id FROM access_chain \
-         ORDER BY transaction_id DESC, access_id DESC LIMIT 1",
+        "SELECT c.transaction_id::text, c.access_id FROM access_chain c \
+         ORDER BY c.transaction_id DESC, c.access_id DESC LIMIT 1",
     )
     .fetch_optional(&mut *tx)
     .await?;
@@ -263,8 +268,8 @@ pub async fn verify(pool: &PgPool, clinic: ClinicId) -> Result<AccessVerificatio
         .collect();
     // The rows the chain should cover: up to the last chained one, in commit order.
     let checkpoint: Option<(String, i64)> = sqlx::query_as(
-        "SELECT transaction_id::text, access_id FROM access_chain WHERE clinic_id = $1 \
-         ORDER BY transaction_id DESC, access_id DESC LIMIT 1",
+        "SELECT c.transaction_id::text, c.access_id FROM access_chain c WHERE c.clinic_id = $1 \
+         ORDER BY c.transaction_id DESC, c.access_id DESC LIMIT 1",
     )
     .bind(clinic_id)
     .fetch_optional(&mut *tx)

@@ -1394,6 +1394,78 @@ async fn access_chain_caught_up(app: &TestApp) {
 }
 
 #[tokio::test]
+async fn f13_the_access_chain_keeps_going_when_transaction_ids_gain_a_digit() {
+    use projections::access_chain;
+    use projections::audit_chain::ChainStatus;
+    let app = spawn_app().await;
+    let platform = app.platform_admin().await;
+    let n = app.clinic(&platform, "digits").await;
+    let other = app.clinic(&platform, "digitsother").await;
+    let mut owner = app.db.owner_connection().await;
+    let existing: i64 = sqlx::query_scalar("SELECT count(*) FROM access_log")
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+    assert_eq!(
+        existing, 0,
+        "the rows below must come first in commit order"
+    );
+    // Rows as transactions 98, 99, 100 and 101 would write them (all long finished, so below
+    // the chain's fence), in two steps: the workers chain 98 and 99 first, so that the
+    // checkpoint is "99" when "100" arrives. As text, "99" sorts after "100" and "101".
+    let insert = |clinic: uuid::Uuid, xid: &'static str| {
+        sqlx::query(
+            "INSERT INTO access_log (clinic_id, actor_id, role, endpoint, outcome, request_id, transaction_id) \
+             VALUES ($1, $1, 'nurse', 'GET /v1/patients/{id}', 'allowed', $2, $2::xid8)",
+        )
+        .bind(clinic)
+        .bind(xid)
+    };
+    for (clinic, xid) in [(n.id, "98"), (other.id, "99")] {
+        insert(clinic, xid).execute(&mut owner).await.unwrap();
+    }
+    access_chain_caught_up(&app).await;
+    for (clinic, xid) in [(n.id, "100"), (other.id, "101"), (n.id, "101")] {
+        insert(clinic, xid).execute(&mut owner).await.unwrap();
+    }
+    // Before the fix the checkpoint stayed at "99", every next batch met row "100" again,
+    // and the chain stopped on a duplicate key: this waited in vain.
+    access_chain_caught_up(&app).await;
+    let links: Vec<(uuid::Uuid, String, i64)> = sqlx::query_as(
+        "SELECT clinic_id, transaction_id::text, link FROM access_chain \
+         ORDER BY access_chain.transaction_id, access_id",
+    )
+    .fetch_all(&mut owner)
+    .await
+    .unwrap();
+    let expected: Vec<(uuid::Uuid, String, i64)> = vec![
+        (n.id, "98".into(), 1),
+        (other.id, "99".into(), 1),
+        (n.id, "100".into(), 2),
+        (other.id, "101".into(), 2),
+        (n.id, "101".into(), 3),
+    ];
+    assert_eq!(links, expected);
+    // More reads, with real transaction ids, are chained after them, and both chains verify.
+    for clinic in [&n, &other] {
+        let path = format!("/v1/patients/{}", clinic.patient_id);
+        let read = app
+            .read_at(&path, &clinic.nurse, last_position(&app).await)
+            .await;
+        assert_eq!(read.status, 200);
+    }
+    access_chain_caught_up(&app).await;
+    let pool = app.db.app_pool().await;
+    for (clinic, rows) in [(&n, 4), (&other, 3)] {
+        let verified = access_chain::verify(&pool, domain::ids::ClinicId::from_uuid(clinic.id))
+            .await
+            .unwrap();
+        assert_eq!(verified.status, ChainStatus::Intact, "{verified}");
+        assert_eq!((verified.rows, verified.pending), (rows, 0), "{verified}");
+    }
+}
+
+#[tokio::test]
 async fn f13_clinic_verify_finds_access_log_rows_removed_or_changed_by_the_owner() {
     use projections::access_chain;
     use projections::audit_chain::{ChainStatus, DiscrepancyKind};
