@@ -48,7 +48,7 @@ pub(crate) async fn register_clinic(store: &EventStore, code: &str) -> ClinicId 
     clinic_id
 }
 
-fn register_patient(
+pub(crate) fn register_patient(
     clinic_id: ClinicId,
     patient_id: PatientId,
     mrn: Mrn,
@@ -75,7 +75,7 @@ fn register_patient(
     }
 }
 
-fn rename(given: &str) -> PatientCommand {
+pub(crate) fn rename(given: &str) -> PatientCommand {
     PatientCommand::UpdateDemographics {
         changes: DemographicsChanges {
             name: Some(PatientName {

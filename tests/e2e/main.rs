@@ -27,4 +27,5 @@ mod queries;
 mod reports;
 mod scheduling;
 mod security;
+mod tenant_writes;
 mod write_path;

@@ -1110,3 +1110,81 @@ async fn incremental_and_rebuilt_read_models_are_identical() {
         ]
     );
 }
+
+/// The read models' batch updates find a row by clinic and id (issue 15): the store allows
+/// one entity id in two clinics (streams are `{clinic}:{id}`), so a patient renamed, then
+/// merged away in clinic A leaves clinic B's patient of the same id as it was.
+#[tokio::test]
+async fn an_entity_id_used_in_two_clinics_is_updated_in_its_own_clinic_only() {
+    use commands::Expect;
+    use domain::patient::{Patient, PatientCommand};
+
+    use crate::event_store::{admin_of, register_clinic, register_patient, rename};
+
+    let db = TestDb::new().await;
+    let store = crate::helpers::store_with(&db, crate::helpers::test_services()).await;
+    let a = register_clinic(&store, "sameida").await;
+    let b = register_clinic(&store, "sameidb").await;
+    let shared = PatientId::new();
+    let survivor = PatientId::new();
+    for (clinic, id, given) in [
+        (a, shared, "Anna"),
+        (b, shared, "Berta"),
+        (a, survivor, "Ada"),
+    ] {
+        let mrn = commands::registry::next_mrn(store.pool(), clinic)
+            .await
+            .unwrap()
+            .mrn;
+        store
+            .execute::<Patient>(
+                &admin_of(clinic),
+                id.as_uuid(),
+                register_patient(clinic, id, mrn, given),
+                Expect::Any,
+            )
+            .await
+            .unwrap();
+    }
+    let mut owner = db.owner_connection().await;
+    let config = WorkerConfig::default();
+    let mut conn = db.owner_connection().await;
+    drain(&mut conn, &db, &config).await;
+    let b_before = patient_row(&mut owner, b, shared).await;
+    // Each in its own batch, and then both in one batch.
+    store
+        .execute::<Patient>(&admin_of(a), shared.as_uuid(), rename("Anja"), Expect::Any)
+        .await
+        .unwrap();
+    drain(&mut conn, &db, &config).await;
+    store
+        .execute::<Patient>(
+            &admin_of(a),
+            shared.as_uuid(),
+            PatientCommand::MergeInto { survivor },
+            Expect::Any,
+        )
+        .await
+        .unwrap();
+    drain(&mut conn, &db, &config).await;
+    let a_after = patient_row(&mut owner, a, shared).await;
+    assert_eq!(a_after["given"], "Anja", "{a_after}");
+    assert_ne!(a_after["merged_into"], serde_json::Value::Null, "{a_after}");
+    assert_eq!(patient_row(&mut owner, b, shared).await, b_before);
+    assert_eq!(b_before["given"], "Berta", "{b_before}");
+}
+
+async fn patient_row(
+    conn: &mut PgConnection,
+    clinic: ClinicId,
+    id: PatientId,
+) -> serde_json::Value {
+    sqlx::query_scalar(
+        "SELECT to_jsonb(p) FROM rm.patients p WHERE clinic_id = $1 AND patient_id = $2",
+    )
+    .bind(clinic.as_uuid())
+    .bind(id.as_uuid())
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
