@@ -306,3 +306,82 @@ async fn logging_out_in_one_clinic_ends_no_session_of_another() {
         .await;
     assert_eq!(me.status, 200, "{me:?}");
 }
+
+/// The clinic read model's one-row updates (settings, departments, modules, plan, status)
+/// name the clinic: a change to clinic N leaves clinic S's row exactly as it was.
+#[tokio::test]
+async fn changing_one_clinic_leaves_another_clinics_read_model_row_as_it_was() {
+    let app = spawn_app().await;
+    let platform = app.platform_admin().await;
+    let (n, s) = two_clinics_with(&app, &platform).await;
+    app.db.caught_up().await;
+    let mut conn = app.db.owner_connection().await;
+    let row = |id: Uuid| {
+        sqlx::query_scalar::<_, serde_json::Value>(
+            "SELECT to_jsonb(c) FROM rm.clinics c WHERE clinic_id = $1",
+        )
+        .bind(id)
+    };
+    let south_before = row(s.id).fetch_one(&mut conn).await.unwrap();
+    let north_before = row(n.id).fetch_one(&mut conn).await.unwrap();
+    let answers = [
+        app.patch(
+            "/v1/clinic",
+            &n.admin,
+            json!({"name": "North renamed", "time_zone": "Europe/Lisbon", "slot_minutes": 20,
+                   "logo_url": "https://north.example/logo.png"}),
+        )
+        .await,
+        app.post(
+            "/v1/clinic/departments",
+            &n.admin,
+            json!({"name": "Radiology"}),
+        )
+        .await,
+        app.put(
+            "/v1/clinic/modules/billing",
+            &n.admin,
+            json!({"enabled": false}),
+        )
+        .await,
+        app.put(
+            &format!("/v1/clinics/{}/plan", n.id),
+            &platform,
+            json!({"plan": "enterprise", "reason": "grew"}),
+        )
+        .await,
+    ];
+    for answer in &answers {
+        assert!(answer.status < 300, "{answer:?}");
+    }
+    let department = answers[1].id();
+    for change in [json!({"name": "Imaging"}), json!({"closed": true})] {
+        let changed = app
+            .patch(
+                &format!("/v1/clinic/departments/{department}"),
+                &n.admin,
+                change,
+            )
+            .await;
+        assert_eq!(changed.status, 200, "{changed:?}");
+    }
+    let suspended = app
+        .post(
+            &format!("/v1/clinics/{}/suspend", n.id),
+            &platform,
+            json!({"reason": "audit"}),
+        )
+        .await;
+    assert_eq!(suspended.status, 200, "{suspended:?}");
+    app.db.caught_up().await;
+    let north_after = row(n.id).fetch_one(&mut conn).await.unwrap();
+    assert_ne!(north_after, north_before, "the changes reached north's row");
+    assert_eq!(north_after["name"], "North renamed", "{north_after}");
+    assert_eq!(row(s.id).fetch_one(&mut conn).await.unwrap(), south_before);
+}
+
+async fn two_clinics_with(app: &TestApp, platform: &str) -> (ClinicFixture, ClinicFixture) {
+    let n = app.clinic(platform, "northrow").await;
+    let s = app.clinic(platform, "southrow").await;
+    (n, s)
+}
