@@ -55,11 +55,19 @@ impl Reply {
 pub struct Failures {
     count: AtomicU64,
     examples: Mutex<Vec<String>>,
+    /// How many of each status (0: no answer).
+    by_status: Mutex<std::collections::BTreeMap<u16, u64>>,
 }
 
 impl Failures {
-    pub fn record(&self, what: String) {
+    pub fn record(&self, status: u16, what: String) {
         self.count.fetch_add(1, Ordering::Relaxed);
+        *self
+            .by_status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(status)
+            .or_default() += 1;
         let mut examples = self.examples.lock().unwrap_or_else(|e| e.into_inner());
         if examples.len() < 10 {
             examples.push(what);
@@ -70,8 +78,67 @@ impl Failures {
         self.count.load(Ordering::Relaxed)
     }
 
+    /// Failures by HTTP status; 0 counts the requests that got no answer.
+    pub fn by_status(&self) -> std::collections::BTreeMap<u16, u64> {
+        self.by_status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub fn examples(&self) -> Vec<String> {
         self.examples
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// A command the service accepted: what `clinic-bench --faults` later looks for in the store.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Accepted {
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    /// The record the command acted on (`id` of the answer).
+    pub id: uuid::Uuid,
+    /// The record's version after the command: the sequence of its last event.
+    pub version: i64,
+    /// The global position of that event.
+    pub position: i64,
+}
+
+/// Every command answered 2xx, in the order the answers arrived.
+#[derive(Default)]
+pub struct Journal {
+    accepted: Mutex<Vec<Accepted>>,
+}
+
+impl Journal {
+    fn record(&self, method: &Method, path: &str, status: u16, body: &Value) {
+        let (Some(id), Some(version), Some(position)) = (
+            body["id"].as_str().and_then(|s| s.parse().ok()),
+            body["version"].as_i64(),
+            body["position"].as_i64(),
+        ) else {
+            return;
+        };
+        let accepted = Accepted {
+            method: method.to_string(),
+            path: path.to_owned(),
+            status,
+            id,
+            version,
+            position,
+        };
+        self.accepted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(accepted);
+    }
+
+    pub fn all(&self) -> Vec<Accepted> {
+        self.accepted
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
@@ -83,6 +150,8 @@ pub struct Api {
     http: reqwest::Client,
     base: String,
     pub failures: Arc<Failures>,
+    /// When set, every accepted command (not a `GET`) is journaled.
+    pub journal: Option<Arc<Journal>>,
 }
 
 impl Api {
@@ -95,6 +164,7 @@ impl Api {
             http,
             base: base.trim_end_matches('/').to_owned(),
             failures: Arc::default(),
+            journal: None,
         })
     }
 
@@ -141,11 +211,16 @@ impl Api {
             503 if retry_after => Outcome::NotYet,
             500..=599 => {
                 self.failures
-                    .record(format!("{method} {path}: HTTP {status} {body}"));
+                    .record(status, format!("{method} {path}: HTTP {status} {body}"));
                 Outcome::Failed
             }
             _ => Outcome::Refused,
         };
+        if let (Outcome::Accepted, Some(journal)) = (outcome, &self.journal) {
+            if method != Method::GET {
+                journal.record(&method, path, status, &body);
+            }
+        }
         Reply {
             status,
             outcome,
@@ -154,7 +229,7 @@ impl Api {
     }
 
     fn transport_failure(&self, method: &Method, path: &str, e: reqwest::Error) -> Reply {
-        self.failures.record(format!("{method} {path}: {e}"));
+        self.failures.record(0, format!("{method} {path}: {e}"));
         Reply {
             status: 0,
             outcome: Outcome::Failed,

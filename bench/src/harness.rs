@@ -130,18 +130,26 @@ impl ClinicBin {
             .await?;
         if !output.status.success() {
             bail!(
-                "clinic {}: {}\n{}",
+                "clinic {}: {}\n{}{}",
                 args.join(" "),
                 output.status,
+                String::from_utf8_lossy(&output.stdout),
                 String::from_utf8_lossy(&output.stderr)
             );
         }
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
-    /// Starts `clinic serve` on `port` of 127.0.0.1 (0: a free one) and waits until
-    /// `/readyz` answers. A restart passes the first server's port, so clients keep their URL.
-    pub async fn serve(&self, database_url: &str, log: &Path, port: u16) -> Result<Server> {
+    /// Starts `clinic serve` on `port` of 127.0.0.1 (0: a free one), with `env` added to its
+    /// environment, and waits until `/readyz` answers. A restart passes the first server's
+    /// port, so clients keep their URL.
+    pub async fn serve(
+        &self,
+        database_url: &str,
+        log: &Path,
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> Result<Server> {
         let port = match port {
             0 => std::net::TcpListener::bind("127.0.0.1:0")?
                 .local_addr()?
@@ -158,6 +166,7 @@ impl ClinicBin {
             .env("CLINIC_BIND", format!("127.0.0.1:{port}"))
             .env("CLINIC_JWT_SECRET", JWT_SECRET)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
@@ -172,6 +181,50 @@ impl ClinicBin {
         };
         server.wait_ready(log).await?;
         Ok(server)
+    }
+
+    /// Starts `clinic work` (the projection workers, no HTTP), its output appended to `log`.
+    pub fn work(&self, database_url: &str, log: &Path) -> Result<tokio::process::Child> {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        Ok(tokio::process::Command::new(&self.path)
+            .arg("work")
+            .env("DATABASE_URL", database_url)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .kill_on_drop(true)
+            .spawn()?)
+    }
+}
+
+/// `kill -9` of a child process, then reaps it.
+pub async fn kill9(child: &mut tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        // SAFETY: kill(2) with a pid this process spawned and has not reaped yet.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGKILL);
+        }
+    }
+    let _ = child.wait().await;
+}
+
+/// SIGTERM, then SIGKILL after 15 s.
+pub async fn terminate(child: &mut tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        // SAFETY: kill(2) with a pid this process spawned and has not reaped yet.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        }
+    }
+    if tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
     }
 }
 
@@ -214,17 +267,13 @@ impl Server {
     /// SIGTERM, then SIGKILL after 15 s. Returns the peak RSS (KiB).
     pub async fn stop(mut self) -> u64 {
         let peak = self.sample_rss();
-        // SAFETY: kill(2) with a pid this process spawned and still owns.
-        unsafe {
-            libc::kill(self.pid as libc::pid_t, libc::SIGTERM);
-        }
-        if tokio::time::timeout(Duration::from_secs(15), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
-        }
+        terminate(&mut self.child).await;
         peak
+    }
+
+    /// `kill -9`: no graceful shutdown, requests in flight are cut.
+    pub async fn kill9(mut self) {
+        kill9(&mut self.child).await;
     }
 }
 

@@ -86,7 +86,11 @@ where
                         Outcome::Accepted => tally.latencies.push(ms),
                         Outcome::Refused => tally.refused += 1,
                         Outcome::NotYet => tally.not_yet += 1,
-                        Outcome::Failed => tally.failed += 1,
+                        Outcome::Failed => {
+                            tally.failed += 1;
+                            // A server that is down refuses at once: do not spin.
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
                         Outcome::Skipped => tokio::time::sleep(Duration::from_millis(5)).await,
                     }
                 }

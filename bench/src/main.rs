@@ -10,6 +10,7 @@
 
 mod client;
 mod error;
+mod faults;
 mod fixture;
 mod harness;
 mod load;
@@ -69,6 +70,23 @@ pub struct Args {
     /// The `clinic` binary; default: `cargo build --release --bin clinic` and use it.
     #[arg(long)]
     pub clinic_bin: Option<PathBuf>,
+    /// Instead of the benchmark: the mixed load with faults (kill -9 of the API, of one of
+    /// two workers, a PostgreSQL restart), then checks that nothing was lost. `scripts/faults`
+    /// runs it on a private cluster.
+    #[arg(long)]
+    pub faults: bool,
+    /// Seconds of the load under faults.
+    #[arg(long, default_value_t = 75.0)]
+    pub faults_seconds: f64,
+    /// A shell command that restarts the PostgreSQL server of --database-url (`--faults`).
+    #[arg(long)]
+    pub pg_restart_cmd: Option<String>,
+    /// A shell command that stops that server (`--faults`: it stays down 5 s).
+    #[arg(long)]
+    pub pg_stop_cmd: Option<String>,
+    /// A shell command that starts it again (`--faults`).
+    #[arg(long)]
+    pub pg_start_cmd: Option<String>,
 }
 
 /// Sizes and durations of a run.
@@ -140,7 +158,12 @@ fn main() -> ExitCode {
         }
     };
     let plan = Plan::from_args(&args);
-    match runtime.block_on(run::main(args, plan)) {
+    let outcome = if args.faults {
+        runtime.block_on(faults::main(args))
+    } else {
+        runtime.block_on(run::main(args, plan))
+    };
+    match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {

@@ -14,7 +14,7 @@ use crate::report::{Rebuild, Report};
 use crate::scenarios::{commands, mixed, reads, verify, Ctx};
 use crate::{bail, fixture, raw, seed, Args, Plan};
 
-const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub(crate) const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// The server this run started (if any) and the peak RSS of every server it started.
 struct Session {
@@ -29,7 +29,11 @@ struct Session {
 
 impl Session {
     async fn start(&mut self) -> Result<String> {
-        match self.clinic.serve(&self.db.url, &self.log, self.port).await {
+        match self
+            .clinic
+            .serve(&self.db.url, &self.log, self.port, &[])
+            .await
+        {
             Ok(server) => {
                 self.port = server.port;
                 let base = server.base.clone();

@@ -3,6 +3,7 @@
 #   source scripts/lib/private-pg.sh
 #   private_pg_start DIR [RUNNER]   # initdb + start under DIR; exports DATABASE_URL (db postgres)
 #   private_pg_restart [MODE]       # pg_ctl restart -m MODE (default fast)
+#   private_pg_ctl_command ARGS...  # prints `pg_ctl ARGS` on the cluster as a shell command
 #   private_pg_stop                 # stops it (safe to call twice); DIR is the caller's to remove
 #
 # RUNNER (optional) is a program every PostgreSQL binary is started through (test-shifted-clock
@@ -84,4 +85,16 @@ private_pg_stop() {
     private_pg_started=0
     private_pg_as "$private_pg_bin/pg_ctl" -D "$private_pg_data" -m fast -w -t 30 stop >/dev/null 2>&1 ||
         private_pg_as "$private_pg_bin/pg_ctl" -D "$private_pg_data" -m immediate -w stop >/dev/null 2>&1
+}
+
+# Prints `pg_ctl ARGS...` on this cluster (-D, -l and the OS user filled in) as one shell
+# command, for a program that drives the cluster on its own schedule (clinic-bench --faults):
+#   private_pg_ctl_command -m fast -w -t 60 restart
+private_pg_ctl_command() {
+    local as="" arg args=""
+    [[ $(id -u) -eq 0 ]] && as="runuser -u postgres --"
+    for arg in "$@"; do args+=" $(printf '%q' "$arg")"; done
+    printf 'cd %q && %s %q -D %q -l %q%s >/dev/null' \
+        "$private_pg_dir" "$as" "$private_pg_bin/pg_ctl" "$private_pg_data" \
+        "$private_pg_dir/server.log" "$args"
 }

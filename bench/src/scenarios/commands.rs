@@ -22,6 +22,10 @@ pub struct Booked {
     pub doctor: usize,
     pub start: String,
     pub cancelled: bool,
+    /// A reschedule or cancel got no clear answer (the server died or answered 5xx): it may
+    /// or may not have been applied, so its final state is not checked (and it is not moved
+    /// again). Only `clinic-bench --faults` causes this.
+    pub uncertain: bool,
 }
 
 /// Every command the service accepted.
@@ -99,6 +103,7 @@ pub async fn book(ctx: &Ctx, clinic: &Clinic, role: Role) -> Outcome {
             doctor,
             start,
             cancelled: false,
+            uncertain: false,
         });
         lock(&ctx.ledger.movable).push_back(all.len() - 1);
     }
@@ -121,18 +126,25 @@ pub async fn reschedule_or_cancel(ctx: &Ctx, role: Role, n: u64) -> Outcome {
             .api
             .post(&format!("{path}/reschedule"), &token, body)
             .await;
-        if reply.outcome == Outcome::Accepted {
-            lock(&ctx.ledger.appointments)[index].start = start;
+        match reply.outcome {
+            Outcome::Accepted => lock(&ctx.ledger.appointments)[index].start = start,
+            Outcome::Failed | Outcome::NotYet => {
+                lock(&ctx.ledger.appointments)[index].uncertain = true;
+                return reply.outcome;
+            }
+            Outcome::Refused | Outcome::Skipped => {}
         }
         lock(&ctx.ledger.movable).push_back(index);
         reply.outcome
     } else {
         let body = json!({"reason": "clinic-bench"});
         let reply = ctx.api.post(&format!("{path}/cancel"), &token, body).await;
-        if reply.outcome == Outcome::Accepted {
-            lock(&ctx.ledger.appointments)[index].cancelled = true;
-        } else {
-            lock(&ctx.ledger.movable).push_back(index);
+        match reply.outcome {
+            Outcome::Accepted => lock(&ctx.ledger.appointments)[index].cancelled = true,
+            Outcome::Failed | Outcome::NotYet => {
+                lock(&ctx.ledger.appointments)[index].uncertain = true
+            }
+            Outcome::Refused | Outcome::Skipped => lock(&ctx.ledger.movable).push_back(index),
         }
         reply.outcome
     }

@@ -97,9 +97,10 @@ pub async fn audit_stream(ctx: &Ctx, clinic: &Clinic) -> Result<StreamStats> {
     if !answer.status().is_success() {
         let status = answer.status();
         if status.is_server_error() {
-            ctx.api
-                .failures
-                .record(format!("GET /v1/audit/events: HTTP {status}"));
+            ctx.api.failures.record(
+                status.as_u16(),
+                format!("GET /v1/audit/events: HTTP {status}"),
+            );
         }
         crate::bail!("GET /v1/audit/events: HTTP {status}");
     }
@@ -114,7 +115,7 @@ pub async fn audit_stream(ctx: &Ctx, clinic: &Clinic) -> Result<StreamStats> {
             Err(e) => {
                 ctx.api
                     .failures
-                    .record(format!("GET /v1/audit/events: {e}"));
+                    .record(0, format!("GET /v1/audit/events: {e}"));
                 break;
             }
         }
