@@ -869,3 +869,56 @@ async fn invoices_are_in_the_replay_check_and_the_hash_chain() {
         .to_owned();
     assert_eq!(first, format!("tampered: changed at position {payment}"));
 }
+
+/// Under a stream of commands the process manager does not run a batch (a transaction that
+/// locks and moves its checkpoint) per command: after a batch that caught up it waits
+/// `settle`, and the commands of that time are read together. Invoices still follow.
+#[tokio::test]
+async fn the_process_manager_reads_a_stream_of_commands_in_a_batch_per_settle() {
+    let settle = std::time::Duration::from_millis(400);
+    let batches = Arc::new(AtomicUsize::new(0));
+    let counted = batches.clone();
+    let app = spawn_app_with(move |s| {
+        let mut config = api::billing::config(s.clock.clone());
+        config.settle = settle;
+        config.hook = Some(Arc::new(move |at, _pid| {
+            if at == Stage::AfterRead {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+            async { Ok(()) }.boxed()
+        }));
+        s.workers.as_mut().unwrap().billing = Some(config);
+    })
+    .await;
+    let platform = app.platform_admin().await;
+    let north = app.clinic(&platform, "bill-settle").await;
+    set_fees(&app, &north, schedule(north.doctor_id, 4_000, None)).await;
+    app.db.caught_up().await;
+    let before = batches.load(Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let commands = 40;
+    for i in 0..commands {
+        let created = app
+            .post(
+                "/v1/patients",
+                &north.receptionist,
+                crate::helpers::patient_body(&format!("Settle{i}")),
+            )
+            .await;
+        assert_eq!(created.status, 201, "{created:?}");
+    }
+    let elapsed = started.elapsed();
+    app.db.caught_up().await;
+    let read = batches.load(Ordering::SeqCst) - before;
+    // One batch per settle while the commands came, and one or two to catch up after.
+    // (Without the settle: 38 batches for 40 commands in 0.2 s.)
+    let most = (elapsed.as_secs_f64() / settle.as_secs_f64()).ceil() as usize + 2;
+    assert!(
+        read <= most && most < commands,
+        "{read} batches for {commands} commands in {elapsed:?} (at most {most})"
+    );
+    // A billable event still gets its invoice.
+    let appointment = visit(&app, &north, Some("checkup"), 2, "complete").await;
+    app.db.caught_up().await;
+    assert_eq!(drafted(&app, north.id, appointment).await.1, 4_000);
+}
