@@ -25,7 +25,8 @@
 //! 6. while PostgreSQL was away (each restart, and the stop), every answer was a 200 or a 503
 //!    problem+json with `Retry-After` within 2 s; the stop was seen as 503s; and the service
 //!    answered 200 again by itself;
-//! 7. no process logged a panic.
+//! 7. no process logged a panic;
+//! 8. while one `clinic work` was dead, every projection moved on (the other took its leases).
 //!
 //! Any failed check fails the run (exit status 1). See `docs/security.md` for the figures.
 
@@ -315,7 +316,7 @@ async fn run(rig: &mut Rig, args: &Args, seconds: f64, pg: &PgControl) -> Result
         mixed::run(&ctx, 8, duration),
         movers,
         probe(&api, &probe_token, started, deadline),
-        inject(rig, started, duration, pg),
+        inject(rig, &ctx, started, duration, pg),
     );
     report.mixed = Some(mixed);
     report.reschedule_cancel = Some(movers);
@@ -417,6 +418,7 @@ async fn run(rig: &mut Rig, args: &Args, seconds: f64, pg: &PgControl) -> Result
 /// Strikes the faults at their times; returns what happened.
 async fn inject(
     rig: &mut Rig,
+    ctx: &Ctx,
     started: Instant,
     duration: Duration,
     pg: &PgControl,
@@ -444,10 +446,28 @@ async fn inject(
     if let Some(mut worker) = rig.workers[0].take() {
         harness::kill9(&mut worker).await;
     }
+    // The survivor takes the dead worker's leases: every projection moves on while it is
+    // alone (its position read a second after the kill and again before the restart).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let alone = projection_positions(ctx).await;
+    tokio::time::sleep_until(at(0.46).into()).await;
+    let later = projection_positions(ctx).await;
+    let stalled: Vec<String> = alone
+        .iter()
+        .filter(|(name, position)| later.get(*name).is_none_or(|p| p <= *position))
+        .map(|(name, position)| format!("{name} at {position}"))
+        .collect();
+    if alone.is_empty() || !stalled.is_empty() {
+        bail!("with one clinic work left, these projections did not move: {stalled:?} (read {alone:?}, then {later:?})");
+    }
+    eprintln!(
+        "  {:5.1} s: with one worker, every projection moved on: {alone:?} -> {later:?}",
+        since(Instant::now())
+    );
     tokio::time::sleep_until(at(0.47).into()).await;
     rig.start_worker(0)?;
     faults.push(Fault {
-        fault: "kill -9 of one of two clinic work (restarted later)".into(),
+        fault: "kill -9 of one of two clinic work (restarted later; the other took over)".into(),
         at_seconds: since(struck),
         back_after_seconds: struck.elapsed().as_secs_f64(),
     });
@@ -474,6 +494,23 @@ async fn inject(
         back_after_seconds: struck.elapsed().as_secs_f64(),
     });
     Ok(faults)
+}
+
+/// Each projection's position, from `GET /v1/ops/projections` (empty if it did not answer).
+async fn projection_positions(ctx: &Ctx) -> BTreeMap<String, i64> {
+    let reply = ctx
+        .api
+        .get("/v1/ops/projections", &ctx.fixture.platform())
+        .await;
+    reply
+        .body
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .filter_map(|p| Some((p["name"].as_str()?.to_owned(), p["position"].as_i64()?)))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Runs `command` with `sh -c`; an error if it fails.
