@@ -1,17 +1,21 @@
 #!/usr/bin/env python3
 """Fixtures for scripts/fuzz-api: one fresh clinic per role, staffed and with real records,
-so that the fuzzer's requests reach data; prints the role's access token.
+so that the fuzzer's requests reach data. Prints the role's access token, then one
+`FUZZ_<RECORD>_ID=<uuid>` line per record (the clinic, a patient, an appointment, the doctor, a
+department), which scripts/fuzz-api exports for scripts/fuzz-api.toml.
 
     fuzz_setup.py BASE_URL PLATFORM_EMAIL PLATFORM_PASSWORD ROLE CODE
 
-ROLE is platform_admin, clinic_admin, doctor, nurse, receptionist or auditor. Every role but
-the platform admin gets a clinic of its own (code CODE), so that what one role's run changes
-(a deactivated doctor, a closed department) cannot disturb another's. Standard library only.
+ROLE is platform_admin, clinic_admin, doctor, nurse, receptionist or auditor. Every role gets a
+clinic of its own (code CODE; the platform admin's is the one its clinic operations act on), so
+that what one role's run changes (a deactivated doctor, a closed department, a suspended
+clinic) cannot disturb another's. Standard library only.
 """
 
 import datetime
 import json
 import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -44,11 +48,8 @@ def login(base, email, password):
 def main():
     base, platform_email, platform_password, role, code = sys.argv[1:6]
     platform = login(base, platform_email, platform_password)
-    if role == "platform_admin":
-        print(platform)
-        return
     admin_email = f"admin@{code}.example".lower()
-    call(base, "POST", "/v1/clinics", platform, {
+    _, clinic = call(base, "POST", "/v1/clinics", platform, {
         "name": f"Fuzz clinic {code}",
         "code": code,
         "time_zone": "Europe/Berlin",
@@ -86,18 +87,37 @@ def main():
     # test's business date).
     start = datetime.datetime.now(datetime.timezone.utc).replace(
         minute=0, second=0, microsecond=0) + datetime.timedelta(days=3)
+    appointments = []
     for n in range(2):
         at = start + datetime.timedelta(hours=n)
-        call(base, "POST", "/v1/appointments", desk, {
+        _, booked = call(base, "POST", "/v1/appointments", desk, {
             "patient_id": patient["id"],
             "doctor_id": ids["doctor"],
             "start": at.isoformat().replace("+00:00", "Z"),
             "end": (at + datetime.timedelta(minutes=30)).isoformat().replace("+00:00", "Z"),
         })
-    if role == "clinic_admin":
+        appointments.append(booked["id"])
+    # The clinic's departments, once the read model has them.
+    departments = []
+    for _ in range(100):
+        _, own = call(base, "GET", "/v1/clinic", admin)
+        departments = own.get("departments") or []
+        if departments:
+            break
+        time.sleep(0.05)
+    if role == "platform_admin":
+        print(platform)
+    elif role == "clinic_admin":
         print(admin)
     else:
         print(login(base, f"{role}@{code}.example".lower(), PASSWORD))
+    # The records' ids, for the operations whose path names one (scripts/fuzz-api.toml reads
+    # them from the environment): the fuzzer reaches real records there, not only 404s.
+    print(f"FUZZ_CLINIC_ID={clinic['id']}")
+    print(f"FUZZ_PATIENT_ID={patient['id']}")
+    print(f"FUZZ_APPOINTMENT_ID={appointments[1]}")
+    print(f"FUZZ_DOCTOR_ID={ids['doctor']}")
+    print(f"FUZZ_DEPARTMENT_ID={departments[0]['department_id']}")
 
 
 if __name__ == "__main__":

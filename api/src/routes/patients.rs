@@ -197,7 +197,7 @@ async fn merge(cmd: Command<IdPath>) -> Result<Response, ApiError> {
 }
 
 /// Deactivate a patient.
-#[utoipa::path(post, path = "/v1/patients/{id}/deactivate", tag = "patients", request_body = DeactivatePatient,
+#[utoipa::path(post, path = "/v1/patients/{id}/deactivate", tag = "patients", request_body = Option<DeactivatePatient>,
     security(("bearer" = [])), params(("id" = Uuid, Path, description = "Patient id")),
     responses((status = 200, description = "Deactivated", body = CommandAccepted), CommandProblems))]
 async fn deactivate(cmd: Command<IdPath>) -> Result<Response, ApiError> {

@@ -247,7 +247,7 @@ async fn add_time_off(cmd: Command<IdPath>) -> Result<Response, ApiError> {
 }
 
 /// Deactivate a staff member: their account is disabled and its refresh tokens revoked.
-#[utoipa::path(post, path = "/v1/staff/{id}/deactivate", tag = "staff", request_body = Deactivate,
+#[utoipa::path(post, path = "/v1/staff/{id}/deactivate", tag = "staff", request_body = Option<Deactivate>,
     security(("bearer" = [])), params(("id" = Uuid, Path, description = "Staff id")),
     responses((status = 200, description = "Deactivated", body = CommandAccepted), CommandProblems))]
 async fn deactivate(cmd: Command<IdPath>) -> Result<Response, ApiError> {
