@@ -181,7 +181,7 @@ pub struct TableDiff {
     pub only_rebuilt: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct FaultsReport {
     pub seconds: f64,
     pub faults: Vec<Fault>,
@@ -279,25 +279,8 @@ async fn run(rig: &mut Rig, args: &Args, seconds: f64, pg: &PgControl) -> Result
     };
     let mut report = FaultsReport {
         seconds,
-        faults: Vec::new(),
-        mixed: None,
-        reschedule_cancel: None,
-        failed_requests: 0,
-        failed_by_status: BTreeMap::new(),
-        failure_examples: Vec::new(),
-        accepted_commands: 0,
         journal: args.results_dir.join("faults-accepted.ndjson"),
-        lost: Vec::new(),
-        verification: None,
-        events: 0,
-        chain_links: 0,
-        outages: Vec::new(),
-        probes: 0,
-        clinics_checked: 0,
-        read_model_tables: 0,
-        read_model_rows: 0,
-        rebuild_differences: Vec::new(),
-        problems: Vec::new(),
+        ..FaultsReport::default()
     };
 
     eprintln!("== mixed load for {seconds:.0} s, with faults at 15 %, 35 %, 60 % and 75 %");

@@ -55,7 +55,7 @@ async fn hire(app: &TestApp, admin: &str, email: &str, role: &str) -> Uuid {
     hired.id()
 }
 
-async fn refresh(app: &TestApp, refresh_token: &str) -> Answer {
+pub(crate) async fn refresh(app: &TestApp, refresh_token: &str) -> Answer {
     app.send(
         Method::POST,
         "/v1/auth/refresh",
@@ -65,7 +65,7 @@ async fn refresh(app: &TestApp, refresh_token: &str) -> Answer {
     .await
 }
 
-async fn me(app: &TestApp, token: Option<&str>) -> Answer {
+pub(crate) async fn me(app: &TestApp, token: Option<&str>) -> Answer {
     app.send(Method::GET, "/v1/me", token, None).await
 }
 

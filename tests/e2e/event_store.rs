@@ -48,7 +48,24 @@ pub(crate) async fn register_clinic(store: &EventStore, code: &str) -> ClinicId 
     clinic_id
 }
 
-pub(crate) fn register_patient(
+/// Registers patient `id` in `clinic` at the store, with the clinic's next MRN, as its admin.
+pub(crate) async fn register_in(store: &EventStore, clinic: ClinicId, id: PatientId, given: &str) {
+    let mrn = commands::registry::next_mrn(store.pool(), clinic)
+        .await
+        .unwrap()
+        .mrn;
+    store
+        .execute::<Patient>(
+            &admin_of(clinic),
+            id.as_uuid(),
+            register_patient(clinic, id, mrn, given),
+            Expect::Any,
+        )
+        .await
+        .unwrap();
+}
+
+fn register_patient(
     clinic_id: ClinicId,
     patient_id: PatientId,
     mrn: Mrn,
@@ -174,20 +191,7 @@ async fn events_of_two_clinics_carry_their_own_tenant_id() {
     let b = register_clinic(&store, "beta").await;
     for (clinic, names) in [(a, ["Ann", "Alf"]), (b, ["Bea", "Bob"])] {
         for name in names {
-            let id = PatientId::new();
-            let mrn = commands::registry::next_mrn(store.pool(), clinic)
-                .await
-                .unwrap()
-                .mrn;
-            store
-                .execute::<Patient>(
-                    &admin_of(clinic),
-                    id.as_uuid(),
-                    register_patient(clinic, id, mrn, name),
-                    Expect::Any,
-                )
-                .await
-                .unwrap();
+            register_in(&store, clinic, PatientId::new(), name).await;
         }
     }
     let mut conn = db.owner_connection().await;

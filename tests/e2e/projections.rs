@@ -1119,7 +1119,7 @@ async fn an_entity_id_used_in_two_clinics_is_updated_in_its_own_clinic_only() {
     use commands::Expect;
     use domain::patient::{Patient, PatientCommand};
 
-    use crate::event_store::{admin_of, register_clinic, register_patient, rename};
+    use crate::event_store::{admin_of, register_clinic, register_in, rename};
 
     let db = TestDb::new().await;
     let store = crate::helpers::store_with(&db, crate::helpers::test_services()).await;
@@ -1132,19 +1132,7 @@ async fn an_entity_id_used_in_two_clinics_is_updated_in_its_own_clinic_only() {
         (b, shared, "Berta"),
         (a, survivor, "Ada"),
     ] {
-        let mrn = commands::registry::next_mrn(store.pool(), clinic)
-            .await
-            .unwrap()
-            .mrn;
-        store
-            .execute::<Patient>(
-                &admin_of(clinic),
-                id.as_uuid(),
-                register_patient(clinic, id, mrn, given),
-                Expect::Any,
-            )
-            .await
-            .unwrap();
+        register_in(&store, clinic, id, given).await;
     }
     let mut owner = db.owner_connection().await;
     let config = WorkerConfig::default();

@@ -4,18 +4,9 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use crate::auth::refresh;
 use crate::endpoints;
-use crate::helpers::{patient_body, spawn_app, Answer, TestApp, PASSWORD};
-
-async fn refresh(app: &TestApp, token: &str) -> Answer {
-    app.send(
-        Method::POST,
-        "/v1/auth/refresh",
-        None,
-        Some(&json!({"refresh_token": token})),
-    )
-    .await
-}
+use crate::helpers::{patient_body, spawn_app, Answer, ClinicFixture, TestApp, PASSWORD};
 
 fn refresh_token_of(answer: &Answer) -> String {
     assert_eq!(answer.status, 200, "{answer:?}");
@@ -1372,6 +1363,15 @@ async fn expire_rows(app: &TestApp) -> i64 {
 // ---------------------------------------------------------------------------------------
 // 13. The access log is chained: a row deleted or changed, even by the table's owner, shows.
 
+/// The clinic's nurse reads its patient's record: one access-log row.
+async fn nurse_reads_the_patient(app: &TestApp, clinic: &ClinicFixture) {
+    let path = format!("/v1/patients/{}", clinic.patient_id);
+    let read = app
+        .read_at(&path, &clinic.nurse, last_position(app).await)
+        .await;
+    assert_eq!(read.status, 200);
+}
+
 async fn access_chain_caught_up(app: &TestApp) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
@@ -1448,11 +1448,7 @@ async fn f13_the_access_chain_keeps_going_when_transaction_ids_gain_a_digit() {
     assert_eq!(links, expected);
     // More reads, with real transaction ids, are chained after them, and both chains verify.
     for clinic in [&n, &other] {
-        let path = format!("/v1/patients/{}", clinic.patient_id);
-        let read = app
-            .read_at(&path, &clinic.nurse, last_position(&app).await)
-            .await;
-        assert_eq!(read.status, 200);
+        nurse_reads_the_patient(&app, clinic).await;
     }
     access_chain_caught_up(&app).await;
     let pool = app.db.app_pool().await;
@@ -1475,11 +1471,7 @@ async fn f13_clinic_verify_finds_access_log_rows_removed_or_changed_by_the_owner
     let other = app.clinic(&platform, "otherlog").await;
     for clinic in [&n, &other] {
         for _ in 0..3 {
-            let path = format!("/v1/patients/{}", clinic.patient_id);
-            let read = app
-                .read_at(&path, &clinic.nurse, last_position(&app).await)
-                .await;
-            assert_eq!(read.status, 200);
+            nurse_reads_the_patient(&app, clinic).await;
         }
     }
     access_chain_caught_up(&app).await;

@@ -8,6 +8,7 @@ use serde_json::json;
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
+use crate::auth::{me, refresh};
 use crate::helpers::{patient_body, spawn_app, ClinicFixture, TestApp, PASSWORD};
 
 /// What clinic `s` keeps in the write-side tables the event triggers change.
@@ -89,10 +90,10 @@ async fn append(
     .unwrap();
 }
 
-async fn two_clinics(app: &TestApp) -> (ClinicFixture, ClinicFixture) {
-    let platform = app.platform_admin().await;
-    let n = app.clinic(&platform, "northwrites").await;
-    let s = app.clinic(&platform, "southwrites").await;
+/// Clinics `north{name}` and `south{name}`, made by `platform`.
+async fn two_clinics(app: &TestApp, platform: &str, name: &str) -> (ClinicFixture, ClinicFixture) {
+    let n = app.clinic(platform, &format!("north{name}")).await;
+    let s = app.clinic(platform, &format!("south{name}")).await;
     (n, s)
 }
 
@@ -104,7 +105,7 @@ async fn two_clinics(app: &TestApp) -> (ClinicFixture, ClinicFixture) {
 #[tokio::test]
 async fn events_of_one_clinic_naming_another_clinics_ids_change_nothing_of_it() {
     let app = spawn_app().await;
-    let (n, s) = two_clinics(&app).await;
+    let (n, s) = two_clinics(&app, &app.platform_admin().await, "writes").await;
     // S's doctor holds a live refresh token.
     let login = app.login_answer(&s.emails["doctor"], PASSWORD).await;
     assert_eq!(login.status, 200, "{login:?}");
@@ -151,7 +152,7 @@ async fn events_of_one_clinic_naming_another_clinics_ids_change_nothing_of_it() 
             "Patient",
             s.patient_id,
             "PatientMerged",
-            json!({"into": n.patient_id}),
+            json!({"survivor": n.patient_id}),
         ),
         ("Clinic", n.id, "ClinicSuspended", json!({"reason": "x"})),
     ];
@@ -198,14 +199,7 @@ async fn events_of_one_clinic_naming_another_clinics_ids_change_nothing_of_it() 
     assert_eq!((changed.slot_claims, changed.granting_care_links), (0, 0));
     assert_eq!(changed.counted_patients, before.counted_patients - 1);
     // And S's doctor still works.
-    let refreshed = app
-        .send(
-            reqwest::Method::POST,
-            "/v1/auth/refresh",
-            None,
-            Some(&json!({"refresh_token": login.body["refresh_token"]})),
-        )
-        .await;
+    let refreshed = refresh(&app, login.body["refresh_token"].as_str().unwrap()).await;
     assert_eq!(refreshed.status, 200, "{refreshed:?}");
 }
 
@@ -214,7 +208,7 @@ async fn events_of_one_clinic_naming_another_clinics_ids_change_nothing_of_it() 
 #[tokio::test]
 async fn the_same_idempotency_key_in_two_clinics_is_two_commands_with_their_own_replays() {
     let app = spawn_app().await;
-    let (n, s) = two_clinics(&app).await;
+    let (n, s) = two_clinics(&app, &app.platform_admin().await, "writes").await;
     let key = "import-batch-0001";
     let send = |token: String, given: &'static str| {
         let app = &app;
@@ -267,7 +261,7 @@ async fn the_same_idempotency_key_in_two_clinics_is_two_commands_with_their_own_
 #[tokio::test]
 async fn logging_out_in_one_clinic_ends_no_session_of_another() {
     let app = spawn_app().await;
-    let (n, s) = two_clinics(&app).await;
+    let (n, s) = two_clinics(&app, &app.platform_admin().await, "writes").await;
     let north = app.login_answer(&n.emails["clinic_admin"], PASSWORD).await;
     let south = app.login_answer(&s.emails["clinic_admin"], PASSWORD).await;
     let out = app
@@ -278,32 +272,11 @@ async fn logging_out_in_one_clinic_ends_no_session_of_another() {
         )
         .await;
     assert_eq!(out.status, 204, "{out:?}");
-    let dead = app
-        .send(
-            reqwest::Method::POST,
-            "/v1/auth/refresh",
-            None,
-            Some(&json!({"refresh_token": north.body["refresh_token"]})),
-        )
-        .await;
+    let dead = refresh(&app, north.body["refresh_token"].as_str().unwrap()).await;
     assert_eq!(dead.status, 401, "{dead:?}");
-    let alive = app
-        .send(
-            reqwest::Method::POST,
-            "/v1/auth/refresh",
-            None,
-            Some(&json!({"refresh_token": south.body["refresh_token"]})),
-        )
-        .await;
+    let alive = refresh(&app, south.body["refresh_token"].as_str().unwrap()).await;
     assert_eq!(alive.status, 200, "{alive:?}");
-    let me = app
-        .send(
-            reqwest::Method::GET,
-            "/v1/me",
-            south.body["access_token"].as_str(),
-            None,
-        )
-        .await;
+    let me = me(&app, south.body["access_token"].as_str()).await;
     assert_eq!(me.status, 200, "{me:?}");
 }
 
@@ -313,7 +286,7 @@ async fn logging_out_in_one_clinic_ends_no_session_of_another() {
 async fn changing_one_clinic_leaves_another_clinics_read_model_row_as_it_was() {
     let app = spawn_app().await;
     let platform = app.platform_admin().await;
-    let (n, s) = two_clinics_with(&app, &platform).await;
+    let (n, s) = two_clinics(&app, &platform, "row").await;
     app.db.caught_up().await;
     let mut conn = app.db.owner_connection().await;
     let row = |id: Uuid| {
@@ -378,10 +351,4 @@ async fn changing_one_clinic_leaves_another_clinics_read_model_row_as_it_was() {
     assert_ne!(north_after, north_before, "the changes reached north's row");
     assert_eq!(north_after["name"], "North renamed", "{north_after}");
     assert_eq!(row(s.id).fetch_one(&mut conn).await.unwrap(), south_before);
-}
-
-async fn two_clinics_with(app: &TestApp, platform: &str) -> (ClinicFixture, ClinicFixture) {
-    let n = app.clinic(platform, "northrow").await;
-    let s = app.clinic(platform, "southrow").await;
-    (n, s)
 }
