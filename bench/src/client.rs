@@ -3,7 +3,6 @@
 //! (read-your-writes), and any other 5xx or a transport error is a failure, recorded here so
 //! that the run can fail at the end (CI's smoke test).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,7 +52,6 @@ impl Reply {
 /// 5xx answers and transport errors seen during the run (the first few kept as examples).
 #[derive(Default)]
 pub struct Failures {
-    count: AtomicU64,
     examples: Mutex<Vec<String>>,
     /// How many of each status (0: no answer).
     by_status: Mutex<std::collections::BTreeMap<u16, u64>>,
@@ -61,7 +59,6 @@ pub struct Failures {
 
 impl Failures {
     pub fn record(&self, status: u16, what: String) {
-        self.count.fetch_add(1, Ordering::Relaxed);
         *self
             .by_status
             .lock()
@@ -75,7 +72,11 @@ impl Failures {
     }
 
     pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
+        self.by_status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .sum()
     }
 
     /// Failures by HTTP status; 0 counts the requests that got no answer.

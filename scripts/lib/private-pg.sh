@@ -91,10 +91,12 @@ private_pg_stop() {
 # command, for a program that drives the cluster on its own schedule (clinic-bench --faults):
 #   private_pg_ctl_command -m fast -w -t 60 restart
 private_pg_ctl_command() {
-    local as="" arg args=""
+    local as="" arg args="" runner=""
     [[ $(id -u) -eq 0 ]] && as="runuser -u postgres --"
+    # The same RUNNER as private_pg_as, so the command starts PostgreSQL as the script would.
+    for arg in "${private_pg_runner[@]}"; do runner+="$(printf '%q' "$arg") "; done
     for arg in "$@"; do args+=" $(printf '%q' "$arg")"; done
-    printf 'cd %q && %s %q -D %q -l %q%s >/dev/null' \
-        "$private_pg_dir" "$as" "$private_pg_bin/pg_ctl" "$private_pg_data" \
+    printf 'cd %q && %s %s%q -D %q -l %q%s >/dev/null' \
+        "$private_pg_dir" "$as" "$runner" "$private_pg_bin/pg_ctl" "$private_pg_data" \
         "$private_pg_dir/server.log" "$args"
 }
