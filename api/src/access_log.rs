@@ -125,7 +125,9 @@ pub async fn record(
         client_ip,
         at: state.clock.now(),
     };
-    projections::audit::append_access(&state.pool, &access)
+    state
+        .access
+        .append(&access)
         .await
         .map_err(ApiError::internal)
 }

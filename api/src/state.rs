@@ -27,6 +27,8 @@ pub struct AppState {
     pub idempotency_lease: std::time::Duration,
     /// The audit exports' own pool and each clinic's share of it.
     pub streams: Arc<crate::audit_streams::StreamGate>,
+    /// Writes the access log's rows, the rows of reads waiting together in one transaction.
+    pub access: projections::audit::AccessWriter,
     /// The log-ins' password checks running or waiting (a full gate is a 429).
     pub password_checks: Arc<commands::accounts::credentials::CheckGate>,
 }

@@ -919,6 +919,143 @@ async fn every_patient_read_is_in_the_access_log_exactly_once() {
     assert_eq!(ok(&south_log)["items"], json!([]));
 }
 
+/// The reads of two clinics at the same moment: the access log's writer gathers their rows
+/// into shared transactions (group commit). Each read is still logged exactly once, in its
+/// own clinic, under its own request id, and answered only after its row committed.
+#[tokio::test]
+async fn reads_at_the_same_moment_are_each_logged_once_in_their_own_clinic() {
+    let (app, _platform, north, south) = two_clinics().await;
+    app.db.caught_up().await;
+    let before: i64 = {
+        let mut conn = app.db.owner_connection().await;
+        sqlx::query_scalar("SELECT count(*) FROM access_log")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+    };
+    let app = &app;
+    let mut reads = Vec::new();
+    for i in 0..48 {
+        let (clinic, token, path) = if i % 2 == 0 {
+            (
+                north.id,
+                &north.nurse,
+                format!("/v1/patients/{}", north.patient_id),
+            )
+        } else {
+            (
+                south.id,
+                &south.receptionist,
+                "/v1/patients?limit=5".to_owned(),
+            )
+        };
+        reads.push(async move { (clinic, get(app, token, &path).await) });
+    }
+    let answers = futures::future::join_all(reads).await;
+    let mut conn = app.db.owner_connection().await;
+    for (clinic, answer) in &answers {
+        assert_eq!(answer.status, 200, "{answer:?}");
+        let request_id = answer.header("x-request-id").unwrap();
+        let logged: Vec<(Uuid, String)> =
+            sqlx::query_as("SELECT clinic_id, outcome FROM access_log WHERE request_id = $1")
+                .bind(request_id)
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(
+            logged,
+            vec![(*clinic, "allowed".to_owned())],
+            "{request_id}"
+        );
+    }
+    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM access_log")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(after - before, answers.len() as i64);
+}
+
+/// The statement the writer sends: rows of two clinics in one transaction, each scoped to
+/// its own clinic (the insert policy admits it), in the order given within a clinic.
+#[tokio::test]
+async fn one_access_batch_of_two_clinics_commits_as_one_transaction() {
+    let (app, _platform, north, south) = two_clinics().await;
+    let pool = app.db.app_pool().await;
+    let at = app.now();
+    let ids = [north.patient_id];
+    let filter = json!({"q": "Exa\u{301}mple \u{1F600}", "limit": "20"});
+    let access = |clinic: Uuid, request_id: &'static str| audit::NewAccess {
+        clinic: domain::ids::ClinicId::from_uuid(clinic),
+        actor_id: Uuid::new_v4(),
+        role: "nurse",
+        patient_id: None,
+        patient_ids: &ids,
+        filter: Some(&filter),
+        endpoint: "GET /v1/patients",
+        outcome: audit::AccessOutcome::Allowed,
+        request_id,
+        client_ip: Some("127.0.0.1".parse().unwrap()),
+        at,
+    };
+    let batch = [
+        access(north.id, "batch-n1"),
+        access(south.id, "batch-s1"),
+        access(north.id, "batch-n2"),
+    ];
+    audit::append_accesses(&pool, &batch).await.unwrap();
+    let mut conn = app.db.owner_connection().await;
+    let rows: Vec<(String, Uuid, String, Vec<Uuid>, Value)> = sqlx::query_as(
+        "SELECT request_id, clinic_id, xmin::text, patient_ids, filter FROM access_log \
+         WHERE request_id LIKE 'batch-%' ORDER BY clinic_id, id",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    let transactions: BTreeSet<&str> = rows.iter().map(|r| r.2.as_str()).collect();
+    assert_eq!(transactions.len(), 1, "{rows:?}");
+    for (request_id, clinic, _, patient_ids, stored) in &rows {
+        let expected = if request_id.starts_with("batch-n") {
+            north.id
+        } else {
+            south.id
+        };
+        assert_eq!(*clinic, expected, "{request_id}");
+        assert_eq!(patient_ids, &ids.to_vec());
+        assert_eq!(stored, &filter);
+    }
+    let north_order: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.1 == north.id)
+        .map(|r| r.0.as_str())
+        .collect();
+    assert_eq!(north_order, ["batch-n1", "batch-n2"]);
+}
+
+/// Fail closed: a read whose access-log row cannot be written is not served (a 500 with no
+/// patient data), and reads are served again once the row can be written.
+#[tokio::test]
+async fn a_read_whose_access_row_cannot_be_written_is_not_served() {
+    let (app, _platform, north, _south) = two_clinics().await;
+    app.db.caught_up().await;
+    let path = format!("/v1/patients/{}", north.patient_id);
+    assert_eq!(get(&app, &north.nurse, &path).await.status, 200);
+    let mut conn = app.db.owner_connection().await;
+    conn.execute("REVOKE INSERT ON access_log FROM clinic_app")
+        .await
+        .unwrap();
+    let refused = get(&app, &north.nurse, &path).await;
+    refused.problem(500);
+    assert!(refused.body.get("mrn").is_none(), "{refused:?}");
+    assert!(!refused.body.to_string().contains("Example"), "{refused:?}");
+    conn.execute("GRANT INSERT ON access_log TO clinic_app")
+        .await
+        .unwrap();
+    let served = get(&app, &north.nurse, &path).await;
+    assert_eq!(served.status, 200, "{served:?}");
+    assert_eq!(served.body["patient_id"], north.patient_id.to_string());
+}
+
 #[tokio::test]
 async fn the_service_role_cannot_rewrite_the_access_log() {
     let app = spawn_app().await;

@@ -77,7 +77,9 @@ macro_rules! audit_columns {
     };
 }
 
+mod access_writer;
 mod export;
+pub use access_writer::{append_accesses, AccessWriteError, AccessWriter};
 pub use export::{stream_ndjson, NdjsonStream, StreamLimits, CHUNKS_BUFFERED, CHUNK_BYTES};
 
 /// The events with their metadata's fields (`m`): the metadata's JSON text is parsed once
@@ -258,28 +260,6 @@ pub struct NewAccess<'a> {
     pub client_ip: Option<std::net::IpAddr>,
     /// When it happened, by the service clock.
     pub at: DateTime<Utc>,
-}
-
-/// Appends one access-log row, in one round trip: `append_access` (a SQL function, run as the
-/// caller) scopes the statement's own transaction to the row's clinic and inserts the row, so
-/// row-level security admits only a row of that clinic, as a [`clinic_tx`] would. Call it on
-/// the pool, outside any transaction: it scopes the transaction it runs in.
-pub async fn append_access(pool: &PgPool, access: &NewAccess<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT append_access($1, $2, $3, $4, $5, $6, $7, $8::inet, $9, $10, $11)")
-        .bind(access.clinic.as_uuid())
-        .bind(access.actor_id)
-        .bind(access.role)
-        .bind(access.patient_id)
-        .bind(access.endpoint)
-        .bind(access.outcome.as_str())
-        .bind(access.request_id)
-        .bind(access.client_ip.map(|ip| ip.to_string()))
-        .bind(access.at)
-        .bind(access.patient_ids)
-        .bind(access.filter.map(sqlx::types::Json))
-        .execute(pool)
-        .await
-        .map(|_| ())
 }
 
 /// One row of the access log.
