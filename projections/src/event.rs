@@ -64,6 +64,97 @@ pub async fn read_after(
     .await
 }
 
+/// Where a rebuild's bulk stops: `fence`, the oldest transaction running when it began (every
+/// transaction below it has ended, so the set of events below it never changes), and `end`,
+/// the last of those events in commit order (`("0", 0)` for an empty log). Every event below
+/// the fence is at or before `end` in commit order, and every later one after it, so a reader
+/// in commit order continues from `end` without a gap or a repeat.
+pub async fn rebuild_fence(
+    conn: &mut PgConnection,
+) -> Result<(String, (String, i64)), sqlx::Error> {
+    let fence: String = sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
+        .fetch_one(&mut *conn)
+        .await?;
+    let end: Option<(String, i64)> = sqlx::query_as(
+        "SELECT e.transaction_id::text, e.position FROM events e WHERE e.transaction_id < $1::xid8 \
+         ORDER BY e.transaction_id DESC, e.position DESC LIMIT 1",
+    )
+    .bind(&fence)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok((fence, end.unwrap_or_else(|| ("0".to_owned(), 0))))
+}
+
+/// A rebuild's reader of the events below a fence (see [`rebuild_fence`]) stream by stream:
+/// the clinics' own streams first, then every other stream in the primary key's order
+/// (aggregate type, stream id), each stream's events in sequence. A rebuild reads its bulk
+/// this way so that all the events of a row arrive together, in one batch or in consecutive
+/// ones, and a row is written once rather than once per batch its events fall in (a clinic's
+/// import registers its patients, then updates each of them: in commit order, the update of
+/// a row came batches after its insert). Every projection's row is one stream's, and what
+/// spans streams (the clinics' counts, the registrations per bucket) is a sum, so the order
+/// across streams does not change the result; the clinics come first because every other
+/// stream's count is added to its clinic's row.
+pub struct StreamCursor {
+    fence: String,
+    /// Reading the clinics' streams (else, the others).
+    clinics: bool,
+    /// The last (aggregate type, stream id, sequence) read.
+    after: (String, String, i64),
+}
+
+impl StreamCursor {
+    pub fn new(fence: String) -> StreamCursor {
+        StreamCursor {
+            fence,
+            clinics: true,
+            after: ("Clinic".to_owned(), String::new(), -1),
+        }
+    }
+
+    /// The next `limit` events; empty at the end.
+    pub async fn next(
+        &mut self,
+        conn: &mut PgConnection,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        loop {
+            // The primary key (aggregate_type, aggregate_id, sequence) serves both: a range
+            // of one aggregate type, and the whole key after a point (the few clinic rows on
+            // the way are filtered out).
+            let which = if self.clinics {
+                "e.aggregate_type = 'Clinic' AND (e.aggregate_type, e.aggregate_id, e.sequence) > ($1, $2, $3)"
+            } else {
+                "e.aggregate_type <> 'Clinic' AND (e.aggregate_type, e.aggregate_id, e.sequence) > ($1, $2, $3)"
+            };
+            let events: Vec<StoredEvent> = sqlx::query_as(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events e WHERE {which} AND e.transaction_id < $4::xid8 \
+                 ORDER BY e.aggregate_type, e.aggregate_id, e.sequence LIMIT $5"
+            ))
+            .bind(&self.after.0)
+            .bind(&self.after.1)
+            .bind(self.after.2)
+            .bind(&self.fence)
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await?;
+            if let Some(last) = events.last() {
+                self.after = (
+                    last.aggregate_type.clone(),
+                    last.aggregate_id.clone(),
+                    last.sequence,
+                );
+                return Ok(events);
+            }
+            if !self.clinics {
+                return Ok(events);
+            }
+            self.clinics = false;
+            self.after = (String::new(), String::new(), -1);
+        }
+    }
+}
+
 impl StoredEvent {
     pub(crate) fn poison(&self, reason: impl ToString) -> ProjectionError {
         ProjectionError::Poison {

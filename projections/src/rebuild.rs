@@ -2,25 +2,33 @@
 //! `rm_rebuild_<name>`), then swaps them into `rm` in one short transaction, so reads keep
 //! working on the old tables during the rebuild.
 //!
-//! The events are read once for all the projections being rebuilt, in commit order and in
-//! large batches (with a second connection, as `clinic rebuild` gives, the next batch is read
-//! and decoded while this one is written); each batch is applied to every projection (set-based: see
+//! The events are read once for all the projections being rebuilt, in large batches, in two
+//! parts. The bulk is every event below the fence (the oldest transaction running when the
+//! load begins), read stream by stream ([`StreamCursor`]): all the events of a read-model row
+//! arrive together, so the row is written once, with what all of them make of it, instead of
+//! once per batch of the commit order that one of its events falls in. Every row is one
+//! stream's, and what spans streams (counts, the registrations per bucket, the clinic's
+//! newest instant) does not depend on the order across streams, so the tables are the ones
+//! the commit order makes (the e2e test `projections::incremental_and_rebuilt_read_models_are_identical`
+//! compares them). With a second connection, as `clinic rebuild` gives, the next batch is read
+//! and decoded while this one is written; each batch is applied to every projection (set-based: see
 //! [`crate::changes`]) and committed with `synchronous_commit = off` — a crash only loses
 //! rebuild tables nobody reads yet, and a rebuild is re-run from zero. Each batch is its own
 //! transaction, so the rebuild never holds the commit fence (the oldest running transaction)
 //! back for long. The fresh tables are loaded with their primary keys and unique indexes
 //! only (every write of a projection finds its row by primary key), their pages half filled
-//! (an event that updates a row loaded earlier writes its new version on the same page: a
+//! (an event that updates a row loaded earlier — a stream cut by a batch's end — writes its new version on the same page: a
 //! HOT update, no index entry); the other indexes are built once the bulk is in, the fill
 //! factor reset, and the tables analysed, before the swap. The swap holds the projections' checkpoint rows (which every live batch
-//! locks first), catches up to the newest committed events, moves the tables, and sets the
+//! locks first), catches up in commit order from the bulk's last event to the newest committed
+//! ones, moves the tables, and sets the
 //! checkpoints to where the rebuild stopped; it commits synchronously.
 
 use std::time::{Duration, Instant};
 
 use sqlx::{Connection, Executor, PgConnection};
 
-use crate::event::{read_after, StoredEvent};
+use crate::event::{read_after, rebuild_fence, StoredEvent, StreamCursor};
 use crate::{Projection, ProjectionError, PROJECTIONS};
 
 /// The read model called `name`: an error for an unknown name, or for the hash chain.
@@ -62,15 +70,14 @@ impl RebuildReport {
 /// Per projection: events it applied and time spent applying them.
 type Tally = Vec<(u64, Duration)>;
 
-/// Reads everything after `(tx, pos)` below the commit fence, in batches, and applies each
-/// batch to every one of `projections` (their tables in `rm_rebuild_<name>`). Outside a
-/// transaction (`in_one_tx` false) each batch commits on its own. Returns the new position
-/// and the number of events read.
+/// Reads everything after `(tx, pos)` below the commit fence, in commit order, in batches,
+/// and applies each batch to every one of `projections` (their tables in
+/// `rm_rebuild_<name>`), in the transaction `conn` is in (the swap's). Returns the new
+/// position and the number of events read.
 async fn catch_up(
     conn: &mut PgConnection,
     projections: &[Projection],
     from: (String, i64),
-    in_one_tx: bool,
     batch: i64,
     tally: &mut Tally,
 ) -> Result<((String, i64), u64), ProjectionError> {
@@ -81,7 +88,7 @@ async fn catch_up(
         let Some(next) = end_of(&events) else {
             return Ok((at, read));
         };
-        apply_batch(conn, projections, &events, in_one_tx, tally).await?;
+        apply_all(conn, projections, &events, tally).await?;
         read += events.len() as u64;
         at = next;
     }
@@ -94,18 +101,13 @@ fn end_of(events: &[StoredEvent]) -> Option<(String, i64)> {
         .map(|e| (e.transaction_id.clone(), e.position))
 }
 
-/// Applies one batch to every one of `projections`: in a transaction of its own, or (with
-/// `in_one_tx`) in the one `conn` is in.
+/// Applies one batch to every one of `projections`, in a transaction of its own.
 async fn apply_batch(
     conn: &mut PgConnection,
     projections: &[Projection],
     events: &[StoredEvent],
-    in_one_tx: bool,
     tally: &mut Tally,
 ) -> Result<(), ProjectionError> {
-    if in_one_tx {
-        return apply_all(conn, projections, events, tally).await;
-    }
     let mut tx = conn.begin().await?;
     apply_all(&mut tx, projections, events, tally).await?;
     tx.commit().await?;
@@ -128,34 +130,42 @@ async fn apply_all(
     Ok(())
 }
 
-/// The bulk of a rebuild with a second connection, `reader`, that reads the next batch of the
-/// log (and decodes it) while `conn` writes this one. Each batch still commits on its own.
-async fn load_reading_ahead(
+/// The bulk of a rebuild: every event below the fence, read stream by stream (see
+/// [`StreamCursor`]) in batches of `batch`, each batch applied to every one of `projections`
+/// and committed on its own. With a second connection, `reader`, the next batch is read (and
+/// decoded) while `conn` writes this one. Returns the number of events read.
+async fn load(
     conn: &mut PgConnection,
-    mut reader: PgConnection,
+    reader: Option<PgConnection>,
+    mut cursor: StreamCursor,
     projections: &[Projection],
     batch: i64,
     tally: &mut Tally,
-) -> Result<((String, i64), u64), ProjectionError> {
+) -> Result<u64, ProjectionError> {
+    let Some(mut reader) = reader else {
+        let mut read = 0u64;
+        loop {
+            let events = cursor.next(conn, batch).await?;
+            if events.is_empty() {
+                return Ok(read);
+            }
+            apply_batch(conn, projections, &events, tally).await?;
+            read += events.len() as u64;
+        }
+    };
     // One batch read ahead: the reader waits while the writer is a whole batch behind.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<StoredEvent>, sqlx::Error>>(1);
     let reading = tokio::spawn(async move {
-        let mut at = ("0".to_owned(), 0);
         loop {
-            let events = read_after(&mut reader, &at.0, at.1, batch).await;
+            let events = cursor.next(&mut reader, batch).await;
             // An error or an empty batch is the last thing sent.
-            let next = events.as_deref().ok().and_then(end_of);
-            if tx.send(events).await.is_err() {
+            let last = events.as_ref().map_or(true, Vec::is_empty);
+            if tx.send(events).await.is_err() || last {
                 break;
-            }
-            match next {
-                Some(next) => at = next,
-                None => break,
             }
         }
         let _ = reader.close().await;
     });
-    let mut at = ("0".to_owned(), 0);
     let mut read = 0u64;
     let outcome = loop {
         let events = match rx.recv().await {
@@ -163,16 +173,17 @@ async fn load_reading_ahead(
             Some(Err(e)) => break Err(e.into()),
             None => break Ok(()),
         };
-        let Some(next) = end_of(&events) else {
+        if events.is_empty() {
             break Ok(());
-        };
-        apply_batch(conn, projections, &events, false, tally).await?;
+        }
+        if let Err(e) = apply_batch(conn, projections, &events, tally).await {
+            break Err(e);
+        }
         read += events.len() as u64;
-        at = next;
     };
     drop(rx);
     let _ = reading.await;
-    outcome.map(|()| (at, read))
+    outcome.map(|()| read)
 }
 
 /// Rebuilds `projections` together. `conn` must be the tables' owner (it creates schemas and
@@ -212,9 +223,18 @@ async fn rebuild_together(
     // for the owner too: the tables FORCE it).
     conn.execute("SET ROLE clinic_worker; SET synchronous_commit = off")
         .await?;
-    let built = match reader {
-        Some(reader) => load_reading_ahead(conn, reader, projections, batch, &mut tally).await,
-        None => catch_up(conn, projections, ("0".into(), 0), false, batch, &mut tally).await,
+    let built = match rebuild_fence(conn).await {
+        Ok((fence, end)) => load(
+            conn,
+            reader,
+            StreamCursor::new(fence),
+            projections,
+            batch,
+            &mut tally,
+        )
+        .await
+        .map(|read| (end, read)),
+        Err(e) => Err(e.into()),
     };
     conn.execute("RESET ROLE; RESET synchronous_commit").await?;
     let (position, mut events) = built?;
@@ -233,7 +253,7 @@ async fn rebuild_together(
     .await?;
     tx.execute("SET LOCAL ROLE clinic_worker").await?;
     let ((final_tx, final_pos), more) =
-        catch_up(&mut tx, projections, position, true, batch, &mut tally).await?;
+        catch_up(&mut tx, projections, position, batch, &mut tally).await?;
     tx.execute("RESET ROLE").await?;
     events += more;
     for projection in projections {

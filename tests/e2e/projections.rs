@@ -821,6 +821,81 @@ async fn step(
     answer
 }
 
+/// A rebuild reads its bulk stream by stream: a patient's registration and the update that
+/// follows it batches later in commit order reach the rebuild together, so its row is written
+/// once (no `UPDATE` of `rm.patients` in the whole rebuild, even in batches of 2), and the
+/// tables equal the ones the workers built in commit order.
+#[tokio::test]
+async fn a_rebuild_writes_each_row_once_when_its_events_are_batches_apart_in_commit_order() {
+    use serde_json::json;
+    let mut workers = None;
+    let app = spawn_app_with(|s| workers = s.workers.take()).await;
+    let platform = app.platform_admin().await;
+    let c = app.clinic(&platform, "oncewritten").await;
+    let mut ids = Vec::new();
+    for given in ["Ana", "Bea", "Cleo", "Dora"] {
+        let path = "/v1/patients";
+        ids.push(
+            step(&app, "POST!", path, &c.receptionist, patient_body(given))
+                .await
+                .id(),
+        );
+    }
+    for id in &ids {
+        let path = format!("/v1/patients/{id}");
+        step(
+            &app,
+            "PATCH",
+            &path,
+            &c.nurse,
+            json!({"phone": "+1 555 0199"}),
+        )
+        .await;
+    }
+    let mut owner = app.db.owner_connection().await;
+    let mut conn = worker::connect(&app.db.owner).await.unwrap();
+    let ones = WorkerConfig {
+        batch_size: 1,
+        ..Default::default()
+    };
+    drain(&mut conn, &app.db, &ones).await;
+    let incremental = snapshot(&mut owner, "rm").await;
+    // The fence (cluster-wide) must be above the last event, or the rebuild would leave it to
+    // the swap's catch-up in commit order: wait out transactions other tests hold open.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let above: bool = sqlx::query_scalar(
+            "SELECT pg_snapshot_xmin(pg_current_snapshot()) > (SELECT max(transaction_id) FROM events)",
+        )
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+        if above {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a transaction stayed open");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    projections::rebuild::rebuild_with(&mut owner, None, None, 2)
+        .await
+        .unwrap();
+    assert_eq!(snapshot(&mut owner, "rm").await, incremental);
+    // The rebuild's own writes, from the statistics of the table it built (now rm.patients).
+    owner
+        .execute("SELECT pg_stat_force_next_flush()")
+        .await
+        .unwrap();
+    owner.execute("SELECT 1").await.unwrap();
+    let (inserted, updated, rows): (i64, i64, i64) = sqlx::query_as(
+        "SELECT n_tup_ins, n_tup_upd, (SELECT count(*) FROM rm.patients) \
+         FROM pg_stat_user_tables WHERE relid = 'rm.patients'::regclass",
+    )
+    .fetch_one(&mut owner)
+    .await
+    .unwrap();
+    assert_eq!((inserted, updated), (rows, 0), "{rows} rows");
+}
+
 /// The read models the workers build one event at a time (each event its own batch, so every
 /// change after the first goes through the row-patching `UPDATE`) equal those a rebuild
 /// builds from the same events in one pass (where each row's events are merged in memory

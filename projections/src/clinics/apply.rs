@@ -23,11 +23,15 @@ struct Counts {
     first: (i64, String),
 }
 
-/// Applies `events` (every event, in commit order) to `s.clinics`. The clinic's own events
+/// Applies `events` (every event; in commit order, or in a rebuild stream by stream) to
+/// `s.clinics`. The clinic's own events
 /// (rare) are applied one statement each, in order; the counts of staff, patients and
 /// appointments (one per `StaffHired`, `PatientRegistered`, `AppointmentBooked`: the bulk of
-/// the log) are summed per clinic and written by one `UPDATE` at the end of the batch, with
-/// `updated_at` from the clinic's last event of the batch.
+/// the log) are summed per clinic and written by one `UPDATE` at the end of the batch.
+/// `updated_at` is the newest instant among the clinic's events applied so far (every
+/// statement keeps the greater of the row's and the event's), so the row does not depend on
+/// the order of events across streams: a rebuild reads stream by stream
+/// ([`crate::event::StreamCursor`]).
 pub(super) async fn apply(s: &str, conn: &mut PgConnection, events: &[&StoredEvent]) -> Applied {
     let mut counts: BTreeMap<Uuid, Counts> = BTreeMap::new();
     let mut last_at: BTreeMap<Uuid, DateTime<Utc>> = BTreeMap::new();
@@ -39,7 +43,7 @@ pub(super) async fn apply(s: &str, conn: &mut PgConnection, events: &[&StoredEve
             ("Appointment", "AppointmentBooked") => 2,
             ("Clinic", _) => {
                 clinic_event(s, conn, e, at).await?;
-                last_at.insert(e.tenant_id, at);
+                newest(&mut last_at, e.tenant_id, at);
                 continue;
             }
             _ => continue,
@@ -55,7 +59,7 @@ pub(super) async fn apply(s: &str, conn: &mut PgConnection, events: &[&StoredEve
             &mut count.patients,
             &mut count.appointments,
         ][column] += 1;
-        last_at.insert(e.tenant_id, at);
+        newest(&mut last_at, e.tenant_id, at);
     }
     if counts.is_empty() {
         return Ok(());
@@ -63,7 +67,7 @@ pub(super) async fn apply(s: &str, conn: &mut PgConnection, events: &[&StoredEve
     let sql = format!(
         "UPDATE {s}.clinics t SET staff_count = staff_count + u.staff, \
          patient_count = patient_count + u.patients, appointment_count = appointment_count + u.appointments, \
-         updated_at = u.updated_at \
+         updated_at = greatest(t.updated_at, u.updated_at) \
          FROM unnest($1::uuid[], $2::int4[], $3::int4[], $4::int4[], $5::timestamptz[]) \
               AS u(clinic_id, staff, patients, appointments, updated_at) \
          WHERE t.clinic_id = u.clinic_id RETURNING t.clinic_id"
@@ -86,6 +90,12 @@ pub(super) async fn apply(s: &str, conn: &mut PgConnection, events: &[&StoredEve
         .min()
         .unwrap_or_default();
     Err(changes::changed_nothing(position, event_type))
+}
+
+/// Keeps in `last_at` the newest instant seen for `clinic`.
+fn newest(last_at: &mut BTreeMap<Uuid, DateTime<Utc>>, clinic: Uuid, at: DateTime<Utc>) {
+    let newest = last_at.entry(clinic).or_insert(at);
+    *newest = (*newest).max(at);
 }
 
 /// Applies one event of a clinic's own stream.
@@ -148,7 +158,7 @@ async fn clinic_event(
             put("working_week", working_week.map(|w| json!(w)));
             let sql = format!(
                 "UPDATE {s}.clinics SET name = coalesce($2, name), time_zone = coalesce($3, time_zone), \
-                 slot_minutes = coalesce($4, slot_minutes), updated_at = $5, settings = settings || $6 \
+                 slot_minutes = coalesce($4, slot_minutes), updated_at = greatest(updated_at, $5), settings = settings || $6 \
                  WHERE clinic_id = $1"
             );
             one(
@@ -167,7 +177,7 @@ async fn clinic_event(
         ClinicEvent::ModuleEnabled { module } | ClinicEvent::ModuleDisabled { module } => {
             let add = matches!(e.event_type.as_str(), "ModuleEnabled");
             let sql = format!(
-                "UPDATE {s}.clinics SET updated_at = $3, modules = CASE WHEN $4 \
+                "UPDATE {s}.clinics SET updated_at = greatest(updated_at, $3), modules = CASE WHEN $4 \
                     THEN array_append(array_remove(modules, $2), $2) ELSE array_remove(modules, $2) END \
                  WHERE clinic_id = $1"
             );
@@ -185,7 +195,7 @@ async fn clinic_event(
         ClinicEvent::ClinicPlanChanged { to, .. } => {
             // No plan change leads to a trial, so any change ends one.
             let sql = format!(
-                "UPDATE {s}.clinics SET plan = $2, trial_ends_at = NULL, updated_at = $3 WHERE clinic_id = $1"
+                "UPDATE {s}.clinics SET plan = $2, trial_ends_at = NULL, updated_at = greatest(updated_at, $3) WHERE clinic_id = $1"
             );
             one(
                 conn,
@@ -201,7 +211,7 @@ async fn clinic_event(
                 "active"
             };
             let sql =
-                format!("UPDATE {s}.clinics SET status = $2, updated_at = $3 WHERE clinic_id = $1");
+                format!("UPDATE {s}.clinics SET status = $2, updated_at = greatest(updated_at, $3) WHERE clinic_id = $1");
             one(
                 conn,
                 e,
@@ -214,7 +224,7 @@ async fn clinic_event(
             name,
         } => {
             let sql = format!(
-                "UPDATE {s}.clinics SET departments = departments || jsonb_build_array($2::jsonb), updated_at = $3 \
+                "UPDATE {s}.clinics SET departments = departments || jsonb_build_array($2::jsonb), updated_at = greatest(updated_at, $3) \
                  WHERE clinic_id = $1"
             );
             let department = json!({"department_id": department_id, "name": name, "open": true});
@@ -254,7 +264,7 @@ async fn department_change(
     at: DateTime<Utc>,
 ) -> Result<(), ProjectionError> {
     let sql = format!(
-        "UPDATE {s}.clinics SET updated_at = $5, departments = ( \
+        "UPDATE {s}.clinics SET updated_at = greatest(updated_at, $5), departments = ( \
            SELECT coalesce(jsonb_agg(CASE WHEN d ->> 'department_id' = $2 THEN jsonb_set(d, ARRAY[$3], $4) ELSE d END \
                                      ORDER BY ord), '[]'::jsonb) \
            FROM jsonb_array_elements(departments) WITH ORDINALITY AS t(d, ord)) \
