@@ -36,10 +36,10 @@ impl Merge for Row {
             .col(|r| r.start_at)
             .col(|r| r.end_at)
             .col(|r| r.status.map(str::to_owned))
-            .col(|r| r.reason.clone())
-            .col(|r| r.cancel_reason.clone())
+            .col(|r| r.reason.as_deref())
+            .col(|r| r.cancel_reason.as_deref())
             .col(|r| r.booked_at)
-            .col(|r| r.appointment_type.clone())
+            .col(|r| r.appointment_type.as_deref())
     }
 }
 

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use domain::invoice::{Basis, InvoiceEvent};
 use serde_json::Value;
 use sqlx::postgres::PgArguments;
+use sqlx::types::Json;
 use sqlx::{Arguments, PgConnection};
 use uuid::Uuid;
 
@@ -56,16 +57,16 @@ impl Merge for Row {
             .col(|r| r.patient_id)
             .col(|r| r.doctor_id)
             .col(|r| r.basis.map(str::to_owned))
-            .col(|r| r.currency.clone())
+            .col(|r| r.currency.as_deref())
             .col(|r| r.issued_at)
-            .col(|r| Value::Array(r.lines.clone()))
+            .col(|r| Json(&r.lines))
             .col(|r| r.added)
-            .col(|r| r.number.clone())
+            .col(|r| r.number.as_deref())
             .col(|r| r.finalised_at)
             .col(|r| r.paid)
             .col(|r| r.refunded)
             .col(|r| r.voided_at)
-            .col(|r| r.void_reason.clone())
+            .col(|r| r.void_reason.as_deref())
     }
 }
 

@@ -6,6 +6,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::patient::PatientEvent;
 use serde_json::{json, Map, Value};
+use sqlx::types::Json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -42,18 +43,18 @@ impl Merge for Row {
 
     fn columns(rows: &[Entry<Row>]) -> Unnest<'_, Row> {
         Unnest::new(rows)
-            .col(|r| r.mrn.clone())
-            .col(|r| r.given.clone())
-            .col(|r| r.family.clone())
+            .col(|r| r.mrn.as_deref())
+            .col(|r| r.given.as_deref())
+            .col(|r| r.family.as_deref())
             .col(|r| r.birth_date)
-            .col(|r| r.sex.clone())
-            .col(|r| r.phone.clone())
-            .col(|r| r.phone_digits.clone())
-            .col(|r| r.email.clone())
-            .col(|r| r.status.clone())
+            .col(|r| r.sex.as_deref())
+            .col(|r| r.phone.as_deref())
+            .col(|r| r.phone_digits.as_deref())
+            .col(|r| r.email.as_deref())
+            .col(|r| r.status.as_deref())
             .col(|r| r.merged_into)
             .col(|r| r.registered_at)
-            .col(|r| Value::Object(r.record.clone()))
+            .col(|r| Json(&r.record))
     }
 }
 

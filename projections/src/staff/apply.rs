@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use domain::staff::StaffEvent;
 use serde_json::{json, Value};
+use sqlx::types::Json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -35,15 +36,15 @@ impl Merge for Row {
 
     fn columns(rows: &[Entry<Row>]) -> Unnest<'_, Row> {
         Unnest::new(rows)
-            .col(|r| r.name.clone())
-            .col(|r| r.email.clone())
-            .col(|r| r.role.clone())
+            .col(|r| r.name.as_deref())
+            .col(|r| r.email.as_deref())
+            .col(|r| r.role.as_deref())
             .col(|r| r.department_id)
-            .col(|r| r.specialty.clone())
-            .col(|r| r.licence_number.clone())
+            .col(|r| r.specialty.as_deref())
+            .col(|r| r.licence_number.as_deref())
             .col(|r| r.active)
-            .col(|r| r.working_hours.clone())
-            .col(|r| Value::Array(r.time_off.clone()))
+            .col(|r| r.working_hours.as_ref().map(Json))
+            .col(|r| Json(&r.time_off))
             .col(|r| r.hired_at)
     }
 }
