@@ -61,4 +61,7 @@ pub enum ProjectionError {
     /// A process manager's command failed (its batch is rolled back and retried).
     #[error("process manager: {0}")]
     Process(String),
+    /// A rebuild's writer task stopped without an answer (it panicked or was cancelled).
+    #[error("a rebuild writer stopped: {0}")]
+    RebuildWriter(String),
 }

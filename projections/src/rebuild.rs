@@ -11,7 +11,8 @@
 //! newest instant) does not depend on the order across streams, so the tables are the ones
 //! the commit order makes (the e2e test `projections::incremental_and_rebuilt_read_models_are_identical`
 //! compares them). With a second connection, as `clinic rebuild` gives, the next batch is read
-//! and decoded while this one is written; each batch is applied to every projection (set-based: see
+//! and decoded while this one is written; with more, they write beside the first, each a share
+//! of the streams ([`Helpers`]). Each batch is applied to every projection (set-based: see
 //! [`crate::changes`]) and committed with `synchronous_commit = off` — a crash only loses
 //! rebuild tables nobody reads yet, and a rebuild is re-run from zero. Each batch is its own
 //! transaction, so the rebuild never holds the commit fence (the oldest running transaction)
@@ -24,7 +25,10 @@
 //! ones, moves the tables, and sets the
 //! checkpoints to where the rebuild stopped; it commits synchronously.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use futures::future::join_all;
 
 use sqlx::{Connection, Executor, PgConnection};
 
@@ -101,15 +105,57 @@ fn end_of(events: &[StoredEvent]) -> Option<(String, i64)> {
         .map(|e| (e.transaction_id.clone(), e.position))
 }
 
-/// Applies one batch to every one of `projections`, in a transaction of its own.
-async fn apply_batch(
+/// The connections a rebuild may use beside the one it writes and swaps on (`clinic rebuild`
+/// opens them, as the tables' owner).
+#[derive(Default)]
+pub struct Helpers {
+    /// Reads the log ahead: the next batch is read and decoded while this one is written.
+    pub reader: Option<PgConnection>,
+    /// Write a share of each batch beside the main connection (see [`share_of`]).
+    pub writers: Vec<PgConnection>,
+}
+
+/// Which of `writers` applies `e` to the read models of one aggregate type: a share of the
+/// streams, by a hash of the stream id. Every event of a stream goes to the same writer, which
+/// applies its batches in order, so a row's events still arrive in sequence; the rows of
+/// different writers are different rows. (What rows of several streams share — the
+/// registrations per bucket — is added with `ON CONFLICT … DO UPDATE` in key order, so two
+/// writers wait for each other there but never deadlock.) The read models of every event
+/// (`rm.clinics`: counts of every stream) are applied by the main writer alone, to whole
+/// batches, in order.
+fn share_of(e: &StoredEvent, writers: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    e.aggregate_id.hash(&mut hasher);
+    (hasher.finish() % writers as u64) as usize
+}
+
+/// Applies writer `share`'s part of a batch (of `writers` writers) to every one of
+/// `projections`, in a transaction of its own.
+async fn apply_share(
     conn: &mut PgConnection,
     projections: &[Projection],
     events: &[StoredEvent],
+    (share, writers): (usize, usize),
     tally: &mut Tally,
 ) -> Result<(), ProjectionError> {
     let mut tx = conn.begin().await?;
-    apply_all(&mut tx, projections, events, tally).await?;
+    for (projection, (applied, time)) in projections.iter().zip(tally.iter_mut()) {
+        let mine: Vec<&StoredEvent> = events
+            .iter()
+            .filter(|e| match projection.aggregate_type {
+                Some(only) => only == e.aggregate_type && share_of(e, writers) == share,
+                None => share == 0,
+            })
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let started = Instant::now();
+        (projection.apply)(&format!("rm_rebuild_{}", projection.name), &mut tx, &mine).await?;
+        *applied += mine.len() as u64;
+        *time += started.elapsed();
+    }
     tx.commit().await?;
     Ok(())
 }
@@ -130,67 +176,152 @@ async fn apply_all(
     Ok(())
 }
 
+/// Where the bulk's batches come from: read on the writing connection between writes, or
+/// read ahead by a task on a connection of its own.
+enum Batches {
+    Inline(StreamCursor),
+    Ahead {
+        rx: tokio::sync::mpsc::Receiver<Result<Vec<StoredEvent>, sqlx::Error>>,
+        reading: tokio::task::JoinHandle<()>,
+    },
+}
+
+impl Batches {
+    fn new(cursor: StreamCursor, reader: Option<PgConnection>, batch: i64) -> Batches {
+        let Some(mut reader) = reader else {
+            return Batches::Inline(cursor);
+        };
+        let mut cursor = cursor;
+        // One batch read ahead: the reader waits while the writer is a whole batch behind.
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let reading = tokio::spawn(async move {
+            loop {
+                let events = cursor.next(&mut reader, batch).await;
+                // An error or an empty batch is the last thing sent.
+                let last = events.as_ref().map_or(true, Vec::is_empty);
+                if tx.send(events).await.is_err() || last {
+                    break;
+                }
+            }
+            let _ = reader.close().await;
+        });
+        Batches::Ahead { rx, reading }
+    }
+
+    /// The next batch; empty at the end.
+    async fn next(
+        &mut self,
+        conn: &mut PgConnection,
+        batch: i64,
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        match self {
+            Batches::Inline(cursor) => cursor.next(conn, batch).await,
+            Batches::Ahead { rx, .. } => rx.recv().await.unwrap_or_else(|| Ok(Vec::new())),
+        }
+    }
+
+    async fn close(self) {
+        if let Batches::Ahead { rx, reading } = self {
+            drop(rx);
+            let _ = reading.await;
+        }
+    }
+}
+
+type Writer = (
+    tokio::sync::mpsc::Sender<Arc<Vec<StoredEvent>>>,
+    tokio::task::JoinHandle<Result<Tally, ProjectionError>>,
+);
+
+/// A writer beside the main one: applies its share of each batch it is sent, in order, on its
+/// own connection; returns what it applied.
+fn spawn_writer(
+    mut conn: PgConnection,
+    projections: Vec<Projection>,
+    share: (usize, usize),
+) -> Writer {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Arc<Vec<StoredEvent>>>(1);
+    let handle = tokio::spawn(async move {
+        let mut tally: Tally = vec![(0, Duration::ZERO); projections.len()];
+        conn.execute("SET ROLE clinic_worker; SET synchronous_commit = off")
+            .await?;
+        while let Some(events) = rx.recv().await {
+            apply_share(&mut conn, &projections, &events, share, &mut tally).await?;
+        }
+        let _ = conn.close().await;
+        Ok(tally)
+    });
+    (tx, handle)
+}
+
 /// The bulk of a rebuild: every event below the fence, read stream by stream (see
 /// [`StreamCursor`]) in batches of `batch`, each batch applied to every one of `projections`
-/// and committed on its own. With a second connection, `reader`, the next batch is read (and
-/// decoded) while `conn` writes this one. Returns the number of events read.
+/// and committed on its own — by `conn` alone, or shared with `helpers.writers` (each its
+/// share of the streams: [`share_of`]), while `helpers.reader` reads the next batch. Returns
+/// the number of events read.
 async fn load(
     conn: &mut PgConnection,
-    reader: Option<PgConnection>,
-    mut cursor: StreamCursor,
+    helpers: Helpers,
+    cursor: StreamCursor,
     projections: &[Projection],
     batch: i64,
     tally: &mut Tally,
 ) -> Result<u64, ProjectionError> {
-    let Some(mut reader) = reader else {
-        let mut read = 0u64;
-        loop {
-            let events = cursor.next(conn, batch).await?;
-            if events.is_empty() {
-                return Ok(read);
-            }
-            apply_batch(conn, projections, &events, tally).await?;
-            read += events.len() as u64;
-        }
-    };
-    // One batch read ahead: the reader waits while the writer is a whole batch behind.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<StoredEvent>, sqlx::Error>>(1);
-    let reading = tokio::spawn(async move {
-        loop {
-            let events = cursor.next(&mut reader, batch).await;
-            // An error or an empty batch is the last thing sent.
-            let last = events.as_ref().map_or(true, Vec::is_empty);
-            if tx.send(events).await.is_err() || last {
+    let writers = helpers.writers.len() + 1;
+    let mut batches = Batches::new(cursor, helpers.reader, batch);
+    let others: Vec<Writer> = helpers
+        .writers
+        .into_iter()
+        .enumerate()
+        .map(|(i, w)| spawn_writer(w, projections.to_vec(), (i + 1, writers)))
+        .collect();
+    let mut read = 0u64;
+    let mut outcome: Result<(), ProjectionError> = Ok(());
+    loop {
+        let events = match batches.next(conn, batch).await {
+            Ok(events) if events.is_empty() => break,
+            Ok(events) => Arc::new(events),
+            Err(e) => {
+                outcome = Err(e.into());
                 break;
             }
-        }
-        let _ = reader.close().await;
-    });
-    let mut read = 0u64;
-    let outcome = loop {
-        let events = match rx.recv().await {
-            Some(Ok(events)) => events,
-            Some(Err(e)) => break Err(e.into()),
-            None => break Ok(()),
         };
-        if events.is_empty() {
-            break Ok(());
+        // A writer that stopped has failed: its error is taken below.
+        let sent = join_all(others.iter().map(|(tx, _)| tx.send(events.clone()))).await;
+        if sent.iter().any(Result::is_err) {
+            break;
         }
-        if let Err(e) = apply_batch(conn, projections, &events, tally).await {
-            break Err(e);
+        if let Err(e) = apply_share(conn, projections, &events, (0, writers), tally).await {
+            outcome = Err(e);
+            break;
         }
         read += events.len() as u64;
-    };
-    drop(rx);
-    let _ = reading.await;
+    }
+    batches.close().await;
+    for (tx, handle) in others {
+        drop(tx);
+        let theirs = match handle.await {
+            Ok(result) => result,
+            Err(e) => Err(ProjectionError::RebuildWriter(e.to_string())),
+        };
+        match theirs {
+            Ok(theirs) => {
+                for (mine, (applied, time)) in tally.iter_mut().zip(theirs) {
+                    mine.0 += applied;
+                    mine.1 += time;
+                }
+            }
+            Err(e) => outcome = outcome.and(Err(e)),
+        }
+    }
     outcome.map(|()| read)
 }
 
 /// Rebuilds `projections` together. `conn` must be the tables' owner (it creates schemas and
-/// moves tables); `reader`, if given, reads the log ahead during the load.
+/// moves tables); `helpers` read the log ahead and write beside it during the load.
 async fn rebuild_together(
     conn: &mut PgConnection,
-    reader: Option<PgConnection>,
+    helpers: Helpers,
     projections: &[Projection],
     batch: i64,
 ) -> Result<Vec<RebuildReport>, ProjectionError> {
@@ -226,7 +357,7 @@ async fn rebuild_together(
     let built = match rebuild_fence(conn).await {
         Ok((fence, end)) => load(
             conn,
-            reader,
+            helpers,
             StreamCursor::new(fence),
             projections,
             batch,
@@ -379,15 +510,16 @@ pub async fn rebuild(
     conn: &mut PgConnection,
     only: Option<&str>,
 ) -> Result<Vec<RebuildReport>, ProjectionError> {
-    rebuild_with(conn, None, only, BATCH).await
+    rebuild_with(conn, Helpers::default(), only, BATCH).await
 }
 
-/// [`rebuild`] in batches of `batch` events, with a second connection, `reader` (if given),
-/// that reads the log ahead while `conn` writes: the reading and decoding of the next batch
-/// overlap the writes of this one (`clinic rebuild` gives one).
+/// [`rebuild`] in batches of `batch` events, with the connections of `helpers` (if any): one
+/// that reads the log ahead, so the reading and decoding of the next batch overlap the writes
+/// of this one, and writers that apply a share of each batch beside `conn` (`clinic rebuild`
+/// gives one of each).
 pub async fn rebuild_with(
     conn: &mut PgConnection,
-    reader: Option<PgConnection>,
+    helpers: Helpers,
     only: Option<&str>,
     batch: i64,
 ) -> Result<Vec<RebuildReport>, ProjectionError> {
@@ -400,5 +532,5 @@ pub async fn rebuild_with(
             .filter(|p| p.rebuildable)
             .collect(),
     };
-    rebuild_together(conn, reader, &chosen, batch).await
+    rebuild_together(conn, helpers, &chosen, batch).await
 }

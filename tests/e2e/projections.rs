@@ -876,7 +876,7 @@ async fn a_rebuild_writes_each_row_once_when_its_events_are_batches_apart_in_com
         assert!(Instant::now() < deadline, "a transaction stayed open");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    projections::rebuild::rebuild_with(&mut owner, None, None, 2)
+    projections::rebuild::rebuild_with(&mut owner, Default::default(), None, 2)
         .await
         .unwrap();
     assert_eq!(snapshot(&mut owner, "rm").await, incremental);
@@ -1108,10 +1108,17 @@ async fn incremental_and_rebuilt_read_models_are_identical() {
     drain(&mut conn, &app.db, &fours).await;
     assert_eq!(incremental, snapshot(&mut owner, "rm").await);
 
-    // A rebuild that reads the log ahead on a second connection (as `clinic rebuild` does),
-    // in batches of 3: every batch reaches the writer, in order.
-    let reader = worker::connect(&app.db.owner).await.unwrap();
-    let reports = projections::rebuild::rebuild_with(&mut owner, Some(reader), None, 3)
+    // A rebuild that reads the log ahead on a second connection and writes with two more
+    // beside the first (as `clinic rebuild` does with one), in batches of 3: every batch
+    // reaches the writers, each stream in order on one of them.
+    let helpers = projections::rebuild::Helpers {
+        reader: Some(worker::connect(&app.db.owner).await.unwrap()),
+        writers: vec![
+            worker::connect(&app.db.owner).await.unwrap(),
+            worker::connect(&app.db.owner).await.unwrap(),
+        ],
+    };
+    let reports = projections::rebuild::rebuild_with(&mut owner, helpers, None, 3)
         .await
         .unwrap();
     assert!(reports[0].events > 9, "{} events", reports[0].events);

@@ -20,17 +20,21 @@ pub struct RebuildArgs {
 pub async fn run(args: RebuildArgs) -> Result<(), CliError> {
     let settings = DatabaseSettings::from_args(&args.database)?;
     let database = db::open_and_migrate(&settings).await?;
-    // One connection writes; a second reads the log ahead of it.
+    // One connection writes (and swaps); a second reads the log ahead of it; a third writes a
+    // share of each batch beside the first.
     let connect = || async {
         sqlx::ConnectOptions::connect(&database.owner_options)
             .await
             .map_err(|e| CliError::Refused(format!("DATABASE_URL: {e}")))
     };
     let mut conn = connect().await?;
-    let reader = connect().await?;
+    let helpers = projections::rebuild::Helpers {
+        reader: Some(connect().await?),
+        writers: vec![connect().await?],
+    };
     let reports = projections::rebuild::rebuild_with(
         &mut conn,
-        Some(reader),
+        helpers,
         args.projection.as_deref(),
         projections::rebuild::BATCH,
     )

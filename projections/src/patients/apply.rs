@@ -138,7 +138,9 @@ const UNNEST: &str = "unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5:
 /// Applies `events` (this projection's, in commit order) to `s.patients`.
 pub(super) async fn apply(s: &str, conn: &mut PgConnection, events: &[&StoredEvent]) -> Applied {
     // The new rows, and in the same statement the clinic's registrations per 15-minute
-    // bucket (what the dashboard sums for "new patients this week").
+    // bucket (what the dashboard sums for "new patients this week"), added in key order: a
+    // rebuild's writers add to the same buckets at once, and wait for each other there in the
+    // same order (no deadlock).
     let insert = format!(
             "WITH new AS (INSERT INTO {s}.patients (clinic_id, patient_id, mrn, given, family, given_key, family_key, \
              birth_date, sex, phone, phone_digits, email, status, merged_into, record, registered_at, \
@@ -147,7 +149,7 @@ pub(super) async fn apply(s: &str, conn: &mut PgConnection, events: &[&StoredEve
              sex, phone, phone_digits, email, status, merged_into, record, registered_at, updated_at, version \
              FROM {UNNEST} RETURNING clinic_id, patient_id, registered_at), \
              counted AS (INSERT INTO {s}.patient_registrations AS t (clinic_id, bucket, registered) \
-             SELECT clinic_id, rm_bucket(registered_at), count(*) FROM new GROUP BY 1, 2 \
+             SELECT clinic_id, rm_bucket(registered_at), count(*) FROM new GROUP BY 1, 2 ORDER BY 1, 2 \
              ON CONFLICT (clinic_id, bucket) DO UPDATE SET registered = t.registered + excluded.registered) \
              SELECT clinic_id, patient_id FROM new",
             fold_given = fold_expression("given"),
