@@ -716,16 +716,23 @@ async fn clinic_rebuild_swaps_in_identical_tables() {
         app.db.owner.get_port(),
         app.db.name
     );
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_clinic"))
-            .args(["rebuild"])
-            .env("DATABASE_URL", url)
-            .env_remove("CLINIC_EMBEDDED_PG")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let rebuild = move |writers: &'static str| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_clinic"))
+                .args(["rebuild", "--writers", writers])
+                .env("DATABASE_URL", url)
+                .env_remove("CLINIC_EMBEDDED_PG")
+                .output()
+                .unwrap()
+        })
+    };
+    // No writer at all is refused before anything is touched.
+    let refused = rebuild("0").await.unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--writers"));
+    // Three writers, each a share of the streams.
+    let out = rebuild("3").await.unwrap();
     assert!(
         out.status.success(),
         "{}",

@@ -15,22 +15,30 @@ pub struct RebuildArgs {
     /// Only this projection (clinics, staff, patients, appointments); default all.
     #[arg(long)]
     pub projection: Option<String>,
+    /// Connections that write the rebuilt tables, each a share of the streams (1–16). One
+    /// more reads the log ahead of them.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub writers: u8,
 }
 
 pub async fn run(args: RebuildArgs) -> Result<(), CliError> {
     let settings = DatabaseSettings::from_args(&args.database)?;
     let database = db::open_and_migrate(&settings).await?;
-    // One connection writes (and swaps); a second reads the log ahead of it; a third writes a
-    // share of each batch beside the first.
+    // One connection writes (and swaps); another reads the log ahead of it; the other writers
+    // write a share of each batch beside the first.
     let connect = || async {
         sqlx::ConnectOptions::connect(&database.owner_options)
             .await
             .map_err(|e| CliError::Refused(format!("DATABASE_URL: {e}")))
     };
     let mut conn = connect().await?;
+    let mut writers = Vec::new();
+    for _ in 1..args.writers {
+        writers.push(connect().await?);
+    }
     let helpers = projections::rebuild::Helpers {
         reader: Some(connect().await?),
-        writers: vec![connect().await?],
+        writers,
     };
     let reports = projections::rebuild::rebuild_with(
         &mut conn,
