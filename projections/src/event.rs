@@ -97,6 +97,8 @@ pub async fn rebuild_fence(
 /// stream's count is added to its clinic's row.
 pub struct StreamCursor {
     fence: String,
+    /// Only the streams of this aggregate type (`None`: every stream).
+    only: Option<&'static str>,
     /// Reading the clinics' streams (else, the others).
     clinics: bool,
     /// The last (aggregate type, stream id, sequence) read.
@@ -104,11 +106,14 @@ pub struct StreamCursor {
 }
 
 impl StreamCursor {
-    pub fn new(fence: String) -> StreamCursor {
+    /// Every stream below `fence`, or (`only`) the streams of one aggregate type: what a
+    /// rebuild of a single read model of that type needs.
+    pub fn new(fence: String, only: Option<&'static str>) -> StreamCursor {
         StreamCursor {
             fence,
-            clinics: true,
-            after: ("Clinic".to_owned(), String::new(), -1),
+            only,
+            clinics: only.is_none(),
+            after: (only.unwrap_or("Clinic").to_owned(), String::new(), -1),
         }
     }
 
@@ -122,7 +127,9 @@ impl StreamCursor {
             // The primary key (aggregate_type, aggregate_id, sequence) serves both: a range
             // of one aggregate type, and the whole key after a point (the few clinic rows on
             // the way are filtered out).
-            let which = if self.clinics {
+            let which = if self.only.is_some() {
+                "e.aggregate_type = $1 AND (e.aggregate_type, e.aggregate_id, e.sequence) > ($1, $2, $3)"
+            } else if self.clinics {
                 "e.aggregate_type = 'Clinic' AND (e.aggregate_type, e.aggregate_id, e.sequence) > ($1, $2, $3)"
             } else {
                 "e.aggregate_type <> 'Clinic' AND (e.aggregate_type, e.aggregate_id, e.sequence) > ($1, $2, $3)"

@@ -54,7 +54,8 @@ pub const BATCH: i64 = 10_000;
 #[derive(Debug, Clone)]
 pub struct RebuildReport {
     pub projection: String,
-    /// Events read (the whole log up to `position`, read once for every projection rebuilt).
+    /// Events read: up to `position`, read once for every projection rebuilt; only the streams
+    /// of its aggregate type for a single read model that reads one type.
     pub events: u64,
     /// The whole rebuild, from the first read to the swap.
     pub duration: Duration,
@@ -358,7 +359,14 @@ async fn rebuild_together(
         Ok((fence, end)) => load(
             conn,
             helpers,
-            StreamCursor::new(fence),
+            // One read model of one aggregate type reads only that type's streams.
+            StreamCursor::new(
+                fence,
+                match projections {
+                    [only] => only.aggregate_type,
+                    _ => None,
+                },
+            ),
             projections,
             batch,
             &mut tally,

@@ -867,22 +867,7 @@ async fn a_rebuild_writes_each_row_once_when_its_events_are_batches_apart_in_com
     };
     drain(&mut conn, &app.db, &ones).await;
     let incremental = snapshot(&mut owner, "rm").await;
-    // The fence (cluster-wide) must be above the last event, or the rebuild would leave it to
-    // the swap's catch-up in commit order: wait out transactions other tests hold open.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let above: bool = sqlx::query_scalar(
-            "SELECT pg_snapshot_xmin(pg_current_snapshot()) > (SELECT max(transaction_id) FROM events)",
-        )
-        .fetch_one(&mut owner)
-        .await
-        .unwrap();
-        if above {
-            break;
-        }
-        assert!(Instant::now() < deadline, "a transaction stayed open");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    fence_past_the_log(&mut owner).await;
     projections::rebuild::rebuild_with(&mut owner, Default::default(), None, 2)
         .await
         .unwrap();
@@ -901,6 +886,59 @@ async fn a_rebuild_writes_each_row_once_when_its_events_are_batches_apart_in_com
     .await
     .unwrap();
     assert_eq!((inserted, updated), (rows, 0), "{rows} rows");
+}
+
+/// Waits until a rebuild's fence (the oldest open transaction, cluster-wide) is above every
+/// event, so that a rebuild's bulk holds them all rather than leaving some to the swap's
+/// catch-up in commit order: transactions other tests hold open are waited out.
+async fn fence_past_the_log(owner: &mut PgConnection) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let above: bool = sqlx::query_scalar(
+            "SELECT pg_snapshot_xmin(pg_current_snapshot()) > (SELECT max(transaction_id) FROM events)",
+        )
+        .fetch_one(&mut *owner)
+        .await
+        .unwrap();
+        if above {
+            return;
+        }
+        assert!(Instant::now() < deadline, "a transaction stayed open");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A rebuild of one read model of one aggregate type (`clinic rebuild --projection patients`)
+/// reads only that type's streams, and builds the same tables.
+#[tokio::test]
+async fn a_rebuild_of_one_read_model_reads_only_its_own_streams() {
+    let (app, _) = populated_app().await;
+    app.db.caught_up().await;
+    let mut owner = app.db.owner_connection().await;
+    let before = snapshot(&mut owner, "rm").await;
+    fence_past_the_log(&mut owner).await;
+    let reports = projections::rebuild::rebuild(&mut owner, Some("patients"))
+        .await
+        .unwrap();
+    let (patient_events, all): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE aggregate_type = 'Patient'), count(*) FROM events",
+    )
+    .fetch_one(&mut owner)
+    .await
+    .unwrap();
+    assert!(
+        patient_events > 0 && patient_events < all,
+        "{patient_events} of {all}"
+    );
+    // Events a live worker appends after the fence are read in commit order, whatever their type.
+    let read = reports[0].events as i64;
+    assert!(
+        read >= patient_events && read < all,
+        "read {read}: {patient_events} of {all}"
+    );
+    assert_eq!(reports[0].applied as i64, patient_events);
+    app.db.caught_up().await;
+    assert_eq!(snapshot(&mut owner, "rm").await, before);
 }
 
 /// The read models the workers build one event at a time (each event its own batch, so every
