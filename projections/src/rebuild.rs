@@ -47,6 +47,10 @@ pub fn rebuildable(name: &str) -> Result<Projection, ProjectionError> {
 /// How full a rebuild fills the pages of its fresh tables (percent).
 const LOAD_FILLFACTOR: u32 = 50;
 
+/// How the load's connections write: as the worker role (row-level security holds for the
+/// owner too: the tables FORCE it), with commits that do not wait for the WAL flush.
+const LOAD_SESSION: &str = "SET ROLE clinic_worker; SET synchronous_commit = off";
+
 /// Events read per batch of a rebuild.
 pub const BATCH: i64 = 10_000;
 
@@ -93,7 +97,7 @@ async fn catch_up(
         let Some(next) = end_of(&events) else {
             return Ok((at, read));
         };
-        apply_all(conn, projections, &events, tally).await?;
+        apply_all(conn, projections, &events, (0, 1), tally).await?;
         read += events.len() as u64;
         at = next;
     }
@@ -137,15 +141,31 @@ async fn apply_share(
     conn: &mut PgConnection,
     projections: &[Projection],
     events: &[StoredEvent],
-    (share, writers): (usize, usize),
+    share: (usize, usize),
     tally: &mut Tally,
 ) -> Result<(), ProjectionError> {
     let mut tx = conn.begin().await?;
+    apply_all(&mut tx, projections, events, share, tally).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Applies writer `share`'s part of a batch (of `writers` writers; all of it for `(0, 1)`) to
+/// every one of `projections`, in the transaction `conn` is in.
+async fn apply_all(
+    conn: &mut PgConnection,
+    projections: &[Projection],
+    events: &[StoredEvent],
+    (share, writers): (usize, usize),
+    tally: &mut Tally,
+) -> Result<(), ProjectionError> {
     for (projection, (applied, time)) in projections.iter().zip(tally.iter_mut()) {
         let mine: Vec<&StoredEvent> = events
             .iter()
             .filter(|e| match projection.aggregate_type {
-                Some(only) => only == e.aggregate_type && share_of(e, writers) == share,
+                Some(only) => {
+                    only == e.aggregate_type && (writers == 1 || share_of(e, writers) == share)
+                }
                 None => share == 0,
             })
             .collect();
@@ -153,25 +173,8 @@ async fn apply_share(
             continue;
         }
         let started = Instant::now();
-        (projection.apply)(&format!("rm_rebuild_{}", projection.name), &mut tx, &mine).await?;
+        (projection.apply)(&format!("rm_rebuild_{}", projection.name), conn, &mine).await?;
         *applied += mine.len() as u64;
-        *time += started.elapsed();
-    }
-    tx.commit().await?;
-    Ok(())
-}
-
-async fn apply_all(
-    conn: &mut PgConnection,
-    projections: &[Projection],
-    events: &[StoredEvent],
-    tally: &mut Tally,
-) -> Result<(), ProjectionError> {
-    for (projection, (applied, time)) in projections.iter().zip(tally.iter_mut()) {
-        let started = Instant::now();
-        *applied += projection
-            .apply(&format!("rm_rebuild_{}", projection.name), conn, events)
-            .await? as u64;
         *time += started.elapsed();
     }
     Ok(())
@@ -188,11 +191,10 @@ enum Batches {
 }
 
 impl Batches {
-    fn new(cursor: StreamCursor, reader: Option<PgConnection>, batch: i64) -> Batches {
+    fn new(mut cursor: StreamCursor, reader: Option<PgConnection>, batch: i64) -> Batches {
         let Some(mut reader) = reader else {
             return Batches::Inline(cursor);
         };
-        let mut cursor = cursor;
         // One batch read ahead: the reader waits while the writer is a whole batch behind.
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let reading = tokio::spawn(async move {
@@ -244,8 +246,7 @@ fn spawn_writer(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Arc<Vec<StoredEvent>>>(1);
     let handle = tokio::spawn(async move {
         let mut tally: Tally = vec![(0, Duration::ZERO); projections.len()];
-        conn.execute("SET ROLE clinic_worker; SET synchronous_commit = off")
-            .await?;
+        conn.execute(LOAD_SESSION).await?;
         while let Some(events) = rx.recv().await {
             apply_share(&mut conn, &projections, &events, share, &mut tally).await?;
         }
@@ -353,8 +354,7 @@ async fn rebuild_together(
 
     // The bulk of the work, outside any lock, as the worker role (row-level security holds
     // for the owner too: the tables FORCE it).
-    conn.execute("SET ROLE clinic_worker; SET synchronous_commit = off")
-        .await?;
+    conn.execute(LOAD_SESSION).await?;
     let built = match rebuild_fence(conn).await {
         Ok((fence, end)) => load(
             conn,
