@@ -15,6 +15,7 @@ use uuid::Uuid;
 use projections::audit::{self, EventFilter};
 
 use crate::helpers::{patient_body, spawn_app, Answer, ClinicFixture, TestApp, TestDb};
+use crate::security::access_rows;
 
 // ---------------------------------------------------------------------------------------
 // Helpers.
@@ -926,13 +927,7 @@ async fn every_patient_read_is_in_the_access_log_exactly_once() {
 async fn reads_at_the_same_moment_are_each_logged_once_in_their_own_clinic() {
     let (app, _platform, north, south) = two_clinics().await;
     app.db.caught_up().await;
-    let before: i64 = {
-        let mut conn = app.db.owner_connection().await;
-        sqlx::query_scalar("SELECT count(*) FROM access_log")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap()
-    };
+    let before = access_rows(&app).await;
     let app = &app;
     let mut reads = Vec::new();
     for i in 0..48 {
@@ -968,11 +963,7 @@ async fn reads_at_the_same_moment_are_each_logged_once_in_their_own_clinic() {
             "{request_id}"
         );
     }
-    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM access_log")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(after - before, answers.len() as i64);
+    assert_eq!(access_rows(app).await - before, answers.len() as i64);
 }
 
 /// The statement the writer sends: rows of two clinics in one transaction, each scoped to

@@ -240,19 +240,7 @@ async fn another_clinics_stream_is_not_found_and_nothing_is_written() {
     let a = register_clinic(&store, "home").await;
     let b = register_clinic(&store, "other").await;
     let patient = PatientId::new();
-    let mrn = commands::registry::next_mrn(store.pool(), a)
-        .await
-        .unwrap()
-        .mrn;
-    store
-        .execute::<Patient>(
-            &admin_of(a),
-            patient.as_uuid(),
-            register_patient(a, patient, mrn, "Ada"),
-            Expect::Any,
-        )
-        .await
-        .unwrap();
+    register_in(&store, a, patient, "Ada").await;
     let before = count_events(&db).await;
 
     // Clinic B addresses A's patient id: it finds an empty stream of its own.
@@ -289,19 +277,7 @@ async fn two_concurrent_commands_on_one_stream_give_one_success_and_one_conflict
     let store = store_with(&db, test_services()).await;
     let clinic = register_clinic(&store, "race").await;
     let patient = PatientId::new();
-    let mrn = commands::registry::next_mrn(store.pool(), clinic)
-        .await
-        .unwrap()
-        .mrn;
-    store
-        .execute::<Patient>(
-            &admin_of(clinic),
-            patient.as_uuid(),
-            register_patient(clinic, patient, mrn, "Ada"),
-            Expect::Any,
-        )
-        .await
-        .unwrap();
+    register_in(&store, clinic, patient, "Ada").await;
 
     // Hold back every append (SHARE blocks INSERT, not SELECT) so that both commands load the
     // same version before either can commit.
@@ -370,19 +346,7 @@ async fn a_stale_expected_version_is_refused_before_anything_is_written() {
     let store = store_with(&db, test_services()).await;
     let clinic = register_clinic(&store, "stale").await;
     let patient = PatientId::new();
-    let mrn = commands::registry::next_mrn(store.pool(), clinic)
-        .await
-        .unwrap()
-        .mrn;
-    store
-        .execute::<Patient>(
-            &admin_of(clinic),
-            patient.as_uuid(),
-            register_patient(clinic, patient, mrn, "Ada"),
-            Expect::Any,
-        )
-        .await
-        .unwrap();
+    register_in(&store, clinic, patient, "Ada").await;
     let before = count_events(&db).await;
     let err = store
         .execute::<Patient>(

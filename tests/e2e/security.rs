@@ -792,7 +792,8 @@ async fn f04_lists_searches_exports_histories_and_the_dashboard_are_in_the_acces
     assert_eq!(access_rows(&app).await, before + 1);
 }
 
-async fn access_rows(app: &TestApp) -> i64 {
+/// The access log's rows, all clinics.
+pub(crate) async fn access_rows(app: &TestApp) -> i64 {
     let mut conn = app.db.owner_connection().await;
     sqlx::query_scalar("SELECT count(*) FROM access_log")
         .fetch_one(&mut conn)
