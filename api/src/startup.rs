@@ -284,9 +284,11 @@ impl Application {
             db::app_pool(&database.app_login(), settings.http.streams.pool_size).await?;
         let streams = crate::audit_streams::StreamGate::new(stream_pool, &settings.http.streams);
         let access = projections::audit::AccessWriter::spawn(pool.clone());
+        let accounts = commands::accounts::lookups::AccountLookups::spawn(pool.clone());
         let state = AppState {
             pool,
             access,
+            accounts,
             store,
             jwt: Arc::new(jwt_keys(&settings.auth)),
             clock: settings.clock.clone(),

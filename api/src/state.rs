@@ -29,6 +29,9 @@ pub struct AppState {
     pub streams: Arc<crate::audit_streams::StreamGate>,
     /// Writes the access log's rows, the rows of reads waiting together in one transaction.
     pub access: projections::audit::AccessWriter,
+    /// Reads the callers' accounts, the look-ups of requests arriving together in one
+    /// statement.
+    pub accounts: commands::accounts::lookups::AccountLookups,
     /// The log-ins' password checks running or waiting (a full gate is a 429).
     pub password_checks: Arc<commands::accounts::credentials::CheckGate>,
 }

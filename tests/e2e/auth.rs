@@ -1117,3 +1117,120 @@ async fn two_admins_demoting_each_other_at_once_leave_one_admin() {
         assert_eq!(active_admins(&app, clinic.id).await, 2);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The account look-ups of authentication, batched.
+
+/// The ids and e-mails of every account of the test's database.
+async fn every_account(app: &TestApp) -> Vec<(Uuid, String)> {
+    let mut conn = app.db.owner_connection().await;
+    sqlx::query_as("SELECT id, email FROM accounts ORDER BY id")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// Look-ups that wait together are read by one statement, and each gets its own account (or
+/// none, for an id no account has). The readers are held on a lock while 64 look-ups queue.
+#[tokio::test]
+async fn account_look_ups_waiting_together_share_a_statement_and_each_gets_its_own_account() {
+    let app = spawn_app().await;
+    let platform = app.platform_admin().await;
+    new_clinic(&app, &platform, "lookn").await;
+    new_clinic(&app, &platform, "looks").await;
+    let accounts = every_account(&app).await;
+    assert!(accounts.len() >= 3, "{accounts:?}");
+    let lookups = commands::accounts::lookups::AccountLookups::spawn(app.db.app_pool().await);
+
+    let mut holder = app.db.owner_connection().await;
+    sqlx::raw_sql("BEGIN; LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let asked: Vec<Option<(Uuid, String)>> = (0..64)
+        .map(|i| (i % 5 != 4).then(|| accounts[i % accounts.len()].clone()))
+        .collect();
+    let finds = futures::future::join_all(asked.iter().map(|expected| {
+        let id = expected.as_ref().map_or_else(Uuid::new_v4, |(id, _)| *id);
+        lookups.find(id)
+    }));
+    tokio::pin!(finds);
+    // The first poll queues every look-up (the readers run only when this task yields).
+    assert!(futures::poll!(&mut finds).is_pending());
+    assert_eq!(lookups.queued(), 64);
+    // The readers take them, and their statements wait on the lock.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lookups.queued() > 0 || lookups.statements() == 0 {
+        assert!(Instant::now() < deadline, "queued {}", lookups.queued());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sqlx::raw_sql("COMMIT").execute(&mut holder).await.unwrap();
+
+    for (found, expected) in finds.await.into_iter().zip(&asked) {
+        let found = found.unwrap();
+        match expected {
+            Some((id, email)) => {
+                let account = found.expect("an existing account is found");
+                assert_eq!((&account.id, &account.email), (id, email));
+            }
+            None => assert!(found.is_none(), "{found:?}"),
+        }
+    }
+    // Every look-up was taken by one of the two readers before the lock was released: at
+    // most two statements read the 64 (one per look-up would be 64).
+    assert!(
+        lookups.statements() <= 2,
+        "statements {}",
+        lookups.statements()
+    );
+}
+
+/// A look-up sees every change committed before it was asked for, while other look-ups keep
+/// both readers busy: a batch never answers a look-up with a statement that started before it.
+#[tokio::test]
+async fn an_account_look_up_sees_every_change_committed_before_it_was_asked() {
+    let app = spawn_app().await;
+    let platform = app.platform_admin().await;
+    let clinic = new_clinic(&app, &platform, "lookf").await;
+    let accounts = every_account(&app).await;
+    let (target, _) = accounts
+        .iter()
+        .find(|(_, email)| *email == clinic.admin_email)
+        .cloned()
+        .unwrap();
+    let lookups = commands::accounts::lookups::AccountLookups::spawn(app.db.app_pool().await);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy: Vec<_> = (0..4)
+        .map(|i| {
+            let (lookups, stop, id) = (
+                lookups.clone(),
+                stop.clone(),
+                accounts[i % accounts.len()].0,
+            );
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    lookups.find(id).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut owner = app.db.owner_connection().await;
+    let base = app.now();
+    for i in 0..40 {
+        let after = base + chrono::Duration::seconds(i);
+        sqlx::query("UPDATE accounts SET tokens_valid_after = $2 WHERE id = $1")
+            .bind(target)
+            .bind(after)
+            .execute(&mut owner)
+            .await
+            .unwrap();
+        let account = lookups.find(target).await.unwrap().unwrap();
+        assert_eq!(account.tokens_valid_after, Some(after), "change {i}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in busy {
+        task.await.unwrap();
+    }
+    assert!(lookups.statements() > 40);
+}

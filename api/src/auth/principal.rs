@@ -128,7 +128,9 @@ impl FromRequestParts<AppState> for Principal {
             tracing::info!(reason = %e, "access token refused");
             ApiError::Unauthorized("the access token is invalid or expired".into())
         })?;
-        let account = commands::accounts::find_by_id(&state.pool, claims.sub)
+        let account = state
+            .accounts
+            .find(claims.sub)
             .await?
             .ok_or_else(|| ApiError::Unauthorized("the account no longer exists".into()))?;
         if !account.active {

@@ -4,6 +4,7 @@
 //! `api::auth`.
 
 pub mod credentials;
+pub mod lookups;
 
 use chrono::{DateTime, Duration, Utc};
 use domain::ids::StaffId;
