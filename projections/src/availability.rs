@@ -1,5 +1,5 @@
 //! What a doctor's availability is computed from, read from the staff, clinics and
-//! appointments read models in one clinic-scoped transaction.
+//! appointments read models in one statement.
 
 use chrono::{DateTime, Utc};
 use domain::ids::{ClinicId, StaffId};
@@ -8,7 +8,7 @@ use sqlx::types::Json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::scope::clinic_tx;
+use crate::scope::{clinic_tx, end_read};
 use crate::staff::TimeOffView;
 
 /// What a doctor's availability is computed from (see `domain::schedule::Schedule`): the
@@ -33,6 +33,7 @@ struct DoctorScheduleRow {
     time_off: Json<Vec<TimeOffView>>,
     time_zone: String,
     slot_minutes: i32,
+    busy: Json<Vec<(DateTime<Utc>, DateTime<Utc>)>>,
 }
 
 /// A read-model value that does not parse as its domain type (a projection bug, not the
@@ -52,36 +53,32 @@ pub async fn doctor_schedule(
     to: DateTime<Utc>,
 ) -> Result<Option<DoctorSchedule>, sqlx::Error> {
     let mut tx = clinic_tx(pool, clinic).await?;
+    // One statement: the doctor's schedule, and their active appointments overlapping the
+    // window, by start. An appointment that overlaps `from` started less than the longest one
+    // before it: the scan of the doctor's appointments starts there ($5), not at the first one
+    // ever booked.
     let row: Option<DoctorScheduleRow> = sqlx::query_as(
-        "SELECT s.working_hours, s.time_off, c.time_zone, c.slot_minutes \
+        "SELECT s.working_hours, s.time_off, c.time_zone, c.slot_minutes, \
+                (SELECT coalesce(json_agg(json_build_array(a.start_at, a.end_at) \
+                                          ORDER BY a.start_at, a.appointment_id), '[]') \
+                 FROM rm.appointments a \
+                 WHERE a.clinic_id = $1 AND a.doctor_id = $2 \
+                   AND a.status IN ('booked', 'checked-in', 'in-progress') \
+                   AND a.start_at < $4 AND a.end_at > $3 AND a.start_at > $5) AS busy \
          FROM rm.staff s JOIN rm.clinics c ON c.clinic_id = s.clinic_id \
          WHERE s.clinic_id = $1 AND s.staff_id = $2 AND s.role = 'doctor' AND s.active",
     )
     .bind(clinic.as_uuid())
     .bind(doctor.as_uuid())
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(row) = row else {
-        tx.commit().await?;
-        return Ok(None);
-    };
-    let busy: Vec<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT a.start_at, a.end_at FROM rm.appointments a \
-         WHERE a.clinic_id = $1 AND a.doctor_id = $2 \
-           AND a.status IN ('booked', 'checked-in', 'in-progress') \
-           AND a.start_at < $4 AND a.end_at > $3 AND a.start_at > $5 \
-         ORDER BY a.start_at, a.appointment_id",
-    )
-    .bind(clinic.as_uuid())
-    .bind(doctor.as_uuid())
     .bind(from)
     .bind(to)
-    // An appointment that overlaps `from` started less than the longest one before it: the
-    // scan of the doctor's appointments starts there, not at the first one ever booked.
     .bind(from - crate::dashboard::longest_appointment())
-    .fetch_all(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
-    tx.commit().await?;
+    end_read(tx);
+    let Some(row) = row else {
+        return Ok(None);
+    };
 
     let hours: WorkingHours = serde_json::from_value(row.working_hours.0)
         .map_err(|e| corrupt("staff.working_hours", e))?;
@@ -96,7 +93,9 @@ pub async fn doctor_schedule(
         .ok()
         .filter(|m| *m > 0)
         .ok_or_else(|| corrupt("clinics.slot_minutes", row.slot_minutes))?;
-    let busy = busy
+    let busy = row
+        .busy
+        .0
         .into_iter()
         .map(|(start, end)| TimeRange::new(start, end).map_err(|e| corrupt("appointments", e)))
         .collect::<Result<Vec<_>, _>>()?;

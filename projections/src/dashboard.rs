@@ -5,14 +5,14 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::ids::{ClinicId, StaffId};
-use serde::Serialize;
-use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, PgPool};
+use serde::{Deserialize, Serialize};
+use sqlx::types::Json;
+use sqlx::PgPool;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::invoices::CurrencyAmount;
-use crate::scope::clinic_tx;
+use crate::scope::{clinic_generic_plan_tx, clinic_tx, end_read};
 
 /// How many days the dashboard covers: today and the next 7.
 pub const DASHBOARD_DAYS: i64 = 8;
@@ -126,19 +126,98 @@ pub struct UpcomingAppointment {
     pub patient_name: Option<String>,
 }
 
+/// The whole dashboard in one statement (one round trip): the clinic's clock (local today,
+/// the window of days, the local week; UTC for a clinic not projected yet), then each figure
+/// as a subquery over that frame. `$1` is the clinic, `$2` the number of days, `$3` now, `$4`
+/// now minus the longest appointment, `$5` how many upcoming appointments, `$6` the doctor
+/// (`{doctor}` filters the upcoming ones on it, or requires it null).
+///
+/// An appointment not over yet (`end_at > now`) started less than the longest appointment
+/// ago: the upcoming scan starts there, in start order, and stops at the last one listed.
+/// The week's new patients are its 15-minute buckets from the first one that starts at or
+/// after the week's start, plus the patients of the partial bucket before it (none where
+/// the week starts on a bucket boundary, as every time zone's midnight does today).
+const DASHBOARD_SQL: &str = "\
+WITH z AS (SELECT coalesce((SELECT time_zone FROM rm.clinics WHERE clinic_id = $1), 'UTC') AS tz), \
+     l AS (SELECT tz, $3::timestamptz AS now, ($3::timestamptz AT TIME ZONE tz) AS local_now FROM z), \
+     w AS ( \
+       SELECT tz, now, local_now::date AS today, \
+              (local_now::date::timestamp AT TIME ZONE tz) AS window_start, \
+              ((local_now::date + $2::int)::timestamp AT TIME ZONE tz) AS window_end, \
+              date_trunc('week', local_now)::date AS week_start, \
+              (date_trunc('week', local_now) AT TIME ZONE tz) AS week_start_at, \
+              now - interval '30 days' AS no_show_since \
+       FROM l), \
+     f AS MATERIALIZED ( \
+       SELECT w.*, CASE WHEN rm_bucket(week_start_at) = week_start_at THEN week_start_at \
+                        ELSE rm_bucket(week_start_at) + interval '15 minutes' END AS first_bucket \
+       FROM w) \
+SELECT f.tz, f.now, f.today, f.week_start, f.no_show_since, \
+       ps.per_status, pd.per_doctor, ns.noshow, ns.counted, np.new_patients, nx.next \
+FROM f \
+CROSS JOIN LATERAL ( \
+  SELECT coalesce(json_agg(json_build_array(s.day, s.status, s.n)), '[]') AS per_status \
+  FROM (SELECT (a.start_at AT TIME ZONE f.tz)::date AS day, a.status, count(*) AS n \
+        FROM rm.appointments a \
+        WHERE a.clinic_id = $1 AND a.start_at >= f.window_start AND a.start_at < f.window_end \
+        GROUP BY 1, 2) s) ps \
+CROSS JOIN LATERAL ( \
+  SELECT coalesce(json_agg(json_build_array(d.doctor_id, d.name, d.day, d.n)), '[]') AS per_doctor \
+  FROM (SELECT s.staff_id AS doctor_id, s.name, NULL::date AS day, 0::bigint AS n \
+        FROM rm.staff s WHERE s.clinic_id = $1 AND s.role = 'doctor' AND s.active \
+        UNION ALL \
+        SELECT a.doctor_id, s.name, (a.start_at AT TIME ZONE f.tz)::date, count(*) \
+        FROM rm.appointments a \
+        LEFT JOIN rm.staff s ON s.clinic_id = a.clinic_id AND s.staff_id = a.doctor_id \
+        WHERE a.clinic_id = $1 AND a.start_at >= f.window_start AND a.start_at < f.window_end \
+          AND a.status <> 'cancelled' \
+        GROUP BY 1, 2, 3) d) pd \
+CROSS JOIN LATERAL ( \
+  SELECT count(*) FILTER (WHERE a.status = 'noshow') AS noshow, count(*) AS counted \
+  FROM rm.appointments a \
+  WHERE a.clinic_id = $1 AND a.start_at >= f.no_show_since AND a.start_at <= f.now \
+    AND a.status IN ('noshow', 'fulfilled', 'checked-in', 'in-progress')) ns \
+CROSS JOIN LATERAL ( \
+  SELECT coalesce((SELECT sum(r.registered) FROM rm.patient_registrations r \
+                   WHERE r.clinic_id = $1 AND r.bucket >= f.first_bucket), 0)::bigint \
+       + (SELECT count(*) FROM rm.patients p \
+          WHERE p.clinic_id = $1 AND p.registered_at >= f.week_start_at \
+            AND p.registered_at < f.first_bucket) AS new_patients) np \
+CROSS JOIN LATERAL ( \
+  SELECT coalesce(json_agg(json_build_object( \
+           'appointment_id', u.appointment_id, 'start_at', u.start_at, 'end_at', u.end_at, \
+           'status', u.status, 'doctor_id', u.doctor_id, 'doctor_name', u.doctor_name, \
+           'patient_id', u.patient_id, 'patient_name', u.patient_name) \
+           ORDER BY u.start_at, u.appointment_id), '[]') AS next \
+  FROM (SELECT a.appointment_id, a.start_at, a.end_at, a.status, a.doctor_id, \
+               s.name AS doctor_name, a.patient_id, p.given || ' ' || p.family AS patient_name \
+        FROM rm.appointments a \
+        LEFT JOIN rm.patients p ON p.clinic_id = a.clinic_id AND p.patient_id = a.patient_id \
+        LEFT JOIN rm.staff s ON s.clinic_id = a.clinic_id AND s.staff_id = a.doctor_id \
+        WHERE a.clinic_id = $1 AND a.status IN ('booked', 'checked-in', 'in-progress') \
+          AND a.end_at > f.now AND a.start_at > $4 {doctor} \
+        ORDER BY a.start_at, a.appointment_id LIMIT $5) u) nx";
+
+/// A doctor, their name, a local day (none for the row that lists every active doctor) and
+/// their appointments that day.
+type DoctorDay = (Uuid, Option<String>, Option<NaiveDate>, i64);
+
 #[derive(sqlx::FromRow)]
-struct DashboardFrame {
+struct DashboardRow {
     tz: String,
     now: DateTime<Utc>,
     today: NaiveDate,
-    window_start: DateTime<Utc>,
-    window_end: DateTime<Utc>,
     week_start: NaiveDate,
-    week_start_at: DateTime<Utc>,
     no_show_since: DateTime<Utc>,
+    per_status: Json<Vec<(NaiveDate, String, i64)>>,
+    per_doctor: Json<Vec<DoctorDay>>,
+    noshow: i64,
+    counted: i64,
+    new_patients: i64,
+    next: Json<Vec<UpcomingRow>>,
 }
 
-#[derive(sqlx::FromRow)]
+#[derive(Deserialize)]
 struct UpcomingRow {
     appointment_id: Uuid,
     start_at: DateTime<Utc>,
@@ -152,120 +231,45 @@ struct UpcomingRow {
 
 /// The clinic's dashboard at `now` (the service clock's). With `doctor`, the list of next
 /// appointments holds only that doctor's (the counts stay clinic-wide and name no patients).
+/// One statement in one read transaction.
 pub async fn dashboard(
     pool: &PgPool,
     clinic: ClinicId,
     doctor: Option<StaffId>,
     now: DateTime<Utc>,
 ) -> Result<Dashboard, sqlx::Error> {
-    let clinic_uuid = clinic.as_uuid();
-    let mut tx = clinic_tx(pool, clinic).await?;
+    let mut tx = clinic_generic_plan_tx(pool, clinic).await?;
+    // Two statements, not `($6 IS NULL OR doctor_id = $6)`: each keeps a plan of its own.
+    let doctor_filter = if doctor.is_some() {
+        "AND a.doctor_id = $6"
+    } else {
+        "AND $6::uuid IS NULL"
+    };
+    let row: DashboardRow = sqlx::query_as(&DASHBOARD_SQL.replace("{doctor}", doctor_filter))
+        .bind(clinic.as_uuid())
+        .bind(DASHBOARD_DAYS as i32)
+        .bind(now)
+        .bind(now - longest_appointment())
+        .bind(DASHBOARD_NEXT)
+        .bind(doctor.map(|d| d.as_uuid()))
+        .fetch_one(&mut *tx)
+        .await?;
+    end_read(tx);
+    let DashboardRow {
+        tz,
+        now,
+        today,
+        week_start,
+        no_show_since,
+        per_status: Json(per_status),
+        per_doctor: Json(per_doctor),
+        noshow,
+        counted,
+        new_patients,
+        next: Json(next),
+    } = row;
 
-    // The clinic's clock: local today, the window of days, the local week. A clinic not
-    // projected yet counts in UTC.
-    let frame: DashboardFrame = sqlx::query_as(
-        "WITH z AS (SELECT coalesce((SELECT time_zone FROM rm.clinics WHERE clinic_id = $1), 'UTC') AS tz), \
-              l AS (SELECT tz, $3::timestamptz AS now, ($3::timestamptz AT TIME ZONE tz) AS local_now FROM z) \
-         SELECT tz, now, local_now::date AS today, \
-                (local_now::date::timestamp AT TIME ZONE tz) AS window_start, \
-                ((local_now::date + $2::int)::timestamp AT TIME ZONE tz) AS window_end, \
-                date_trunc('week', local_now)::date AS week_start, \
-                (date_trunc('week', local_now) AT TIME ZONE tz) AS week_start_at, \
-                now - interval '30 days' AS no_show_since \
-         FROM l",
-    )
-    .bind(clinic_uuid)
-    .bind(DASHBOARD_DAYS as i32)
-    .bind(now)
-    .fetch_one(&mut *tx)
-    .await?;
-
-    let per_status: Vec<(NaiveDate, String, i64)> = in_window(
-        &mut tx,
-        "SELECT (a.start_at AT TIME ZONE $2)::date, a.status, count(*) \
-         FROM rm.appointments a \
-         WHERE a.clinic_id = $1 AND a.start_at >= $3 AND a.start_at < $4 \
-         GROUP BY 1, 2",
-        clinic_uuid,
-        &frame,
-    )
-    .await?;
-
-    let per_doctor: Vec<(Uuid, Option<String>, Option<NaiveDate>, i64)> = in_window(
-        &mut tx,
-        "SELECT d.staff_id, d.name, NULL::date, 0::bigint \
-         FROM rm.staff d WHERE d.clinic_id = $1 AND d.role = 'doctor' AND d.active \
-         UNION ALL \
-         SELECT a.doctor_id, s.name, (a.start_at AT TIME ZONE $2)::date, count(*) \
-         FROM rm.appointments a \
-         LEFT JOIN rm.staff s ON s.clinic_id = a.clinic_id AND s.staff_id = a.doctor_id \
-         WHERE a.clinic_id = $1 AND a.start_at >= $3 AND a.start_at < $4 \
-           AND a.status <> 'cancelled' \
-         GROUP BY 1, 2, 3",
-        clinic_uuid,
-        &frame,
-    )
-    .await?;
-
-    let (noshow, counted): (i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE a.status = 'noshow'), count(*) \
-         FROM rm.appointments a \
-         WHERE a.clinic_id = $1 AND a.start_at >= $2 AND a.start_at <= $3 \
-           AND a.status IN ('noshow', 'fulfilled', 'checked-in', 'in-progress')",
-    )
-    .bind(clinic_uuid)
-    .bind(frame.no_show_since)
-    .bind(frame.now)
-    .fetch_one(&mut *tx)
-    .await?;
-
-    // The week's 15-minute buckets from the first one that starts at or after the week's
-    // start, plus the patients of the partial bucket before it (none where the week starts on
-    // a bucket boundary, as every time zone's midnight does today).
-    let new_patients: i64 = sqlx::query_scalar(
-        "WITH b AS (SELECT CASE WHEN rm_bucket($2) = $2 THEN $2 \
-                           ELSE rm_bucket($2) + interval '15 minutes' END AS first) \
-         SELECT coalesce((SELECT sum(r.registered) FROM rm.patient_registrations r, b \
-                          WHERE r.clinic_id = $1 AND r.bucket >= b.first), 0)::bigint \
-              + (SELECT count(*) FROM rm.patients p, b \
-                 WHERE p.clinic_id = $1 AND p.registered_at >= $2 AND p.registered_at < b.first)",
-    )
-    .bind(clinic_uuid)
-    .bind(frame.week_start_at)
-    .fetch_one(&mut *tx)
-    .await?;
-
-    // Not over yet (`end_at > now`) means it started less than the longest appointment ago:
-    // the scan starts there, in start order, and stops at the tenth.
-    let next: Vec<UpcomingRow> = sqlx::query_as(&format!(
-        "SELECT a.appointment_id, a.start_at, a.end_at, a.status, a.doctor_id, \
-                s.name AS doctor_name, a.patient_id, p.given || ' ' || p.family AS patient_name \
-         FROM rm.appointments a \
-         LEFT JOIN rm.patients p ON p.clinic_id = a.clinic_id AND p.patient_id = a.patient_id \
-         LEFT JOIN rm.staff s ON s.clinic_id = a.clinic_id AND s.staff_id = a.doctor_id \
-         WHERE a.clinic_id = $1 AND a.status IN ('booked', 'checked-in', 'in-progress') \
-           AND a.end_at > $2 AND a.start_at > $3 {} \
-         ORDER BY a.start_at, a.appointment_id LIMIT $4",
-        if doctor.is_some() {
-            "AND a.doctor_id = $5"
-        } else {
-            "AND $5::uuid IS NULL"
-        }
-    ))
-    .bind(clinic_uuid)
-    .bind(frame.now)
-    .bind(frame.now - longest_appointment())
-    .bind(DASHBOARD_NEXT)
-    .bind(doctor.map(|d| d.as_uuid()))
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
-
-    let dates: Vec<NaiveDate> = frame
-        .today
-        .iter_days()
-        .take(DASHBOARD_DAYS as usize)
-        .collect();
+    let dates: Vec<NaiveDate> = today.iter_days().take(DASHBOARD_DAYS as usize).collect();
     let index = |date: NaiveDate| dates.iter().position(|d| *d == date);
 
     let mut days: Vec<DayStatus> = dates
@@ -309,18 +313,18 @@ pub async fn dashboard(
     doctor_load.sort_by(|a, b| (&a.doctor_name, a.doctor_id).cmp(&(&b.doctor_name, b.doctor_id)));
 
     Ok(Dashboard {
-        time_zone: frame.tz,
-        generated_at: frame.now,
-        today: frame.today,
+        time_zone: tz,
+        generated_at: now,
+        today,
         days,
         doctor_load,
         no_show_30d: NoShowRate {
-            since: frame.no_show_since,
+            since: no_show_since,
             noshow,
             counted,
             rate: (counted > 0).then(|| noshow as f64 / counted as f64),
         },
-        week_start: frame.week_start,
+        week_start,
         new_patients_this_week: new_patients,
         next_appointments: next
             .into_iter()
@@ -343,26 +347,6 @@ pub async fn dashboard(
 /// is not over at `t` started after `t` minus this.
 pub(crate) fn longest_appointment() -> chrono::Duration {
     chrono::Duration::hours(domain::appointment::MAX_DURATION_HOURS)
-}
-
-/// Runs `sql` over the clinic's appointments in the dashboard's window of days: `$1` is the
-/// clinic, `$2` its time zone, `$3` and `$4` the window's start and end.
-async fn in_window<T>(
-    conn: &mut PgConnection,
-    sql: &str,
-    clinic: Uuid,
-    frame: &DashboardFrame,
-) -> Result<Vec<T>, sqlx::Error>
-where
-    T: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
-{
-    sqlx::query_as(sql)
-        .bind(clinic)
-        .bind(&frame.tz)
-        .bind(frame.window_start)
-        .bind(frame.window_end)
-        .fetch_all(conn)
-        .await
 }
 
 /// The dashboard's billing figures (issue 14), in the clinic's local time zone: what was taken
@@ -423,7 +407,7 @@ pub async fn billing(
     .bind(doctor)
     .fetch_all(&mut *tx)
     .await?;
-    tx.commit().await?;
+    end_read(tx);
     let amounts = |rows: Vec<(String, i64)>| {
         rows.into_iter()
             .map(|(currency, amount)| CurrencyAmount { currency, amount })

@@ -12,7 +12,7 @@ use sqlx::PgPool;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::scope::{clinic_tx, platform_tx};
+use crate::scope::{clinic_tx, end_read, platform_tx};
 
 /// Every appointment status, in the order of their life (FHIR R4).
 pub const STATUSES: [&str; 6] = [
@@ -172,7 +172,7 @@ pub async fn monthly(
     .bind(to)
     .fetch_all(&mut *tx)
     .await?;
-    tx.commit().await?;
+    end_read(tx);
 
     let mut appointments_by_status: BTreeMap<String, i64> =
         STATUSES.iter().map(|s| ((*s).to_owned(), 0)).collect();
@@ -369,7 +369,7 @@ pub async fn platform_use(
     .bind(now)
     .fetch_all(&mut *tx)
     .await?;
-    tx.commit().await?;
+    end_read(tx);
     let bookings = rows
         .iter()
         .map(|r| ClinicBookings {

@@ -31,6 +31,23 @@ pub async fn clinic_search_tx(
     .await
 }
 
+/// [`clinic_tx`] for a large statement whose best plan does not depend on its parameters'
+/// values (the dashboard's, whose bounds are computed inside it): planned once per
+/// connection and reused, never planned again for each execution. Left to choose, PostgreSQL
+/// kept planning it anew on every execution (its generic estimate looked dearer than the
+/// custom plans), which cost more than running it.
+pub async fn clinic_generic_plan_tx(
+    pool: &PgPool,
+    clinic: ClinicId,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    begin_scoped(
+        pool,
+        clinic,
+        "; SET LOCAL plan_cache_mode = force_generic_plan",
+    )
+    .await
+}
+
 async fn begin_scoped(
     pool: &PgPool,
     clinic: ClinicId,
@@ -48,4 +65,14 @@ async fn begin_scoped(
 pub async fn platform_tx(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
     pool.begin_with("BEGIN; SET LOCAL app.platform = 'on'")
         .await
+}
+
+/// Ends a read transaction opened by the functions above. It wrote nothing, so it is rolled
+/// back rather than committed: dropping it queues the `ROLLBACK` on the connection, and sqlx
+/// sends it together with the check it makes of every connection going back to the pool (a
+/// `Sync`, answered once the `ROLLBACK` is done, before the connection can be handed out
+/// again). A read pays one round trip for both instead of a `COMMIT` of its own, and after
+/// its answer rather than before it.
+pub fn end_read(tx: Transaction<'static, Postgres>) {
+    drop(tx);
 }

@@ -6,7 +6,7 @@ use domain::ids::{ClinicId, PatientId};
 use domain::patient::{Demographics, PatientEvent};
 use domain::values::{Mrn, PatientName, PersonName, Sex};
 use projections::worker::{self, WorkerConfig};
-use sqlx::{Executor, PgConnection};
+use sqlx::{Executor, PgConnection, Row};
 use uuid::Uuid;
 
 use crate::helpers::{patient_body, spawn_app, spawn_app_with, Answer, TestApp, TestDb};
@@ -1302,4 +1302,49 @@ async fn patient_row(
     .fetch_one(conn)
     .await
     .unwrap()
+}
+
+/// A read transaction ends with a `ROLLBACK` sent with the pool's check of the returned
+/// connection (`projections::scope::end_read`), not with a `COMMIT` of its own. The next user
+/// of that connection must still find no transaction open and no clinic set: on a pool of one
+/// connection, reads of two clinics and the dashboard's one statement alternate with probes.
+#[tokio::test]
+async fn a_finished_read_leaves_its_connection_outside_any_transaction_and_clinic() {
+    let app = spawn_app().await;
+    let platform = app.platform_admin().await;
+    let north = app.clinic(&platform, "rbnorth").await;
+    let south = app.clinic(&platform, "rbsouth").await;
+    app.db.caught_up().await;
+    let pool = app.db.app_pool_of(1).await;
+    for clinic in [north.id, south.id, north.id, south.id] {
+        let id = ClinicId::from_uuid(clinic);
+        let view = projections::clinics::clinic(&pool, id).await.unwrap();
+        assert_eq!(view.map(|v| v.clinic_id), Some(clinic));
+        let dashboard = projections::dashboard::dashboard(&pool, id, None, app.now())
+            .await
+            .unwrap();
+        assert_eq!(
+            dashboard.days.len(),
+            projections::dashboard::DASHBOARD_DAYS as usize
+        );
+        // A simple query: outside a transaction block, its implicit transaction starts with
+        // it, so `now()` is the statement's start; inside a block left open, it is earlier.
+        let probe = sqlx::raw_sql(
+            "SELECT now() = statement_timestamp(), \
+                    nullif(current_setting('app.clinic_id', true), '')",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        let outside: bool = probe.get(0);
+        let setting: Option<String> = probe.get(1);
+        assert!(
+            outside,
+            "the read's transaction is still open after reading {clinic}"
+        );
+        assert_eq!(
+            setting, None,
+            "the clinic leaked out of the read of {clinic}"
+        );
+    }
 }

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::page::{decode_token, encode_token, page_end, InvalidQuery, MAX_PAGE_SIZE};
-use crate::scope::clinic_tx;
+use crate::scope::{clinic_tx, end_read};
 
 /// The position after the last appointment of a page: (start, appointment_id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,7 +178,7 @@ pub async fn appointments(
 
     let mut tx = clinic_tx(pool, clinic).await?;
     let mut rows: Vec<AppointmentRow> = sql.build_query_as().fetch_all(&mut *tx).await?;
-    tx.commit().await?;
+    end_read(tx);
 
     let next_page_token = page_end(&mut rows, limit).map(|last| {
         AppointmentCursor {
@@ -209,7 +209,7 @@ pub async fn appointment(
     }
     let mut tx = clinic_tx(pool, clinic).await?;
     let row: Option<AppointmentRow> = sql.build_query_as().fetch_optional(&mut *tx).await?;
-    tx.commit().await?;
+    end_read(tx);
     Ok(row.map(AppointmentView::from))
 }
 

@@ -326,7 +326,7 @@ pub async fn access_log(
     .bind(filter.limit)
     .fetch_all(&mut *tx)
     .await?;
-    tx.commit().await?;
+    crate::scope::end_read(tx);
     Ok(AccessLogPage { items })
 }
 

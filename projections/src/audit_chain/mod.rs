@@ -226,7 +226,7 @@ pub async fn head(pool: &PgPool, clinic: ClinicId) -> Result<ChainHead, sqlx::Er
     .bind(clinic.as_uuid())
     .fetch_optional(&mut *tx)
     .await?;
-    tx.commit().await?;
+    crate::scope::end_read(tx);
     Ok(match row {
         Some((position, events, hash)) => ChainHead {
             position,

@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::scope::{clinic_tx, platform_tx};
+use crate::scope::{clinic_tx, end_read, platform_tx};
 
 /// A department of the clinic.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -101,7 +101,7 @@ pub async fn clinic(pool: &PgPool, clinic: ClinicId) -> Result<Option<ClinicView
     .bind(clinic.as_uuid())
     .fetch_optional(&mut *tx)
     .await?;
-    tx.commit().await?;
+    end_read(tx);
     Ok(row.map(|r| {
         let settings = r.settings.0;
         ClinicView {
@@ -164,7 +164,7 @@ pub async fn platform_clinics(pool: &PgPool) -> Result<ClinicList, sqlx::Error> 
     )
     .fetch_all(&mut *tx)
     .await?;
-    tx.commit().await?;
+    end_read(tx);
     Ok(ClinicList { items })
 }
 
@@ -209,7 +209,7 @@ pub async fn platform_overview(
     )
     .fetch_one(&mut *tx)
     .await?;
-    tx.commit().await?;
+    end_read(tx);
 
     let mut clinics_by_plan: BTreeMap<String, i64> = Plan::ALL
         .iter()

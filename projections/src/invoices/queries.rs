@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::page::{decode_token, encode_token, page_end, InvalidQuery, MAX_PAGE_SIZE};
-use crate::scope::{clinic_tx, platform_tx};
+use crate::scope::{clinic_tx, end_read, platform_tx};
 
 /// The position after the last invoice of a page: (issued_at, invoice_id), newest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -230,7 +230,7 @@ pub async fn invoices(
     sql.push(" ORDER BY i.issued_at DESC, i.invoice_id DESC LIMIT ")
         .push_bind(limit + 1);
     let mut rows: Vec<InvoiceSummary> = sql.build_query_as().fetch_all(&mut *tx).await?;
-    tx.commit().await?;
+    end_read(tx);
     let next_page_token = page_end(&mut rows, limit).map(|last| {
         InvoiceCursor {
             issued_at: last.issued_at,
@@ -263,7 +263,7 @@ pub async fn invoice(
     }
     let mut tx = clinic_tx(pool, clinic).await?;
     let Some(row): Option<InvoiceRow> = sql.build_query_as().fetch_optional(&mut *tx).await? else {
-        tx.commit().await?;
+        end_read(tx);
         return Ok(None);
     };
     let payments: Vec<PaymentView> = sqlx::query_as(
@@ -274,7 +274,7 @@ pub async fn invoice(
     .bind(invoice.as_uuid())
     .fetch_all(&mut *tx)
     .await?;
-    tx.commit().await?;
+    end_read(tx);
     Ok(Some(InvoiceView {
         summary: row.summary,
         lines: row.lines.0,
@@ -315,7 +315,7 @@ pub async fn patient_balance(
         }
     };
     if !known {
-        tx.commit().await?;
+        end_read(tx);
         return Ok(None);
     }
     let balances: Vec<CurrencyBalance> = sqlx::query_as(&format!(
@@ -329,7 +329,7 @@ pub async fn patient_balance(
     .bind(doctor.map(|d| d.as_uuid()))
     .fetch_all(&mut *tx)
     .await?;
-    tx.commit().await?;
+    end_read(tx);
     Ok(Some(PatientBalance {
         patient_id: patient.as_uuid(),
         balances,
@@ -395,7 +395,7 @@ pub async fn platform_billing(
     .bind(now)
     .fetch_all(&mut *tx)
     .await?;
-    tx.commit().await?;
+    end_read(tx);
     let mut clinics: BTreeMap<(String, Uuid), Vec<CurrencyTotals>> = BTreeMap::new();
     for r in rows {
         let totals = clinics.entry((r.code, r.clinic_id)).or_default();

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::page::{decode_token, encode_token, page_end, InvalidQuery, MAX_PAGE_SIZE};
-use crate::scope::{clinic_search_tx, clinic_tx};
+use crate::scope::{clinic_search_tx, clinic_tx, end_read};
 
 /// The position after the last patient of a page: (family_key, given_key, patient_id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,7 +178,7 @@ pub async fn search_patients(
         _ => clinic_tx(pool, clinic).await?,
     };
     let mut rows: Vec<PatientSummaryRow> = sql.build_query_as().fetch_all(&mut *tx).await?;
-    tx.commit().await?;
+    end_read(tx);
 
     let next_page_token = page_end(&mut rows, limit).map(|last| {
         PatientCursor {
@@ -360,7 +360,7 @@ pub async fn patient(
     }
     let mut tx = clinic_tx(pool, clinic).await?;
     let row: Option<PatientRecordRow> = sql.build_query_as().fetch_optional(&mut *tx).await?;
-    tx.commit().await?;
+    end_read(tx);
     Ok(row.map(|r| {
         let s = r.summary;
         PatientRecord {

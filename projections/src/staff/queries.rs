@@ -11,7 +11,7 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::scope::clinic_tx;
+use crate::scope::{clinic_tx, end_read};
 
 /// Filters of the staff roster; `None` means any.
 #[derive(Debug, Clone, Default)]
@@ -127,7 +127,7 @@ pub async fn staff_list(
     sql.push(" ORDER BY s.name, s.staff_id");
     let mut tx = clinic_tx(pool, clinic).await?;
     let rows: Vec<StaffRow> = sql.build_query_as().fetch_all(&mut *tx).await?;
-    tx.commit().await?;
+    end_read(tx);
     Ok(StaffList {
         items: rows.into_iter().map(StaffMember::from).collect(),
     })
@@ -145,6 +145,6 @@ pub async fn staff_member(
         .push_bind(staff.as_uuid());
     let mut tx = clinic_tx(pool, clinic).await?;
     let row: Option<StaffRow> = sql.build_query_as().fetch_optional(&mut *tx).await?;
-    tx.commit().await?;
+    end_read(tx);
     Ok(row.map(StaffMember::from))
 }
