@@ -68,7 +68,7 @@ pub async fn run(ctx: &Ctx, clients: usize, duration: Duration) -> MixedStats {
                 async move {
                     let work = ctx.fixture.work();
                     let token = work[client % work.len()].admin.token();
-                    ctx.api.get("/v1/patients?limit=20", &token).await.outcome
+                    ctx.api.get_outcome("/v1/patients?limit=20", &token).await
                 }
             },
         )
@@ -122,7 +122,7 @@ async fn lag_probe(ctx: &Ctx, deadline: Instant) -> (Vec<f64>, u64) {
         let committed = Instant::now();
         let path = format!("/v1/patients/{id}");
         loop {
-            if ctx.api.get(&path, &token).await.outcome == Outcome::Accepted {
+            if ctx.api.get_outcome(&path, &token).await == Outcome::Accepted {
                 lags.push(committed.elapsed().as_secs_f64() * 1000.0);
                 break;
             }

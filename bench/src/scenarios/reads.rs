@@ -53,7 +53,7 @@ pub async fn at(
                 let api = api.clone();
                 let token = tokens[client % 2].clone();
                 let path = path.clone();
-                async move { api.get(&path, &token).await.outcome }
+                async move { api.get_outcome(&path, &token).await }
             },
         )
         .await;
