@@ -188,9 +188,16 @@ impl TestDb {
         self.app_pool_of(8).await
     }
 
-    /// [`TestDb::app_pool`] with `n` connections.
+    /// [`TestDb::app_pool`] with `n` connections. Configured as the service's pool, but for
+    /// the time a connection may take: the service gives up after 800 ms (a 503), which a
+    /// test's own pool must not do while the whole suite loads the 2 cores (a connection
+    /// took longer than that to open in one `.ci/run`).
     pub async fn app_pool_of(&self, n: u32) -> PgPool {
-        api::infra::db::app_pool(&self.login_as(api::infra::db::APP_ROLE), n)
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(n)
+            .test_before_acquire(false)
+            .acquire_timeout(std::time::Duration::from_secs(30))
+            .connect_with(self.login_as(api::infra::db::APP_ROLE))
             .await
             .expect("app pool")
     }
