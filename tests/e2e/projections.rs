@@ -716,23 +716,36 @@ async fn clinic_rebuild_swaps_in_identical_tables() {
         app.db.owner.get_port(),
         app.db.name
     );
-    let rebuild = move |writers: &'static str| {
+    let rebuild = move |args: &'static [&'static str]| {
         let url = url.clone();
         tokio::task::spawn_blocking(move || {
             std::process::Command::new(env!("CARGO_BIN_EXE_clinic"))
-                .args(["rebuild", "--writers", writers])
+                .arg("rebuild")
+                .args(args)
                 .env("DATABASE_URL", url)
                 .env_remove("CLINIC_EMBEDDED_PG")
                 .output()
                 .unwrap()
         })
     };
-    // No writer at all is refused before anything is touched.
-    let refused = rebuild("0").await.unwrap();
-    assert_eq!(refused.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("--writers"));
-    // Three writers, each a share of the streams.
-    let out = rebuild("3").await.unwrap();
+    // No writer at all, or empty batches, are refused before anything is touched.
+    for (args, flag) in [
+        (&["--writers", "0"][..], "--writers"),
+        (&["--batch-size", "0"][..], "--batch-size"),
+        (&["--batch-size", "100001"][..], "--batch-size"),
+    ] {
+        let refused = rebuild(args).await.unwrap();
+        assert_eq!(refused.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains(flag),
+            "{args:?}"
+        );
+    }
+    // Three writers, each a share of the streams, in batches of 4 events: every read model
+    // crosses many batch boundaries.
+    let out = rebuild(&["--writers", "3", "--batch-size", "4"])
+        .await
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",

@@ -1,4 +1,4 @@
-//! `clinic rebuild [--projection NAME]`: rebuilds read models from position zero into fresh
+//! `clinic rebuild [--projection NAME] [--writers N] [--batch-size N]`: rebuilds read models from position zero into fresh
 //! tables, then swaps them in.
 
 use clap::Args;
@@ -19,6 +19,11 @@ pub struct RebuildArgs {
     /// more reads the log ahead of them.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=16))]
     pub writers: u8,
+    /// Events read and applied per batch (1–100,000). A batch's events and rows are held in
+    /// memory while it is written; larger batches mean fewer statements.
+    #[arg(long, default_value_t = projections::rebuild::BATCH,
+          value_parser = clap::value_parser!(i64).range(1..=100_000))]
+    pub batch_size: i64,
 }
 
 pub async fn run(args: RebuildArgs) -> Result<(), CliError> {
@@ -44,7 +49,7 @@ pub async fn run(args: RebuildArgs) -> Result<(), CliError> {
         &mut conn,
         helpers,
         args.projection.as_deref(),
-        projections::rebuild::BATCH,
+        args.batch_size,
     )
     .await
     .map_err(|e| match e {
