@@ -2,6 +2,7 @@
 //! the clinic's local time zone; and its billing figures over the invoices read model.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::ids::{ClinicId, StaffId};
@@ -198,6 +199,14 @@ CROSS JOIN LATERAL ( \
           AND a.end_at > f.now AND a.start_at > $4 {doctor} \
         ORDER BY a.start_at, a.appointment_id LIMIT $5) u) nx";
 
+/// [`DASHBOARD_SQL`] as it is sent: for the clinic (the doctor parameter must be null), and
+/// for a doctor's own upcoming appointments. Two statements, not `($6 IS NULL OR doctor_id =
+/// $6)`: each keeps a plan of its own. Written once, not for every request.
+static DASHBOARD_STATEMENTS: LazyLock<[String; 2]> = LazyLock::new(|| {
+    ["AND $6::uuid IS NULL", "AND a.doctor_id = $6"]
+        .map(|filter| DASHBOARD_SQL.replace("{doctor}", filter))
+});
+
 /// A doctor, their name, a local day (none for the row that lists every active doctor) and
 /// their appointments that day.
 type DoctorDay = (Uuid, Option<String>, Option<NaiveDate>, i64);
@@ -239,13 +248,13 @@ pub async fn dashboard(
     now: DateTime<Utc>,
 ) -> Result<Dashboard, sqlx::Error> {
     let mut tx = clinic_generic_plan_tx(pool, clinic).await?;
-    // Two statements, not `($6 IS NULL OR doctor_id = $6)`: each keeps a plan of its own.
-    let doctor_filter = if doctor.is_some() {
-        "AND a.doctor_id = $6"
+    let [clinic_wide, doctors_own] = &*DASHBOARD_STATEMENTS;
+    let sql = if doctor.is_some() {
+        doctors_own
     } else {
-        "AND $6::uuid IS NULL"
+        clinic_wide
     };
-    let row: DashboardRow = sqlx::query_as(&DASHBOARD_SQL.replace("{doctor}", doctor_filter))
+    let row: DashboardRow = sqlx::query_as(sql)
         .bind(clinic.as_uuid())
         .bind(DASHBOARD_DAYS as i32)
         .bind(now)

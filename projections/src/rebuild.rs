@@ -524,7 +524,7 @@ pub async fn rebuild(
 /// [`rebuild`] in batches of `batch` events, with the connections of `helpers` (if any): one
 /// that reads the log ahead, so the reading and decoding of the next batch overlap the writes
 /// of this one, and writers that apply a share of each batch beside `conn` (`clinic rebuild`
-/// gives one of each).
+/// gives a reader and `--writers` − 1 writers).
 pub async fn rebuild_with(
     conn: &mut PgConnection,
     helpers: Helpers,

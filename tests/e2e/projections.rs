@@ -709,13 +709,7 @@ async fn clinic_rebuild_swaps_in_identical_tables() {
     let mut owner = app.db.owner_connection().await;
     let before = snapshot(&mut owner, "rm").await;
     let indexes_before = index_definitions(&mut owner).await;
-    let url = format!(
-        "postgres://{}@{}:{}/{}",
-        app.db.owner.get_username(),
-        app.db.owner.get_host(),
-        app.db.owner.get_port(),
-        app.db.name
-    );
+    let url = crate::cli::database_url(&app.db);
     let rebuild = move |args: &'static [&'static str]| {
         let url = url.clone();
         tokio::task::spawn_blocking(move || {

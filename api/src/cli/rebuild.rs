@@ -1,5 +1,5 @@
-//! `clinic rebuild [--projection NAME] [--writers N] [--batch-size N]`: rebuilds read models from position zero into fresh
-//! tables, then swaps them in.
+//! `clinic rebuild [--projection NAME] [--writers N] [--batch-size N]`: rebuilds read models
+//! from position zero into fresh tables, then swaps them in.
 
 use clap::Args;
 
