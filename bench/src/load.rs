@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::client::Outcome;
+use crate::cpu;
 
 /// What one measurement gave.
 #[derive(Debug, Clone, Serialize)]
@@ -24,6 +25,9 @@ pub struct Stats {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// The machine's CPU time per accepted request, by who used it (`None` where two loads
+    /// ran at once and shared it).
+    pub cpu: Option<cpu::PerRequest>,
 }
 
 /// Percentiles of a set of latencies (milliseconds).
@@ -69,6 +73,7 @@ where
     Fut: Future<Output = Outcome> + Send,
 {
     let op = Arc::new(op);
+    let cpu_before = cpu::Sample::now();
     let started = Instant::now();
     let deadline = started + duration;
     let tasks: Vec<_> = (0..clients)
@@ -109,6 +114,7 @@ where
     }
     let seconds = started.elapsed().as_secs_f64();
     let accepted = all.latencies.len() as u64;
+    let cpu = cpu_before.per_request_until_now(accepted);
     let p = Percentiles::of(all.latencies);
     let stats = Stats {
         name: name.to_owned(),
@@ -122,14 +128,21 @@ where
         p50_ms: p.p50_ms,
         p99_ms: p.p99_ms,
         max_ms: p.max_ms,
+        cpu: Some(cpu),
     };
     eprintln!(
-        "  {:<34} {:>2} clients: {:>8.1}/s  p50 {:>7.2} ms  p99 {:>7.2} ms{}",
+        "  {:<34} {:>2} clients: {:>8.1}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  CPU/req {:.3} ms \
+         (client {:.3}, server {:.3}, postgres {:.3}; {:.0} % idle){}",
         stats.name,
         clients,
         stats.per_second,
         stats.p50_ms,
         stats.p99_ms,
+        cpu.total_ms(),
+        cpu.client_ms,
+        cpu.server_ms,
+        cpu.postgres_ms,
+        cpu.idle_percent,
         if stats.refused + stats.failed > 0 {
             format!("  ({} refused, {} failed)", stats.refused, stats.failed)
         } else {

@@ -9,6 +9,7 @@
 //! See `docs/performance.md` for what it measures and the figures of a full run.
 
 mod client;
+mod cpu;
 mod error;
 mod faults;
 mod fixture;

@@ -293,8 +293,8 @@ impl Report {
             self.machine.load_average_after,
             self.total_seconds
         );
-        println!("\n| figure | clients | per s | p50 ms | p99 ms | refused | failed |");
-        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+        println!("\n| figure | clients | per s | p50 ms | p99 ms | refused | failed | CPU ms per request: client / server / PostgreSQL / other (idle %) |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
         let mut rows: Vec<&Stats> = self.raw.iter().chain(&self.commands).collect();
         rows.extend(self.mixed.iter().flat_map(|m| [&m.commands, &m.reads]));
         rows.extend(
@@ -304,8 +304,14 @@ impl Report {
                 .chain(&self.big_store_create),
         );
         for s in rows {
+            let cpu = s.cpu.map_or_else(String::new, |c| {
+                format!(
+                    "{:.3} / {:.3} / {:.3} / {:.3} ({:.0} %)",
+                    c.client_ms, c.server_ms, c.postgres_ms, c.other_ms, c.idle_percent
+                )
+            });
             println!(
-                "| {} | {} | {:.1} | {:.2} | {:.2} | {} | {} |",
+                "| {} | {} | {:.1} | {:.2} | {:.2} | {} | {} | {cpu} |",
                 s.name, s.clients, s.per_second, s.p50_ms, s.p99_ms, s.refused, s.failed
             );
         }
