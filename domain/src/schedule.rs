@@ -116,14 +116,14 @@ impl Schedule<'_> {
                         break;
                     }
                     // A local time repeated when the clocks go back exists twice: offer both.
-                    let starts: Vec<DateTime<Utc>> = match tz.from_local_datetime(&naive) {
-                        LocalResult::Single(t) => vec![t.with_timezone(&Utc)],
+                    let (first, second) = match tz.from_local_datetime(&naive) {
+                        LocalResult::Single(t) => (t.with_timezone(&Utc), None),
                         LocalResult::Ambiguous(a, b) => {
-                            vec![a.with_timezone(&Utc), b.with_timezone(&Utc)]
+                            (a.with_timezone(&Utc), Some(b.with_timezone(&Utc)))
                         }
                         LocalResult::None => continue,
                     };
-                    for start in starts {
+                    for start in std::iter::once(first).chain(second) {
                         let Ok(slot) = TimeRange::new(start, start + duration) else {
                             continue;
                         };
