@@ -16,9 +16,11 @@ pub async fn clinic_tx(
     begin_scoped(pool, clinic, "").await
 }
 
-/// [`clinic_tx`] for a search whose best plan depends on what is searched (a common or a rare
-/// prefix): each statement is planned with its parameters' values, never with a generic plan
-/// that would guess how many rows a prefix matches and evaluate the folding once per row.
+/// [`clinic_tx`] for a phone search, whose best plan depends on the digits searched: for a
+/// rare prefix, the range of the phone index and a sort; for a common one (a city's code),
+/// the patients in page order, filtered, until the page is full. Each statement is planned
+/// with its parameters' values, never with a generic plan that would guess how many rows a
+/// prefix matches.
 pub async fn clinic_search_tx(
     pool: &PgPool,
     clinic: ClinicId,
@@ -31,11 +33,25 @@ pub async fn clinic_search_tx(
     .await
 }
 
-/// [`clinic_tx`] for a large statement whose best plan does not depend on its parameters'
-/// values (the dashboard's, whose bounds are computed inside it): planned once per
-/// connection and reused, never planned again for each execution. Left to choose, PostgreSQL
-/// kept planning it anew on every execution (its generic estimate looked dearer than the
-/// custom plans), which cost more than running it.
+/// [`clinic_tx`] for a statement whose best plan does not depend on its parameters' values:
+/// planned once per connection and reused, never planned again for each execution.
+/// - The dashboard's, whose bounds are computed inside it.
+/// - A page read in the order of an index (a list of patients or appointments): the plan is
+///   that index's range whatever the values. Its `LIMIT` is a parameter, and a generic plan
+///   assumes it keeps a tenth of the rows, so the generic estimate always looked dearer than
+///   a custom plan that knows it keeps 21.
+/// - A name search: two index ranges whose bounds the statement computes once
+///   (`patients::search_patients`).
+///
+/// Left to choose (or forced to, for the name search), PostgreSQL planned each of these
+/// anew on every execution, which cost more than running it. `EXPLAIN ANALYZE` of the
+/// seventh `EXECUTE`, on a clinic of 2,000 patients and 1,100 appointments:
+///
+/// | read | planning, before | execution, before | planning, now | execution, now |
+/// | --- | ---: | ---: | ---: | ---: |
+/// | a page of appointments | 0.32 ms | 0.15 ms | 0.03 ms | 0.23 ms |
+/// | a page of patients | 0.13 ms | 0.06 ms | 0.005 ms | 0.03 ms |
+/// | a name search matching every patient | 0.84 ms | 0.07 ms | 0.02 ms | 0.18–0.33 ms |
 pub async fn clinic_generic_plan_tx(
     pool: &PgPool,
     clinic: ClinicId,

@@ -1355,3 +1355,74 @@ async fn a_finished_read_leaves_its_connection_outside_any_transaction_and_clini
         );
     }
 }
+
+/// The page reads (a list of patients, a name search, a page of appointments) and
+/// the dashboard are planned once per connection: PostgreSQL's own count of plans on the
+/// connection (`pg_prepared_statements`) shows no custom plan after many executions. Left
+/// to choose, it planned each of them anew every time (their generic estimates looked dearer,
+/// because of the `LIMIT` parameter), and planning cost more than running them.
+#[tokio::test]
+async fn page_reads_are_planned_once_per_connection_not_at_every_execution() {
+    use projections::appointments::{appointments, AppointmentFilter};
+    use projections::patients::{search_patients, PatientQuery, PatientSearch};
+
+    let app = spawn_app().await;
+    let platform = app.platform_admin().await;
+    let clinic = app.clinic(&platform, "plans").await;
+    for n in 0..3 {
+        let answer = app
+            .post(
+                "/v1/patients",
+                &clinic.admin,
+                patient_body(&format!("Ann{n}")),
+            )
+            .await;
+        assert_eq!(answer.status, 201, "{:?}", answer.body);
+    }
+    app.db.caught_up().await;
+    let id = ClinicId::from_uuid(clinic.id);
+    let pool = app.db.app_pool_of(1).await;
+    let searches = [PatientSearch::All, PatientSearch::Name("ann".into())];
+    for _ in 0..8 {
+        for search in &searches {
+            let query = PatientQuery {
+                search: search.clone(),
+                doctor: None,
+                after: None,
+                limit: 20,
+            };
+            search_patients(&pool, id, &query).await.unwrap();
+        }
+        let filter = AppointmentFilter {
+            doctor: None,
+            patient: None,
+            status: None,
+            appointment_type: None,
+            from: Some(app.now() - chrono::Duration::days(7)),
+            to: None,
+            after: None,
+            limit: 20,
+        };
+        appointments(&pool, id, &filter).await.unwrap();
+        projections::dashboard::dashboard(&pool, id, None, app.now())
+            .await
+            .unwrap();
+    }
+    let plans: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements \
+         WHERE (statement LIKE '%FROM rm.patients p%' OR statement LIKE '%FROM rm.appointments a%') \
+           AND statement NOT LIKE '%pg_prepared_statements%'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    // The list, the name search, the appointment list and the dashboard.
+    assert!(plans.len() >= 4, "prepared statements: {plans:?}");
+    for (statement, generic, custom) in &plans {
+        assert_eq!(
+            (*generic, *custom),
+            (8, 0),
+            "planned {custom} times in 8 executions: {statement}"
+        );
+    }
+}

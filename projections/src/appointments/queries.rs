@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::page::{decode_token, encode_token, page_end, InvalidQuery, MAX_PAGE_SIZE};
-use crate::scope::{clinic_tx, end_read};
+use crate::scope::{clinic_generic_plan_tx, clinic_tx, end_read};
 
 /// The position after the last appointment of a page: (start, appointment_id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,7 +176,9 @@ pub async fn appointments(
     sql.push(" ORDER BY a.start_at, a.appointment_id LIMIT ")
         .push_bind(limit + 1);
 
-    let mut tx = clinic_tx(pool, clinic).await?;
+    // Every filter has an index in page order (clinic, [doctor | patient | status,] start,
+    // id): one plan serves every value.
+    let mut tx = clinic_generic_plan_tx(pool, clinic).await?;
     let mut rows: Vec<AppointmentRow> = sql.build_query_as().fetch_all(&mut *tx).await?;
     end_read(tx);
 

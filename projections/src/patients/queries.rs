@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::page::{decode_token, encode_token, page_end, InvalidQuery, MAX_PAGE_SIZE};
-use crate::scope::{clinic_search_tx, clinic_tx, end_read};
+use crate::scope::{clinic_generic_plan_tx, clinic_search_tx, clinic_tx, end_read};
 
 /// The position after the last patient of a page: (family_key, given_key, patient_id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,8 +162,18 @@ pub async fn search_patients(
 ) -> Result<PatientPage, sqlx::Error> {
     let limit = query.limit.clamp(1, MAX_PAGE_SIZE);
     let mut sql = QueryBuilder::<Postgres>::new("");
-    if let PatientSearch::Name(_) = &query.search {
-        sql.push("SELECT * FROM ((");
+    if let PatientSearch::Name(name) = &query.search {
+        // The folded query `f`, its first word `w`, and `e`, the least key above every key
+        // that starts with `w`: computed once per execution, and read by the ranges below
+        // through InitPlans (`(SELECT w FROM q)`), which a plan made once for every value
+        // uses as index bounds. Joined instead, the folding was substituted into each
+        // reference and evaluated at every row of a generic plan.
+        sql.push(
+            "WITH q AS MATERIALIZED (SELECT f, w, rm_prefix_upper(w) AS e FROM \
+               (SELECT f, split_part(f, ' ', 1) AS w FROM (SELECT rm_fold(",
+        )
+        .push_bind(name.clone())
+        .push(") AS f) f0) f1) SELECT * FROM ((");
         push_page(&mut sql, clinic, query, limit, NameRange::Family);
         sql.push(") UNION ALL (");
         push_page(&mut sql, clinic, query, limit, NameRange::GivenOnly);
@@ -173,9 +183,12 @@ pub async fn search_patients(
         push_page(&mut sql, clinic, query, limit, NameRange::Family);
     }
 
+    // No search or a name: index ranges in page order, whose bounds are parameters (or
+    // computed once per execution), so one plan serves every value.
     let mut tx = match query.search {
-        PatientSearch::Name(_) | PatientSearch::Phone(_) => clinic_search_tx(pool, clinic).await?,
-        _ => clinic_tx(pool, clinic).await?,
+        PatientSearch::All | PatientSearch::Name(_) => clinic_generic_plan_tx(pool, clinic).await?,
+        PatientSearch::Phone(_) => clinic_search_tx(pool, clinic).await?,
+        PatientSearch::Mrn(_) | PatientSearch::BirthDate(_) => clinic_tx(pool, clinic).await?,
     };
     let mut rows: Vec<PatientSummaryRow> = sql.build_query_as().fetch_all(&mut *tx).await?;
     end_read(tx);
@@ -195,8 +208,8 @@ pub async fn search_patients(
     })
 }
 
-/// Which index range a name search reads: `q.w` is the query's first word (folded), `q.e`
-/// the least key above every key that starts with it.
+/// Which index range a name search reads: `w` is the query's first word (folded), `e` the
+/// least key above every key that starts with it (both from the statement's `q`).
 #[derive(Clone, Copy)]
 enum NameRange {
     Family,
@@ -216,14 +229,6 @@ fn push_page(
                 p.status, p.merged_into, p.family_key, p.given_key \
          FROM rm.patients p",
     );
-    if let PatientSearch::Name(name) = &query.search {
-        sql.push(
-            " CROSS JOIN (SELECT f, w, rm_prefix_upper(w) AS e FROM \
-               (SELECT f, split_part(f, ' ', 1) AS w FROM (SELECT rm_fold(",
-        )
-        .push_bind(name.clone())
-        .push(") AS f) f0) f1) q");
-    }
     sql.push(" WHERE p.clinic_id = ")
         .push_bind(clinic.as_uuid());
     match &query.search {
@@ -232,16 +237,20 @@ fn push_page(
             // Any match's family or given key starts with the first word: the range is a
             // superset, the rule below the exact test.
             sql.push(match range {
-                NameRange::Family => " AND p.family_key >= q.w AND p.family_key < q.e",
+                NameRange::Family => {
+                    " AND p.family_key >= (SELECT w FROM q) AND p.family_key < (SELECT e FROM q)"
+                }
                 NameRange::GivenOnly => {
-                    " AND p.given_key >= q.w AND p.given_key < q.e \
-                      AND NOT (p.family_key >= q.w AND p.family_key < q.e)"
+                    " AND p.given_key >= (SELECT w FROM q) AND p.given_key < (SELECT e FROM q) \
+                      AND NOT (p.family_key >= (SELECT w FROM q) \
+                               AND p.family_key < (SELECT e FROM q))"
                 }
             });
             sql.push(
-                " AND (starts_with(p.family_key, q.f) OR starts_with(p.given_key, q.f) \
-                   OR starts_with(p.given_key || ' ' || p.family_key, q.f) \
-                   OR starts_with(p.family_key || ' ' || p.given_key, q.f))",
+                " AND (starts_with(p.family_key, (SELECT f FROM q)) \
+                   OR starts_with(p.given_key, (SELECT f FROM q)) \
+                   OR starts_with(p.given_key || ' ' || p.family_key, (SELECT f FROM q)) \
+                   OR starts_with(p.family_key || ' ' || p.given_key, (SELECT f FROM q)))",
             );
         }
         PatientSearch::Mrn(mrn) => {
