@@ -348,3 +348,53 @@ async fn rows_are_byte_for_byte_what_postgres_es_writes() {
     }
     assert_eq!(row.get::<String, _>("event_type"), "ClinicRegistered");
 }
+
+/// The workers' statements are planned once per connection: after a batch per registration,
+/// PostgreSQL's own count of plans on the worker's connection (`pg_prepared_statements`)
+/// shows no custom plan. Left to choose, it planned the checkpoint's update and the hash
+/// chain's reads again at every batch.
+#[tokio::test]
+async fn a_workers_statements_are_planned_once_per_connection_not_at_every_batch() {
+    use projections::worker::{self, group::run_group_batch, WorkerConfig};
+
+    let (db, store, clinic) = clinic_with_pool(1, "worker-plans").await;
+    let mut conn = worker::connect(&db.owner).await.unwrap();
+    let config = WorkerConfig {
+        batch_size: 100,
+        ..Default::default()
+    };
+    let (models, chains): (Vec<_>, Vec<_>) = projections::PROJECTIONS
+        .iter()
+        .cloned()
+        .partition(|p| p.rebuildable);
+    for n in 0..8 {
+        patients::register(
+            &store,
+            &admin_of(clinic),
+            Expect::Any,
+            demographics(&format!("Planned{n}")),
+        )
+        .await
+        .unwrap();
+        run_group_batch(&mut conn, &models, &config).await.unwrap();
+        for projection in &chains {
+            worker::run_batch(&mut conn, projection, &config)
+                .await
+                .unwrap();
+        }
+        projections::access_chain::chain_batch(&mut conn, 100)
+            .await
+            .unwrap();
+    }
+    let plans: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT statement, custom_plans FROM pg_prepared_statements \
+         WHERE statement NOT LIKE '%pg_prepared_statements%'",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert!(plans.len() >= 10, "prepared statements: {plans:?}");
+    for (statement, custom) in &plans {
+        assert_eq!(*custom, 0, "planned {custom} times: {statement}");
+    }
+}
