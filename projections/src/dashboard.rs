@@ -138,8 +138,12 @@ pub struct UpcomingAppointment {
 /// The week's new patients are its 15-minute buckets from the first one that starts at or
 /// after the week's start, plus the patients of the partial bucket before it (none where
 /// the week starts on a bucket boundary, as every time zone's midnight does today).
+///
+/// The time zone `z` is materialised: inlined, each of the frame's uses of `tz` became an
+/// InitPlan of its own: the clinic's row was read 15 times, and the frame took 0.19 ms in
+/// `EXPLAIN ANALYZE` (0.03–0.06 ms now).
 const DASHBOARD_SQL: &str = "\
-WITH z AS (SELECT coalesce((SELECT time_zone FROM rm.clinics WHERE clinic_id = $1), 'UTC') AS tz), \
+WITH z AS MATERIALIZED (SELECT coalesce((SELECT time_zone FROM rm.clinics WHERE clinic_id = $1), 'UTC') AS tz), \
      l AS (SELECT tz, $3::timestamptz AS now, ($3::timestamptz AT TIME ZONE tz) AS local_now FROM z), \
      w AS ( \
        SELECT tz, now, local_now::date AS today, \
@@ -383,7 +387,7 @@ pub async fn billing(
     let mut tx = clinic_tx(pool, clinic).await?;
     // The local month: its first day, and its bounds as instants.
     let (month_start, from, to): (NaiveDate, DateTime<Utc>, DateTime<Utc>) = sqlx::query_as(
-        "WITH z AS (SELECT coalesce((SELECT time_zone FROM rm.clinics WHERE clinic_id = $1), 'UTC') AS tz), \
+        "WITH z AS MATERIALIZED (SELECT coalesce((SELECT time_zone FROM rm.clinics WHERE clinic_id = $1), 'UTC') AS tz), \
               m AS (SELECT tz, date_trunc('month', $2::timestamptz AT TIME ZONE tz) AS local_start FROM z) \
          SELECT local_start::date, local_start AT TIME ZONE tz, \
                 (local_start + interval '1 month') AT TIME ZONE tz \
