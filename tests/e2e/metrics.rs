@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::helpers::{patient_body, spawn_app, ClinicFixture, TestApp, TEST_METRICS_TOKEN};
+use crate::helpers::{
+    patient_body, spawn_app, spawn_app_with, ClinicFixture, TestApp, TEST_METRICS_TOKEN,
+};
 
 /// One sample: metric name and its labels, sorted.
 type Series = (String, BTreeMap<String, String>);
@@ -253,4 +255,46 @@ async fn commands_projections_and_the_pool_are_measured() {
     // The scrape itself holds a connection while it reads the checkpoints, not while it
     // renders: in use plus idle never exceeds the maximum.
     assert!(after[&idle] + after[&in_use] <= 8.0);
+}
+
+/// After a batch that caught up, the workers wait `settle` before reading again, and take
+/// the events committed meanwhile together: a burst of registrations is applied in one or
+/// two batches (the first one may go at once), not one batch per command. Without the wait
+/// each registration below, answered before the next is sent, was a batch of its own.
+#[tokio::test]
+async fn the_workers_take_a_burst_of_commands_in_one_batch_after_settling() {
+    let app = spawn_app_with(|settings| {
+        if let Some(workers) = settings.workers.as_mut() {
+            workers.settle = std::time::Duration::from_secs(3);
+        }
+    })
+    .await;
+    let platform = app.platform_admin().await;
+    let clinic = app.clinic(&platform, "metrics-settle").await;
+    app.db.caught_up().await;
+    let before = scrape(&app).await;
+    let burst = ["Ann", "Bob", "Cem", "Dia", "Eva", "Fin"];
+    for given in burst {
+        let answer = app
+            .post("/v1/patients", &clinic.receptionist, patient_body(given))
+            .await;
+        assert_eq!(answer.status, 201, "{answer:?}");
+    }
+    app.db.caught_up().await;
+    let after = scrape(&app).await;
+    for projection in ["patients", "audit_chain"] {
+        let by = [("projection", projection)];
+        let delta = |name: &str| value(&after, name, &by) - value(&before, name, &by);
+        assert_eq!(
+            delta("clinic_projection_events_applied_total"),
+            burst.len() as f64,
+            "{projection}"
+        );
+        let batches = delta("clinic_projection_batch_events_count");
+        assert!(
+            (1.0..=2.0).contains(&batches),
+            "{projection}: {batches} batches for {} events",
+            burst.len()
+        );
+    }
 }

@@ -19,6 +19,10 @@ pub struct WorkerArgs {
     /// Polling interval (ms) when no NOTIFY arrives.
     #[arg(long, env = "CLINIC_WORKER_POLL_MS", default_value_t = 1000)]
     pub worker_poll_ms: u64,
+    /// After a batch that caught up, how long (ms) a worker waits before reading again, so
+    /// that the events committed meanwhile are applied in one transaction (0: at once).
+    #[arg(long, env = "CLINIC_WORKER_SETTLE_MS", default_value_t = 5)]
+    pub worker_settle_ms: u64,
 }
 
 impl WorkerArgs {
@@ -35,9 +39,16 @@ impl WorkerArgs {
                 message: "must be at least 1".into(),
             });
         }
+        if self.worker_settle_ms > 1000 {
+            return Err(ConfigError {
+                variable: "CLINIC_WORKER_SETTLE_MS",
+                message: "must be at most 1000".into(),
+            });
+        }
         Ok(projections::worker::WorkerConfig {
             batch_size: self.worker_batch,
             poll_interval: Duration::from_millis(self.worker_poll_ms),
+            settle: Duration::from_millis(self.worker_settle_ms),
             ..Default::default()
         })
     }
@@ -473,6 +484,20 @@ mod tests {
         assert!(!err.to_string().contains("short"));
         let ok = Settings::from_args(&serve(&["--jwt-secret", &"k".repeat(32)])).unwrap();
         assert!(!format!("{:?}", ok.auth).contains("kkkk"));
+    }
+
+    #[test]
+    fn the_worker_settle_is_5_ms_and_at_most_a_second() {
+        let workers = |args: &[&str]| Settings::from_args(&serve(args)).map(|s| s.workers);
+        let default = workers(&[]).unwrap().unwrap();
+        assert_eq!(default.settle, projections::worker::DEFAULT_SETTLE);
+        assert_eq!(default.settle, Duration::from_millis(5));
+        let off = workers(&["--worker-settle-ms", "0"]).unwrap().unwrap();
+        assert!(off.settle.is_zero());
+        let most = workers(&["--worker-settle-ms", "1000"]).unwrap().unwrap();
+        assert_eq!(most.settle, Duration::from_secs(1));
+        let err = workers(&["--worker-settle-ms", "1001"]).unwrap_err();
+        assert_eq!(err.variable, "CLINIC_WORKER_SETTLE_MS");
     }
 
     #[test]
