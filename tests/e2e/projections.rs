@@ -1426,3 +1426,28 @@ async fn page_reads_are_planned_once_per_connection_not_at_every_execution() {
         );
     }
 }
+
+/// The service's connections (`clinic_app`) never plan a parallel read. At 50,000
+/// appointments in one clinic of three (the benchmark's database), the generic plan of a page
+/// of appointments (which assumes its `LIMIT` keeps a tenth of them) was a Gather Merge over
+/// a parallel index scan, and starting the worker took 6-7 ms of a 9.7 ms read (0.3 ms
+/// serial). The setting is the role's, so it holds for every pool that logs in as the
+/// service, whatever its options.
+#[tokio::test]
+async fn the_services_connections_never_start_parallel_workers() {
+    let db = TestDb::new().await;
+    let pool = db.app_pool_of(1).await;
+    let setting: String = sqlx::query_scalar("SHOW max_parallel_workers_per_gather")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(setting, "0");
+    // The projection workers' role keeps the server's default.
+    let worker_login = db.login_as(projections::worker::WORKER_ROLE);
+    let mut worker = sqlx::ConnectOptions::connect(&worker_login).await.unwrap();
+    let setting: String = sqlx::query_scalar("SHOW max_parallel_workers_per_gather")
+        .fetch_one(&mut worker)
+        .await
+        .unwrap();
+    assert_ne!(setting, "0");
+}
