@@ -484,8 +484,8 @@ async fn tables_of(
 }
 
 /// Builds the `deferred` indexes, gives `tables` back their default fill factor (for the pages
-/// written from now on) and analyses them, so the swapped-in tables are planned with
-/// statistics from their first query.
+/// written from now on), vacuums and analyses them, so the swapped-in tables are planned with
+/// statistics from their first query and their index-only scans read no heap.
 async fn index_and_analyse(
     conn: &mut PgConnection,
     deferred: &[String],
@@ -500,7 +500,11 @@ async fn index_and_analyse(
         conn.execute(format!("ALTER TABLE {table} RESET (fillfactor)").as_str())
             .await?;
     }
-    conn.execute(format!("ANALYZE {}", tables.join(", ")).as_str())
+    // Vacuumed as well as analysed: the visibility map of the fresh pages is set, so the
+    // first reads of an index that covers them do not visit the heap (the dashboard's counts,
+    // on a database without autovacuum, fetched every row from the heap: 0.9 ms for 719 rows
+    // of one clinic), and the dead versions the load's updates left are gone.
+    conn.execute(format!("VACUUM (ANALYZE) {}", tables.join(", ")).as_str())
         .await?;
     conn.execute("RESET maintenance_work_mem").await?;
     tracing::info!(

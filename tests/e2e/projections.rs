@@ -774,6 +774,17 @@ async fn clinic_rebuild_swaps_in_identical_tables() {
     .await
     .unwrap();
     assert!(unanalysed.is_empty(), "never analysed: {unanalysed:?}");
+    // And vacuumed: every page of every swapped-in table is marked all-visible, so an
+    // index-only scan reads no heap (an `ANALYZE` alone leaves `relallvisible` at 0).
+    let not_visible: Vec<(String, i32, i32)> = sqlx::query_as(
+        "SELECT c.relname::text, c.relpages, c.relallvisible FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = 'rm' AND c.relkind = 'r' AND c.relallvisible < c.relpages ORDER BY 1",
+    )
+    .fetch_all(&mut owner)
+    .await
+    .unwrap();
+    assert!(not_visible.is_empty(), "not all visible: {not_visible:?}");
     // The fill factor the load used (room for HOT updates) is reset: the tables keep the
     // options they were created with (none).
     let options: Vec<(String, Vec<String>)> = sqlx::query_as(
