@@ -139,6 +139,18 @@ pub struct UpcomingAppointment {
 /// after the week's start, plus the patients of the partial bucket before it (none where
 /// the week starts on a bucket boundary, as every time zone's midnight does today).
 ///
+/// The window's appointments are read once, counted per local day, status and doctor; the
+/// per-day and per-doctor figures are summed from those counts here, with the clinic's staff
+/// (names, and which doctors are active) read alongside. It read the window twice, once
+/// joined to the staff: 0.45 ms of the statement at the benchmark's large clinic, now
+/// 0.2 ms.
+///
+/// The 30 days' no-shows are counted one status at a time, each a range of the
+/// `(clinic_id, status, start_at)` index read without the heap. Counted in one scan of the
+/// window by start, every appointment of the 30 days was read and its status tested: at the
+/// benchmark's large clinic 2,875 index entries for 718 counted, 1.18 ms of a 2.1 ms
+/// dashboard (`EXPLAIN ANALYZE`); one range per status reads only the 718, 0.41 ms.
+///
 /// The time zone `z` is materialised: inlined, each of the frame's uses of `tz` became an
 /// InitPlan of its own: the clinic's row was read 15 times, and the frame took 0.19 ms in
 /// `EXPLAIN ANALYZE` (0.03–0.06 ms now).
@@ -158,30 +170,25 @@ WITH z AS MATERIALIZED (SELECT coalesce((SELECT time_zone FROM rm.clinics WHERE 
                         ELSE rm_bucket(week_start_at) + interval '15 minutes' END AS first_bucket \
        FROM w) \
 SELECT f.tz, f.now, f.today, f.week_start, f.no_show_since, \
-       ps.per_status, pd.per_doctor, ns.noshow, ns.counted, np.new_patients, nx.next \
+       wc.window_counts, st.staff, ns.noshow, ns.counted, np.new_patients, nx.next \
 FROM f \
 CROSS JOIN LATERAL ( \
-  SELECT coalesce(json_agg(json_build_array(s.day, s.status, s.n)), '[]') AS per_status \
-  FROM (SELECT (a.start_at AT TIME ZONE f.tz)::date AS day, a.status, count(*) AS n \
+  SELECT coalesce(json_agg(json_build_array(w.day, w.status, w.doctor_id, w.n)), '[]') AS window_counts \
+  FROM (SELECT (a.start_at AT TIME ZONE f.tz)::date AS day, a.status, a.doctor_id, count(*) AS n \
         FROM rm.appointments a \
         WHERE a.clinic_id = $1 AND a.start_at >= f.window_start AND a.start_at < f.window_end \
-        GROUP BY 1, 2) s) ps \
+        GROUP BY 1, 2, 3) w) wc \
 CROSS JOIN LATERAL ( \
-  SELECT coalesce(json_agg(json_build_array(d.doctor_id, d.name, d.day, d.n)), '[]') AS per_doctor \
-  FROM (SELECT s.staff_id AS doctor_id, s.name, NULL::date AS day, 0::bigint AS n \
-        FROM rm.staff s WHERE s.clinic_id = $1 AND s.role = 'doctor' AND s.active \
-        UNION ALL \
-        SELECT a.doctor_id, s.name, (a.start_at AT TIME ZONE f.tz)::date, count(*) \
-        FROM rm.appointments a \
-        LEFT JOIN rm.staff s ON s.clinic_id = a.clinic_id AND s.staff_id = a.doctor_id \
-        WHERE a.clinic_id = $1 AND a.start_at >= f.window_start AND a.start_at < f.window_end \
-          AND a.status <> 'cancelled' \
-        GROUP BY 1, 2, 3) d) pd \
+  SELECT coalesce(json_agg(json_build_array(s.staff_id, s.name, s.role = 'doctor' AND s.active)), '[]') AS staff \
+  FROM rm.staff s WHERE s.clinic_id = $1) st \
 CROSS JOIN LATERAL ( \
-  SELECT count(*) FILTER (WHERE a.status = 'noshow') AS noshow, count(*) AS counted \
-  FROM rm.appointments a \
-  WHERE a.clinic_id = $1 AND a.start_at >= f.no_show_since AND a.start_at <= f.now \
-    AND a.status IN ('noshow', 'fulfilled', 'checked-in', 'in-progress')) ns \
+  SELECT coalesce(sum(c.n) FILTER (WHERE s.status = 'noshow'), 0)::bigint AS noshow, \
+         coalesce(sum(c.n), 0)::bigint AS counted \
+  FROM unnest('{noshow,fulfilled,checked-in,in-progress}'::text[]) s(status) \
+  CROSS JOIN LATERAL ( \
+    SELECT count(*) AS n FROM rm.appointments a \
+    WHERE a.clinic_id = $1 AND a.status = s.status \
+      AND a.start_at >= f.no_show_since AND a.start_at <= f.now) c) ns \
 CROSS JOIN LATERAL ( \
   SELECT coalesce((SELECT sum(r.registered) FROM rm.patient_registrations r \
                    WHERE r.clinic_id = $1 AND r.bucket >= f.first_bucket), 0)::bigint \
@@ -211,9 +218,12 @@ static DASHBOARD_STATEMENTS: LazyLock<[String; 2]> = LazyLock::new(|| {
         .map(|filter| DASHBOARD_SQL.replace("{doctor}", filter))
 });
 
-/// A doctor, their name, a local day (none for the row that lists every active doctor) and
-/// their appointments that day.
-type DoctorDay = (Uuid, Option<String>, Option<NaiveDate>, i64);
+/// A local day of the window, a status, a doctor and how many of their appointments that
+/// day have that status.
+type WindowCount = (NaiveDate, String, Uuid, i64);
+
+/// A member of staff: id, name, and whether they are an active doctor.
+type StaffEntry = (Uuid, String, bool);
 
 #[derive(sqlx::FromRow)]
 struct DashboardRow {
@@ -222,8 +232,8 @@ struct DashboardRow {
     today: NaiveDate,
     week_start: NaiveDate,
     no_show_since: DateTime<Utc>,
-    per_status: Json<Vec<(NaiveDate, String, i64)>>,
-    per_doctor: Json<Vec<DoctorDay>>,
+    window_counts: Json<Vec<WindowCount>>,
+    staff: Json<Vec<StaffEntry>>,
     noshow: i64,
     counted: i64,
     new_patients: i64,
@@ -274,8 +284,8 @@ pub async fn dashboard(
         today,
         week_start,
         no_show_since,
-        per_status: Json(per_status),
-        per_doctor: Json(per_doctor),
+        window_counts: Json(window_counts),
+        staff: Json(staff),
         noshow,
         counted,
         new_patients,
@@ -293,33 +303,42 @@ pub async fn dashboard(
             by_status: StatusCounts::default(),
         })
         .collect();
-    for (date, status, n) in per_status {
-        if let Some(day) = index(date).and_then(|i| days.get_mut(i)) {
+    let names: BTreeMap<Uuid, &str> = staff
+        .iter()
+        .map(|(id, name, _)| (*id, name.as_str()))
+        .collect();
+    let mut loads: BTreeMap<Uuid, DoctorLoad> = BTreeMap::new();
+    let empty = |doctor_id: Uuid| DoctorLoad {
+        doctor_id,
+        doctor_name: names.get(&doctor_id).map(|name| (*name).to_owned()),
+        total: 0,
+        days: dates
+            .iter()
+            .map(|&date| DayLoad {
+                date,
+                appointments: 0,
+            })
+            .collect(),
+    };
+    // Every active doctor is listed, with or without appointments.
+    for (id, _, active_doctor) in &staff {
+        if *active_doctor {
+            loads.entry(*id).or_insert_with(|| empty(*id));
+        }
+    }
+    for (date, status, doctor_id, n) in window_counts {
+        let Some(i) = index(date) else { continue };
+        if let Some(day) = days.get_mut(i) {
             day.total += n;
             day.by_status.add(&status, n);
         }
-    }
-
-    let mut loads: BTreeMap<Uuid, DoctorLoad> = BTreeMap::new();
-    for (doctor_id, name, date, n) in per_doctor {
-        let load = loads.entry(doctor_id).or_insert_with(|| DoctorLoad {
-            doctor_id,
-            doctor_name: None,
-            total: 0,
-            days: dates
-                .iter()
-                .map(|&date| DayLoad {
-                    date,
-                    appointments: 0,
-                })
-                .collect(),
-        });
-        if load.doctor_name.is_none() {
-            load.doctor_name = name;
-        }
-        if let Some(day) = date.and_then(index).and_then(|i| load.days.get_mut(i)) {
-            day.appointments += n;
-            load.total += n;
+        // A doctor's load leaves out cancelled appointments.
+        if status != "cancelled" {
+            let load = loads.entry(doctor_id).or_insert_with(|| empty(doctor_id));
+            if let Some(day) = load.days.get_mut(i) {
+                day.appointments += n;
+                load.total += n;
+            }
         }
     }
     let mut doctor_load: Vec<DoctorLoad> = loads.into_values().collect();

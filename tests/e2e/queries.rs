@@ -437,8 +437,10 @@ async fn the_dashboard_counts_no_shows_of_the_last_30_days() {
     assert_eq!(dashboard["no_show_30d"]["rate"], Value::Null);
 
     // Two appointments that start in a quarter of an hour, one a no-show and one checked in.
-    // Nothing can be booked in the past, so the test then moves the clock past their start.
+    // Nothing can be booked in the past, so the test then moves the clock past the start of
+    // every appointment it books.
     let (second, _) = hire_doctor(&app, &north, "Watson").await;
+    let (idle, _) = hire_doctor(&app, &north, "Idle").await;
     let (patient, _) = register(&app, &north.receptionist, patient_body("Kept")).await;
     let start = app.now() + chrono::Duration::minutes(15);
     let (missed, _) = book(
@@ -466,16 +468,64 @@ async fn the_dashboard_counts_no_shows_of_the_last_30_days() {
             json!({}),
         )
         .await;
-    let p = position(&checked_in);
-    app.advance(chrono::Duration::minutes(16));
+    assert_eq!(checked_in.status, 200, "{checked_in:?}");
+    // Half an hour later: one in progress and one fulfilled (both counted); an hour later:
+    // one cancelled and one still booked (neither counted).
+    let later = start + chrono::Duration::minutes(30);
+    let (in_progress, _) = book(
+        &app,
+        &north.admin,
+        north.patient_id,
+        north.doctor_id,
+        later,
+        "z",
+    )
+    .await;
+    let (fulfilled, _) = book(&app, &north.admin, patient, second, later, "w").await;
+    let last = start + chrono::Duration::minutes(60);
+    let (cancelled, _) = book(
+        &app,
+        &north.admin,
+        north.patient_id,
+        north.doctor_id,
+        last,
+        "v",
+    )
+    .await;
+    let (booked, _) = book(&app, &north.admin, patient, second, last, "u").await;
+    let mut p = 0;
+    for (id, steps) in [
+        (in_progress, &["check-in", "start"][..]),
+        (fulfilled, &["check-in", "start", "complete"][..]),
+    ] {
+        for step in steps {
+            let token = &north.nurse;
+            let answer = app
+                .post(&format!("/v1/appointments/{id}/{step}"), token, json!({}))
+                .await;
+            assert_eq!(answer.status, 200, "{step}: {answer:?}");
+            p = position(&answer);
+        }
+    }
+    let answer = app
+        .post(
+            &format!("/v1/appointments/{cancelled}/cancel"),
+            &north.receptionist,
+            json!({"reason": "moved away"}),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let p = p.max(position(&answer));
+    app.advance(chrono::Duration::minutes(76));
     // The access tokens (15 minutes) have expired meanwhile: fresh ones.
     let doctor = app.login(&north.emails["doctor"]).await;
     let admin = app.login(&north.emails["clinic_admin"]).await;
 
     let dashboard = ok(read(&app, &doctor, "/v1/dashboard", p).await);
+    // Counted: the no-show, the checked-in, the in-progress and the fulfilled one.
     assert_eq!(dashboard["no_show_30d"]["noshow"], 1, "{dashboard}");
-    assert_eq!(dashboard["no_show_30d"]["counted"], 2, "{dashboard}");
-    assert_eq!(dashboard["no_show_30d"]["rate"], 0.5, "{dashboard}");
+    assert_eq!(dashboard["no_show_30d"]["counted"], 4, "{dashboard}");
+    assert_eq!(dashboard["no_show_30d"]["rate"], 0.25, "{dashboard}");
     // For a doctor, the next appointments are their own only.
     for next in dashboard["next_appointments"].as_array().unwrap() {
         assert_eq!(
@@ -490,9 +540,45 @@ async fn the_dashboard_counts_no_shows_of_the_last_30_days() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|a| a["appointment_id"] == kept.to_string()),
+            .any(|a| a["appointment_id"] == booked.to_string()),
         "{for_admin}"
     );
+    // Today: one appointment in each status. Each doctor's load leaves out the cancelled
+    // one; an active doctor with no appointment is listed at 0.
+    let today = &for_admin["days"][0];
+    assert_eq!(today["total"], 6, "{for_admin}");
+    for status in [
+        "booked",
+        "cancelled",
+        "checked-in",
+        "fulfilled",
+        "in-progress",
+        "noshow",
+    ] {
+        assert_eq!(today["by_status"][status], 1, "{status}: {for_admin}");
+    }
+    let load = |doctor: Uuid| {
+        for_admin["doctor_load"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["doctor_id"] == doctor.to_string())
+            .cloned()
+            .unwrap_or_else(|| panic!("{doctor} is not listed: {for_admin}"))
+    };
+    let watson = load(second);
+    assert_eq!(watson["doctor_name"], "Watson");
+    assert_eq!(watson["total"], 3, "{for_admin}");
+    assert_eq!(watson["days"][0]["appointments"], 3, "{for_admin}");
+    assert_eq!(
+        load(north.doctor_id)["days"][0]["appointments"],
+        2,
+        "{for_admin}"
+    );
+    let idle = load(idle);
+    assert_eq!(idle["doctor_name"], "Idle");
+    assert_eq!(idle["total"], 0, "{for_admin}");
+    assert_eq!(idle["days"].as_array().unwrap().len(), 8);
 }
 
 // ---------------------------------------------------------------------------------------
