@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::invoices::CurrencyAmount;
-use crate::scope::{clinic_generic_plan_tx, clinic_tx, end_read};
+use crate::scope::{clinic_generic_plan_tx, end_read};
 
 /// How many days the dashboard covers: today and the next 7.
 pub const DASHBOARD_DAYS: i64 = 8;
@@ -128,10 +128,14 @@ pub struct UpcomingAppointment {
 }
 
 /// The whole dashboard in one statement (one round trip): the clinic's clock (local today,
-/// the window of days, the local week; UTC for a clinic not projected yet), then each figure
-/// as a subquery over that frame. `$1` is the clinic, `$2` the number of days, `$3` now, `$4`
-/// now minus the longest appointment, `$5` how many upcoming appointments, `$6` the doctor
-/// (`{doctor}` filters the upcoming ones on it, or requires it null).
+/// the window of days, the local week and month; UTC for a clinic not projected yet), then
+/// each figure as a subquery over that frame. `$1` is the clinic, `$2` the number of days,
+/// `$3` now, `$4` now minus the longest appointment, `$5` how many upcoming appointments, `$6`
+/// the doctor (`{doctor}`, `{payment_doctor}` and `{invoice_doctor}` filter the upcoming
+/// appointments and the billing figures on it, or require it null), `$7` whether to sum the
+/// billing figures (the month's revenue and what is outstanding; when false their subqueries
+/// read nothing). The billing figures were a transaction of their own with three statements,
+/// after the dashboard's.
 ///
 /// An appointment not over yet (`end_at > now`) started less than the longest appointment
 /// ago: the upcoming scan starts there, in start order, and stops at the last one listed.
@@ -163,14 +167,18 @@ WITH z AS MATERIALIZED (SELECT coalesce((SELECT time_zone FROM rm.clinics WHERE 
               ((local_now::date + $2::int)::timestamp AT TIME ZONE tz) AS window_end, \
               date_trunc('week', local_now)::date AS week_start, \
               (date_trunc('week', local_now) AT TIME ZONE tz) AS week_start_at, \
-              now - interval '30 days' AS no_show_since \
+              now - interval '30 days' AS no_show_since, \
+              date_trunc('month', local_now)::date AS month_start, \
+              (date_trunc('month', local_now) AT TIME ZONE tz) AS month_from, \
+              ((date_trunc('month', local_now) + interval '1 month') AT TIME ZONE tz) AS month_to \
        FROM l), \
      f AS MATERIALIZED ( \
        SELECT w.*, CASE WHEN rm_bucket(week_start_at) = week_start_at THEN week_start_at \
                         ELSE rm_bucket(week_start_at) + interval '15 minutes' END AS first_bucket \
        FROM w) \
-SELECT f.tz, f.now, f.today, f.week_start, f.no_show_since, \
-       wc.window_counts, st.staff, ns.noshow, ns.counted, np.new_patients, nx.next \
+SELECT f.tz, f.now, f.today, f.week_start, f.no_show_since, f.month_start, \
+       wc.window_counts, st.staff, ns.noshow, ns.counted, np.new_patients, nx.next, \
+       rv.revenue, os.outstanding \
 FROM f \
 CROSS JOIN LATERAL ( \
   SELECT coalesce(json_agg(json_build_array(w.day, w.status, w.doctor_id, w.n)), '[]') AS window_counts \
@@ -208,14 +216,40 @@ CROSS JOIN LATERAL ( \
         LEFT JOIN rm.staff s ON s.clinic_id = a.clinic_id AND s.staff_id = a.doctor_id \
         WHERE a.clinic_id = $1 AND a.status IN ('booked', 'checked-in', 'in-progress') \
           AND a.end_at > f.now AND a.start_at > $4 {doctor} \
-        ORDER BY a.start_at, a.appointment_id LIMIT $5) u) nx";
+        ORDER BY a.start_at, a.appointment_id LIMIT $5) u) nx \
+CROSS JOIN LATERAL ( \
+  SELECT coalesce(json_agg(json_build_array(r.currency, r.amount) ORDER BY r.currency), '[]') AS revenue \
+  FROM (SELECT ip.currency, \
+               sum(CASE WHEN ip.kind = 'payment' THEN ip.amount ELSE -ip.amount END)::bigint AS amount \
+        FROM rm.invoice_payments ip \
+        WHERE $7 AND ip.clinic_id = $1 AND ip.recorded_at >= f.month_from \
+          AND ip.recorded_at < f.month_to {payment_doctor} \
+        GROUP BY ip.currency) r) rv \
+CROSS JOIN LATERAL ( \
+  SELECT coalesce(json_agg(json_build_array(o.currency, o.amount) ORDER BY o.currency), '[]') AS outstanding \
+  FROM (SELECT i.currency, sum(i.balance)::bigint AS amount \
+        FROM rm.invoices i \
+        WHERE $7 AND i.clinic_id = $1 AND i.status IN ('issued', 'partially-paid') {invoice_doctor} \
+        GROUP BY i.currency) o) os";
 
 /// [`DASHBOARD_SQL`] as it is sent: for the clinic (the doctor parameter must be null), and
 /// for a doctor's own upcoming appointments. Two statements, not `($6 IS NULL OR doctor_id =
 /// $6)`: each keeps a plan of its own. Written once, not for every request.
 static DASHBOARD_STATEMENTS: LazyLock<[String; 2]> = LazyLock::new(|| {
-    ["AND $6::uuid IS NULL", "AND a.doctor_id = $6"]
-        .map(|filter| DASHBOARD_SQL.replace("{doctor}", filter))
+    [
+        ["AND $6::uuid IS NULL"; 3],
+        [
+            "AND a.doctor_id = $6",
+            "AND ip.doctor_id = $6",
+            "AND i.doctor_id = $6",
+        ],
+    ]
+    .map(|[appointments, payments, invoices]| {
+        DASHBOARD_SQL
+            .replace("{doctor}", appointments)
+            .replace("{payment_doctor}", payments)
+            .replace("{invoice_doctor}", invoices)
+    })
 });
 
 /// A local day of the window, a status, a doctor and how many of their appointments that
@@ -238,6 +272,9 @@ struct DashboardRow {
     counted: i64,
     new_patients: i64,
     next: Json<Vec<UpcomingRow>>,
+    month_start: NaiveDate,
+    revenue: Json<Vec<(String, i64)>>,
+    outstanding: Json<Vec<(String, i64)>>,
 }
 
 #[derive(Deserialize)]
@@ -254,12 +291,14 @@ struct UpcomingRow {
 
 /// The clinic's dashboard at `now` (the service clock's). With `doctor`, the list of next
 /// appointments holds only that doctor's (the counts stay clinic-wide and name no patients).
-/// One statement in one read transaction.
+/// With `with_billing`, its billing figures too (with `doctor`, over that doctor's invoices
+/// only). One statement in one read transaction.
 pub async fn dashboard(
     pool: &PgPool,
     clinic: ClinicId,
     doctor: Option<StaffId>,
     now: DateTime<Utc>,
+    with_billing: bool,
 ) -> Result<Dashboard, sqlx::Error> {
     let mut tx = clinic_generic_plan_tx(pool, clinic).await?;
     let [clinic_wide, doctors_own] = &*DASHBOARD_STATEMENTS;
@@ -275,6 +314,7 @@ pub async fn dashboard(
         .bind(now - longest_appointment())
         .bind(DASHBOARD_NEXT)
         .bind(doctor.map(|d| d.as_uuid()))
+        .bind(with_billing)
         .fetch_one(&mut *tx)
         .await?;
     end_read(tx);
@@ -290,6 +330,9 @@ pub async fn dashboard(
         counted,
         new_patients,
         next: Json(next),
+        month_start,
+        revenue: Json(revenue),
+        outstanding: Json(outstanding),
     } = row;
 
     let dates: Vec<NaiveDate> = today.iter_days().take(DASHBOARD_DAYS as usize).collect();
@@ -371,8 +414,18 @@ pub async fn dashboard(
                 patient_name: r.patient_name,
             })
             .collect(),
-        billing: None,
+        billing: with_billing.then(|| BillingFigures {
+            month_start,
+            revenue_this_month: amounts(revenue),
+            outstanding: amounts(outstanding),
+        }),
     })
+}
+
+fn amounts(rows: Vec<(String, i64)>) -> Vec<CurrencyAmount> {
+    rows.into_iter()
+        .map(|(currency, amount)| CurrencyAmount { currency, amount })
+        .collect()
 }
 
 /// The longest an appointment can last (the domain refuses longer ones): an appointment that
@@ -391,63 +444,4 @@ pub struct BillingFigures {
     pub revenue_this_month: Vec<CurrencyAmount>,
     /// Still due on issued and partially-paid invoices.
     pub outstanding: Vec<CurrencyAmount>,
-}
-
-/// The clinic's billing figures at `now` (the service clock's); with `doctor`, over that
-/// doctor's invoices only.
-pub async fn billing(
-    pool: &PgPool,
-    clinic: ClinicId,
-    doctor: Option<StaffId>,
-    now: DateTime<Utc>,
-) -> Result<BillingFigures, sqlx::Error> {
-    let clinic_uuid = clinic.as_uuid();
-    let doctor = doctor.map(|d| d.as_uuid());
-    let mut tx = clinic_tx(pool, clinic).await?;
-    // The local month: its first day, and its bounds as instants.
-    let (month_start, from, to): (NaiveDate, DateTime<Utc>, DateTime<Utc>) = sqlx::query_as(
-        "WITH z AS MATERIALIZED (SELECT coalesce((SELECT time_zone FROM rm.clinics WHERE clinic_id = $1), 'UTC') AS tz), \
-              m AS (SELECT tz, date_trunc('month', $2::timestamptz AT TIME ZONE tz) AS local_start FROM z) \
-         SELECT local_start::date, local_start AT TIME ZONE tz, \
-                (local_start + interval '1 month') AT TIME ZONE tz \
-         FROM m",
-    )
-    .bind(clinic_uuid)
-    .bind(now)
-    .fetch_one(&mut *tx)
-    .await?;
-    let revenue: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT currency, sum(CASE WHEN kind = 'payment' THEN amount ELSE -amount END)::bigint \
-         FROM rm.invoice_payments \
-         WHERE clinic_id = $1 AND recorded_at >= $2 AND recorded_at < $3 \
-           AND ($4::uuid IS NULL OR doctor_id = $4) \
-         GROUP BY currency ORDER BY currency",
-    )
-    .bind(clinic_uuid)
-    .bind(from)
-    .bind(to)
-    .bind(doctor)
-    .fetch_all(&mut *tx)
-    .await?;
-    let outstanding: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT currency, sum(balance)::bigint FROM rm.invoices \
-         WHERE clinic_id = $1 AND status IN ('issued', 'partially-paid') \
-           AND ($2::uuid IS NULL OR doctor_id = $2) \
-         GROUP BY currency ORDER BY currency",
-    )
-    .bind(clinic_uuid)
-    .bind(doctor)
-    .fetch_all(&mut *tx)
-    .await?;
-    end_read(tx);
-    let amounts = |rows: Vec<(String, i64)>| {
-        rows.into_iter()
-            .map(|(currency, amount)| CurrencyAmount { currency, amount })
-            .collect()
-    };
-    Ok(BillingFigures {
-        month_start,
-        revenue_this_month: amounts(revenue),
-        outstanding: amounts(outstanding),
-    })
 }

@@ -1338,7 +1338,7 @@ async fn a_finished_read_leaves_its_connection_outside_any_transaction_and_clini
         let id = ClinicId::from_uuid(clinic);
         let view = projections::clinics::clinic(&pool, id).await.unwrap();
         assert_eq!(view.map(|v| v.clinic_id), Some(clinic));
-        let dashboard = projections::dashboard::dashboard(&pool, id, None, app.now())
+        let dashboard = projections::dashboard::dashboard(&pool, id, None, app.now(), true)
             .await
             .unwrap();
         assert_eq!(
@@ -1415,7 +1415,7 @@ async fn page_reads_are_planned_once_per_connection_not_at_every_execution() {
             limit: 20,
         };
         appointments(&pool, id, &filter).await.unwrap();
-        projections::dashboard::dashboard(&pool, id, None, app.now())
+        projections::dashboard::dashboard(&pool, id, None, app.now(), true)
             .await
             .unwrap();
     }

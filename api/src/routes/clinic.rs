@@ -259,13 +259,10 @@ async fn dashboard_of(read: &mut Read) -> Result<Json<Dashboard>, ApiError> {
         .ready(dashboard_roles, clinic_and_doctor, DASHBOARD_READS)
         .await?;
     let (pool, now) = (&read.state.pool, read.state.clock.now());
-    let mut figures = dashboard::dashboard(pool, clinic, doctor, now).await?;
     let principal = &read.principal;
-    if principal.require(roles::read::DASHBOARD_BILLING).is_ok()
-        && principal.require_module(Module::Billing).is_ok()
-    {
-        figures.billing = Some(dashboard::billing(pool, clinic, doctor, now).await?);
-    }
+    let with_billing = principal.require(roles::read::DASHBOARD_BILLING).is_ok()
+        && principal.require_module(Module::Billing).is_ok();
+    let figures = dashboard::dashboard(pool, clinic, doctor, now, with_billing).await?;
     Ok(Json(figures))
 }
 
