@@ -2,9 +2,10 @@
 //!
 //! A command answers with the global `position` of the last event it wrote. A client that
 //! sends it back as `X-Min-Position: N` (or `?min_position=N`) with a query gets an answer
-//! from read models that include that event: the handler waits (polling the projections'
-//! checkpoints) for at most [`WAIT_LIMIT`], then answers 503 with `Retry-After`. A position
-//! no committed event has is a 422 at once.
+//! from read models that include that event: the handler waits (checking the projections'
+//! checkpoints after each batch the workers of this process commit, and every
+//! [`POLL_EVERY`] otherwise) for at most [`WAIT_LIMIT`], then answers 503 with
+//! `Retry-After`. A position no committed event has is a 422 at once.
 //!
 //! A query endpoint takes a [`Read`]: the caller, the path, `X-Min-Position` and the query
 //! string. It checks the caller's role, then their scope (the clinic, a doctor's own
@@ -45,7 +46,8 @@ pub const MIN_POSITION_PARAM: &str = "min_position";
 
 /// How long a query waits for the read models before answering 503.
 pub const WAIT_LIMIT: Duration = Duration::from_secs(2);
-/// How often it looks at the checkpoints meanwhile.
+/// How often it looks at the checkpoints meanwhile, when no batch of this process's
+/// workers wakes it sooner.
 const POLL_EVERY: Duration = Duration::from_millis(15);
 /// The `Retry-After` of that 503, in seconds.
 const RETRY_AFTER_SECS: u64 = 1;
@@ -113,7 +115,10 @@ pub async fn wait_for(
         return Ok(());
     };
     let deadline = Instant::now() + WAIT_LIMIT;
+    let mut applied = state.applied.clone();
     loop {
+        // Seen before the check: a batch committed after it wakes the wait below.
+        applied.borrow_and_update();
         match projections::checkpoint::reached(&state.pool, projections, position).await? {
             Reached::Yes => return Ok(()),
             Reached::Unwritten => {
@@ -133,6 +138,15 @@ pub async fn wait_for(
                 ),
             });
         }
+        next_check(&mut applied).await;
+    }
+}
+
+/// Waits until the workers of this process commit a batch, or [`POLL_EVERY`] (the workers
+/// may run in another process, or the batch be another projection's).
+async fn next_check(applied: &mut tokio::sync::watch::Receiver<u64>) {
+    // No workers in this process: their sender is gone, and `changed` fails at once.
+    if let Ok(Err(_)) = tokio::time::timeout(POLL_EVERY, applied.changed()).await {
         tokio::time::sleep(POLL_EVERY).await;
     }
 }
@@ -295,6 +309,36 @@ mod tests {
         }
         let (mut parts, _) = req.body(()).unwrap().into_parts();
         MinPosition::from_request_parts(&mut parts, &()).await
+    }
+
+    /// A read waiting for a position checks again as soon as a worker of this process
+    /// commits a batch, else after [`POLL_EVERY`]; with no workers in the process (their
+    /// sender dropped) it waits [`POLL_EVERY`] too, and does not spin. Virtual time: the
+    /// durations are exact.
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_checks_again_when_a_batch_commits_or_after_the_poll() {
+        use tokio::time::{sleep, Instant};
+        let (applied, mut seen) = tokio::sync::watch::channel(0u64);
+        seen.borrow_and_update();
+
+        let started = Instant::now();
+        next_check(&mut seen).await;
+        assert_eq!(started.elapsed(), POLL_EVERY);
+
+        let started = Instant::now();
+        let worker = tokio::spawn(async move {
+            sleep(Duration::from_millis(2)).await;
+            applied.send_modify(|n| *n += 1);
+            applied
+        });
+        seen.borrow_and_update();
+        next_check(&mut seen).await;
+        assert_eq!(started.elapsed(), Duration::from_millis(2));
+
+        drop(worker.await.unwrap());
+        let started = Instant::now();
+        next_check(&mut seen).await;
+        assert_eq!(started.elapsed(), POLL_EVERY);
     }
 
     #[tokio::test]

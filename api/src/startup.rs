@@ -285,7 +285,9 @@ impl Application {
         let streams = crate::audit_streams::StreamGate::new(stream_pool, &settings.http.streams);
         let access = projections::audit::AccessWriter::spawn(pool.clone());
         let accounts = commands::accounts::lookups::AccountLookups::spawn(pool.clone());
+        let (applied, applied_rx) = tokio::sync::watch::channel(0u64);
         let state = AppState {
+            applied: applied_rx,
             pool,
             access,
             accounts,
@@ -311,6 +313,7 @@ impl Application {
                     .or_else(|| Some(crate::billing::config(settings.clock.clone())));
                 let config = WorkerConfig {
                     recorder: Some(metrics.worker_recorder()),
+                    applied: Some(Arc::new(applied)),
                     billing,
                     ..config
                 };

@@ -34,4 +34,7 @@ pub struct AppState {
     pub accounts: commands::accounts::lookups::AccountLookups,
     /// The log-ins' password checks running or waiting (a full gate is a 429).
     pub password_checks: Arc<commands::accounts::credentials::CheckGate>,
+    /// Changes after every batch the projection workers of this process commit (never, when
+    /// they run in another process): a read waiting for `X-Min-Position` checks again then.
+    pub applied: tokio::sync::watch::Receiver<u64>,
 }

@@ -52,6 +52,9 @@ pub struct WorkerConfig {
     /// Where the batch metrics go (`clinic_projection_*`); `None`: the process-wide `metrics`
     /// recorder, a no-op unless one is installed.
     pub recorder: Option<Recorder>,
+    /// Bumped after every committed batch: a read waiting in this process for a position
+    /// (`X-Min-Position`) checks again at once instead of at its next poll.
+    pub applied: Option<Arc<watch::Sender<u64>>>,
     /// The billing process manager, run beside the projections (woken by the same
     /// notifications) when set.
     pub billing: Option<crate::billing::BillingConfig>,
@@ -77,6 +80,7 @@ impl Default for WorkerConfig {
             projections: PROJECTIONS.to_vec(),
             crash_after: None,
             recorder: None,
+            applied: None,
             billing: None,
         }
     }
@@ -193,6 +197,9 @@ fn record_batch(config: &WorkerConfig, name: &'static str, batch: &Batch) {
     match &config.recorder {
         Some(Recorder(recorder)) => metrics::with_local_recorder(recorder.as_ref(), record),
         None => record(),
+    }
+    if let Some(applied) = &config.applied {
+        applied.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 
