@@ -233,7 +233,7 @@ CROSS JOIN LATERAL ( \
         GROUP BY i.currency) o) os";
 
 /// [`DASHBOARD_SQL`] as it is sent: for the clinic (the doctor parameter must be null), and
-/// for a doctor's own upcoming appointments. Two statements, not `($6 IS NULL OR doctor_id =
+/// for a doctor's own upcoming appointments and invoices. Two statements, not `($6 IS NULL OR doctor_id =
 /// $6)`: each keeps a plan of its own. Written once, not for every request.
 static DASHBOARD_STATEMENTS: LazyLock<[String; 2]> = LazyLock::new(|| {
     [

@@ -52,7 +52,8 @@ pub struct WorkerConfig {
     /// Where the batch metrics go (`clinic_projection_*`); `None`: the process-wide `metrics`
     /// recorder, a no-op unless one is installed.
     pub recorder: Option<Recorder>,
-    /// Bumped after every committed batch: a read waiting in this process for a position
+    /// Bumped after every round that committed batches (once for a group batch, not once
+    /// per projection in it): a read waiting in this process for a position
     /// (`X-Min-Position`) checks again at once instead of at its next poll.
     pub applied: Option<Arc<watch::Sender<u64>>>,
     /// The billing process manager, run beside the projections (woken by the same
@@ -198,9 +199,6 @@ fn record_batch(config: &WorkerConfig, name: &'static str, batch: &Batch) {
         Some(Recorder(recorder)) => metrics::with_local_recorder(recorder.as_ref(), record),
         None => record(),
     }
-    if let Some(applied) = &config.applied {
-        applied.send_modify(|n| *n = n.wrapping_add(1));
-    }
 }
 
 /// Records that `name` stopped at an event it cannot apply.
@@ -342,9 +340,14 @@ async fn run_projections(
             // during it is not lost.
             wake.borrow_and_update();
             match round(&mut conn, &mut leased, &mut stopped, &config).await {
-                Round::Advanced { caught_up: false } => {}
-                Round::Advanced { caught_up: true } => {
-                    settle(&shutdown, config.settle).await;
+                Round::Advanced { caught_up } => {
+                    // Once per round, whether it was one group batch or several.
+                    if let Some(applied) = &config.applied {
+                        applied.send_modify(|n| *n = n.wrapping_add(1));
+                    }
+                    if caught_up {
+                        settle(&shutdown, config.settle).await;
+                    }
                 }
                 Round::Idle => idle(&wake, &shutdown, config.poll_interval).await,
                 Round::Failed => {
