@@ -499,9 +499,12 @@ async fn the_dashboard_counts_no_shows_of_the_last_30_days() {
         (fulfilled, &["check-in", "start", "complete"][..]),
     ] {
         for step in steps {
-            let token = &north.nurse;
             let answer = app
-                .post(&format!("/v1/appointments/{id}/{step}"), token, json!({}))
+                .post(
+                    &format!("/v1/appointments/{id}/{step}"),
+                    &north.nurse,
+                    json!({}),
+                )
                 .await;
             assert_eq!(answer.status, 200, "{step}: {answer:?}");
             p = position(&answer);
