@@ -76,6 +76,16 @@ pub fn canonical_bytes(r: &CanonicalAccess) -> Vec<u8> {
     length_prefixed(&fields)
 }
 
+/// The last link of each clinic in `$1` (a clinic without one has no row): one step back
+/// along the `(clinic_id, link)` index per clinic. It was `DISTINCT ON (clinic_id) … ORDER BY
+/// clinic_id, link DESC`, which read and sorted every link of those clinics at every batch:
+/// 13 ms a batch in a 2-minute benchmark, the service's dearest statement; 87 ms against
+/// 0.07 ms now at 100k links in each of two clinics (`EXPLAIN ANALYZE`, generic plan).
+pub const CHAIN_HEADS: &str = "SELECT t.clinic_id, h.link, h.hash \
+     FROM unnest($1::uuid[]) AS t(clinic_id) \
+     CROSS JOIN LATERAL (SELECT c.link, c.hash FROM access_chain c \
+                         WHERE c.clinic_id = t.clinic_id ORDER BY c.link DESC LIMIT 1) h";
+
 /// The advisory lock (one-key form) that lets one worker at a time append links.
 const LOCK_KEY: i64 = 0x6163_6365_7373_6368; // "accessch"
 
@@ -116,13 +126,10 @@ pub async fn chain_batch(conn: &mut PgConnection, limit: i64) -> Result<usize, s
     let mut clinics: Vec<Uuid> = rows.iter().map(|r| r.clinic_id).collect();
     clinics.sort_unstable();
     clinics.dedup();
-    let heads: Vec<(Uuid, i64, Vec<u8>)> = sqlx::query_as(
-        "SELECT DISTINCT ON (clinic_id) clinic_id, link, hash FROM access_chain \
-         WHERE clinic_id = ANY($1) ORDER BY clinic_id, link DESC",
-    )
-    .bind(&clinics)
-    .fetch_all(&mut *tx)
-    .await?;
+    let heads: Vec<(Uuid, i64, Vec<u8>)> = sqlx::query_as(CHAIN_HEADS)
+        .bind(&clinics)
+        .fetch_all(&mut *tx)
+        .await?;
     let mut head: HashMap<Uuid, (i64, [u8; 32])> = HashMap::new();
     for (clinic, link, hash) in heads {
         head.insert(clinic, (link, to_hash(hash)?));

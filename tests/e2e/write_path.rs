@@ -398,3 +398,69 @@ async fn a_workers_statements_are_planned_once_per_connection_not_at_every_batch
         assert_eq!(*custom, 0, "planned {custom} times: {statement}");
     }
 }
+
+/// The rows every node of a plan (`EXPLAIN (ANALYZE, FORMAT JSON)`) produced, over all its
+/// loops.
+fn rows_produced(plan: &serde_json::Value) -> f64 {
+    let own =
+        plan["Actual Rows"].as_f64().unwrap_or(0.0) * plan["Actual Loops"].as_f64().unwrap_or(1.0);
+    let children = plan["Plans"]
+        .as_array()
+        .map_or(0.0, |plans| plans.iter().map(rows_produced).sum());
+    own + children
+}
+
+/// The access chain's batch finds each clinic's last link with one step back along the
+/// `(clinic_id, link)` index, whatever the length of the clinic's chain. It read and sorted
+/// every link of the clinics in the batch (`DISTINCT ON`), at every batch: the dearest
+/// statement of the benchmark, and dearer with every read of patient data.
+#[tokio::test]
+async fn the_access_chain_finds_a_clinics_last_link_without_reading_its_chain() {
+    use projections::access_chain::CHAIN_HEADS;
+    use projections::worker;
+
+    let db = TestDb::new().await;
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    // 10,000 links in each of two clinics (written as the worker writes them).
+    let mut conn = worker::connect(&db.owner).await.unwrap();
+    sqlx::query(
+        "INSERT INTO access_chain (clinic_id, access_id, transaction_id, link, hash) \
+         SELECT CASE WHEN i % 2 = 0 THEN $1 ELSE $2 END, i, (1000 + i)::text::xid8, \
+                (i + 1) / 2, sha256(i::text::bytea) \
+         FROM generate_series(1, 20000) i",
+    )
+    .bind(a)
+    .bind(b)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE access_chain")
+        .execute(&mut db.owner_connection().await)
+        .await
+        .unwrap();
+
+    let mut heads: Vec<(Uuid, i64)> = sqlx::query_as::<_, (Uuid, i64, Vec<u8>)>(CHAIN_HEADS)
+        .bind(vec![a, b, Uuid::now_v7()])
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(clinic, link, _)| (clinic, link))
+        .collect();
+    heads.sort();
+    let mut expected = vec![(a, 10_000), (b, 10_000)];
+    expected.sort();
+    assert_eq!(heads, expected, "a clinic without links has no head");
+
+    let (plan,): (serde_json::Value,) =
+        sqlx::query_as(&format!("EXPLAIN (ANALYZE, FORMAT JSON) {CHAIN_HEADS}"))
+            .bind(vec![a, b])
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    let rows = rows_produced(&plan[0]["Plan"]);
+    assert!(
+        rows <= 10.0,
+        "the heads of two clinics took {rows} rows: {plan:#}"
+    );
+}
