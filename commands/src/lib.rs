@@ -29,6 +29,7 @@ pub mod registry;
 pub mod staff;
 pub mod store;
 pub mod tx;
+pub mod wake;
 
 #[cfg(test)]
 pub(crate) mod testing;
@@ -37,3 +38,4 @@ pub use error::{Busy, CommandError, Conflict, StoreError};
 pub use metadata::{Actor, ActorRole, CommandMeta, StreamId};
 pub use store::{Committed, CommittedEvent, EventStore, Expect};
 pub use tx::{CommandTx, Streams};
+pub use wake::{Wake, WAKE_CHANNEL};

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::error::{CommandError, StoreError};
 use crate::metadata::{CommandMeta, StreamId};
 use crate::tx::{read_streams, stream, CommandTx};
+use crate::wake::Wake;
 
 /// What the caller expects of the stream's version before the command runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -57,6 +58,7 @@ impl Committed {
 pub struct EventStore {
     pool: PgPool,
     services: Services,
+    wake: Wake,
 }
 
 impl Debug for EventStore {
@@ -67,7 +69,11 @@ impl Debug for EventStore {
 
 impl EventStore {
     pub fn new(pool: PgPool, services: Services) -> Self {
-        EventStore { pool, services }
+        EventStore {
+            wake: Wake::new(pool.clone()),
+            pool,
+            services,
+        }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -82,7 +88,7 @@ impl EventStore {
     /// Opens a command transaction, for a use case that does more than one step before it
     /// commits (see [`CommandTx`]).
     pub async fn begin(&self) -> Result<CommandTx<'static>, StoreError> {
-        CommandTx::begin(&self.pool, self.services.clone()).await
+        CommandTx::begin(&self.pool, self.services.clone(), self.wake.clone()).await
     }
 
     /// Runs `command` against the stream of `entity_id` inside `meta.clinic_id`, as

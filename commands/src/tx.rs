@@ -19,6 +19,7 @@ use uuid::Uuid;
 use crate::error::{CommandError, StoreError};
 use crate::metadata::{CommandMeta, StreamId};
 use crate::store::{Committed, CommittedEvent, Expect};
+use crate::wake::Wake;
 
 /// The events of several streams, read in one statement, ordered by stream and sequence.
 const SELECT_STREAMS: &str = "SELECT e.aggregate_type, e.aggregate_id, e.sequence, e.payload \
@@ -52,6 +53,10 @@ const INSERT_EVENTS: &str = "INSERT INTO events \
 pub struct CommandTx<'c> {
     tx: Transaction<'c, Postgres>,
     services: Services,
+    /// Wakes the workers once the transaction commits with events: `None` for a savepoint,
+    /// whose events commit with the caller's transaction.
+    wake: Option<Wake>,
+    appended: bool,
 }
 
 impl std::fmt::Debug for CommandTx<'_> {
@@ -143,10 +148,16 @@ async fn read_streams_upto(
 }
 
 impl CommandTx<'static> {
-    pub(crate) async fn begin(pool: &PgPool, services: Services) -> Result<Self, StoreError> {
+    pub(crate) async fn begin(
+        pool: &PgPool,
+        services: Services,
+        wake: Wake,
+    ) -> Result<Self, StoreError> {
         Ok(CommandTx {
             tx: pool.begin().await?,
             services,
+            wake: Some(wake),
+            appended: false,
         })
     }
 }
@@ -162,6 +173,8 @@ impl<'c> CommandTx<'c> {
         Ok(CommandTx {
             tx: sqlx::Connection::begin(conn).await?,
             services,
+            wake: None,
+            appended: false,
         })
     }
 
@@ -306,6 +319,7 @@ impl<'c> CommandTx<'c> {
             .fetch_all(&mut *self.tx)
             .await
             .map_err(CommandError::from_sqlx)?;
+        self.appended = true;
         rows.sort_unstable();
         Ok(rows
             .into_iter()
@@ -319,8 +333,13 @@ impl<'c> CommandTx<'c> {
     }
 
     /// Commits everything the transaction did (releases the savepoint of [`CommandTx::within`]).
+    /// Then, if it appended events, wakes the projection workers ([`Wake`]).
     pub async fn commit(self) -> Result<(), StoreError> {
-        Ok(self.tx.commit().await?)
+        self.tx.commit().await?;
+        if let (Some(wake), true) = (&self.wake, self.appended) {
+            wake.wake();
+        }
+        Ok(())
     }
 
     /// Rolls back everything the transaction did (to the savepoint of [`CommandTx::within`]),

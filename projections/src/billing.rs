@@ -251,6 +251,14 @@ pub async fn run_batch(
     }
     hook(config, Stage::AfterIssue, pid).await?;
     move_checkpoints(&mut tx, &[NAME], (&old_tx, old_pos), (&new_tx, new_pos)).await?;
+    if batch.issued > 0 {
+        // The invoices' events wake the workers, as a command's do (`commands::Wake`); once
+        // per batch, in its transaction.
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(crate::worker::CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
     tracing::Span::current().record("position", new_pos);
     Ok(Some(batch))

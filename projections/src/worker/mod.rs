@@ -22,7 +22,8 @@ use crate::{Projection, ProjectionError, PROJECTIONS};
 pub mod group;
 use group::GroupBatch;
 
-/// The NOTIFY channel the event trigger signals.
+/// The NOTIFY channel that wakes the workers: signalled after commands commit
+/// (`commands::Wake`, the same name) and by the billing process manager's batches.
 pub const CHANNEL: &str = "clinic_events";
 /// The database role the workers run as (bypasses RLS: it writes every clinic's rows).
 pub const WORKER_ROLE: &str = "clinic_worker";
