@@ -174,24 +174,32 @@ impl CommitCounter {
     }
 }
 
+/// `n` registrations in `clinic` at once (given names `{prefix}0`, `{prefix}1`, …), each
+/// answer in the order they were sent.
+async fn register_at_once(
+    store: &EventStore,
+    clinic: ClinicId,
+    n: usize,
+    prefix: &str,
+) -> Vec<Result<patients::Registered, PatientsError>> {
+    futures::future::join_all((0..n).map(|i| async move {
+        patients::register(
+            store,
+            &admin_of(clinic),
+            Expect::Any,
+            demographics(&format!("{prefix}{i}")),
+        )
+        .await
+    }))
+    .await
+}
+
 #[tokio::test]
 async fn thirty_two_concurrent_registrations_get_thirty_two_distinct_mrns() {
     let (db, store, clinic) = clinic_with_pool(32, "crowd").await;
-    let runs = (0..32).map(|i| {
-        let store = store.clone();
-        tokio::spawn(async move {
-            patients::register(
-                &store,
-                &admin_of(clinic),
-                Expect::Any,
-                demographics(&format!("P{i}")),
-            )
-            .await
-        })
-    });
     let mut positions = HashSet::new();
-    for run in futures::future::join_all(runs).await {
-        let registered = run.unwrap().expect("every registration commits");
+    for registered in register_at_once(&store, clinic, 32, "P").await {
+        let registered = registered.expect("every registration commits");
         positions.insert(registered.committed.last_position().unwrap());
     }
     assert_eq!(positions.len(), 32);
@@ -524,21 +532,9 @@ async fn commands_wake_the_workers_after_they_commit_and_their_transactions_noti
     assert!(notifications(&mut listener, Duration::from_millis(500)).await >= 1);
 
     // Sixteen at once: at least one wake-up after the last commit, never more than one each.
-    let registered = futures::future::join_all((0..16).map(|n| {
-        let store = store.clone();
-        async move {
-            patients::register(
-                &store,
-                &admin_of(clinic),
-                Expect::Any,
-                demographics(&format!("Many{n}")),
-            )
-            .await
-            .unwrap()
-        }
-    }))
-    .await;
-    assert_eq!(registered.len(), 16);
+    for registered in register_at_once(&store, clinic, 16, "Many").await {
+        registered.unwrap();
+    }
     let woken = notifications(&mut listener, Duration::from_millis(500)).await;
     assert!(
         (1..=16).contains(&woken),
