@@ -21,8 +21,11 @@ pub struct ProjectionLag {
     pub name: String,
     /// Position of the last applied event.
     pub position: i64,
-    /// Committed events not yet applied.
+    /// Committed events not yet applied, counted up to 10,000: exact below that, 10,000 when
+    /// more wait (`lag_events_capped` is then true).
     pub lag_events: i64,
+    /// More than 10,000 events wait; `lag_ms` still gives the backlog's age.
+    pub lag_events_capped: bool,
     /// Age of the next event to apply, the oldest unapplied one in commit order (0 when
     /// caught up).
     pub lag_ms: i64,
@@ -52,6 +55,7 @@ async fn projections_status(
                 name: s.projection.name.to_owned(),
                 position: s.position,
                 lag_events: s.lag_events,
+                lag_events_capped: s.lag_events_capped,
                 lag_ms: s.lag_ms,
                 updated_at: s.updated_at,
                 failed_position: s.failed_position,
@@ -59,4 +63,29 @@ async fn projections_status(
             })
             .collect(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use projections::checkpoint::LAG_COUNT_LIMIT;
+
+    /// The limit as the API guide, the operations guide and this module's schema write it.
+    #[test]
+    fn the_documented_lag_count_limit_is_the_one_counted() {
+        let written = "10,000";
+        assert_eq!(LAG_COUNT_LIMIT, 10_000, "{written}");
+        for (doc, text) in [
+            ("docs/api.md", include_str!("../../docs/api.md")),
+            (
+                "docs/operations.md",
+                include_str!("../../docs/operations.md"),
+            ),
+            ("api/src/ops.rs", include_str!("ops.rs")),
+        ] {
+            assert!(
+                text.contains(&format!("up to {written}")),
+                "{doc} does not give the limit"
+            );
+        }
+    }
 }

@@ -856,3 +856,46 @@ impl TestApp {
         }
     }
 }
+
+/// The rows every node of a plan (`EXPLAIN (ANALYZE, FORMAT JSON)`) produced or read and
+/// filtered out, over all its loops.
+pub fn rows_read(plan: &serde_json::Value) -> f64 {
+    let per_loop = [
+        "Actual Rows",
+        "Rows Removed by Filter",
+        "Rows Removed by Index Recheck",
+    ]
+    .iter()
+    .map(|key| plan[*key].as_f64().unwrap_or(0.0))
+    .sum::<f64>();
+    let own = per_loop * plan["Actual Loops"].as_f64().unwrap_or(1.0);
+    let children = plan["Plans"]
+        .as_array()
+        .map_or(0.0, |plans| plans.iter().map(rows_read).sum());
+    own + children
+}
+
+/// The rows the scans of a plan (`EXPLAIN (ANALYZE, FORMAT JSON)`) read from tables and
+/// indexes, kept or filtered out, over all their loops: what the statement had to visit.
+pub fn rows_scanned(plan: &serde_json::Value) -> f64 {
+    let is_scan = plan["Node Type"]
+        .as_str()
+        .is_some_and(|node| node.ends_with("Scan"));
+    let own = if is_scan {
+        [
+            "Actual Rows",
+            "Rows Removed by Filter",
+            "Rows Removed by Index Recheck",
+        ]
+        .iter()
+        .map(|key| plan[*key].as_f64().unwrap_or(0.0))
+        .sum::<f64>()
+            * plan["Actual Loops"].as_f64().unwrap_or(1.0)
+    } else {
+        0.0
+    };
+    let children = plan["Plans"]
+        .as_array()
+        .map_or(0.0, |plans| plans.iter().map(rows_scanned).sum());
+    own + children
+}

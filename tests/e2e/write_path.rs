@@ -14,7 +14,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use crate::event_store::{admin_of, register_clinic};
-use crate::helpers::{patient_body, spawn_app_with, test_services, TestDb};
+use crate::helpers::{patient_body, rows_read, spawn_app_with, test_services, TestDb};
 
 fn demographics(given: &str) -> Demographics {
     Demographics {
@@ -410,17 +410,6 @@ async fn a_workers_statements_are_planned_once_per_connection_not_at_every_batch
     }
 }
 
-/// The rows every node of a plan (`EXPLAIN (ANALYZE, FORMAT JSON)`) produced, over all its
-/// loops.
-fn rows_produced(plan: &serde_json::Value) -> f64 {
-    let own =
-        plan["Actual Rows"].as_f64().unwrap_or(0.0) * plan["Actual Loops"].as_f64().unwrap_or(1.0);
-    let children = plan["Plans"]
-        .as_array()
-        .map_or(0.0, |plans| plans.iter().map(rows_produced).sum());
-    own + children
-}
-
 /// The access chain's batch finds each clinic's last link with one step back along the
 /// `(clinic_id, link)` index, whatever the length of the clinic's chain. It read and sorted
 /// every link of the clinics in the batch (`DISTINCT ON`), at every batch: the dearest
@@ -469,7 +458,7 @@ async fn the_access_chain_finds_a_clinics_last_link_without_reading_its_chain() 
             .fetch_one(&mut conn)
             .await
             .unwrap();
-    let rows = rows_produced(&plan[0]["Plan"]);
+    let rows = rows_read(&plan[0]["Plan"]);
     assert!(
         rows <= 10.0,
         "the heads of two clinics took {rows} rows: {plan:#}"
