@@ -131,14 +131,20 @@ pub struct UpcomingAppointment {
 /// the window of days, the local week and month; UTC for a clinic not projected yet), then
 /// each figure as a subquery over that frame. `$1` is the clinic, `$2` the number of days,
 /// `$3` now, `$4` now minus the longest appointment, `$5` how many upcoming appointments, `$6`
-/// the doctor (`{doctor}`, `{payment_doctor}` and `{invoice_doctor}` filter the upcoming
-/// appointments and the billing figures on it, or require it null), `$7` whether to sum the
+/// the doctor (`{upcoming}`, `{payment_doctor}` and `{invoice_doctor}` read the upcoming
+/// appointments and the billing figures of the clinic, requiring it null, or of the doctor:
+/// [`CLINIC_UPCOMING`], [`DOCTOR_UPCOMING`]), `$7` whether to sum the
 /// billing figures (the month's revenue and what is outstanding; when false their subqueries
 /// read nothing). The billing figures were a transaction of their own with three statements,
 /// after the dashboard's.
 ///
 /// An appointment not over yet (`end_at > now`) started less than the longest appointment
 /// ago: the upcoming scan starts there, in start order, and stops at the last one listed.
+/// For the clinic, one scan per active status ([`CLINIC_UPCOMING`]): one scan filtered on the
+/// status read every cancelled appointment ahead of the ones it listed; at the benchmark's
+/// large clinic, whose first 1,444 appointments ahead were cancelled, 1,454 rows for 10
+/// listed, 0.45 ms of a 0.88 ms statement (`EXPLAIN ANALYZE`).
+///
 /// The week's new patients are its 15-minute buckets from the first one that starts at or
 /// after the week's start, plus the patients of the partial bucket before it (none where
 /// the week starts on a bucket boundary, as every time zone's midnight does today).
@@ -211,12 +217,9 @@ CROSS JOIN LATERAL ( \
            ORDER BY u.start_at, u.appointment_id), '[]') AS next \
   FROM (SELECT a.appointment_id, a.start_at, a.end_at, a.status, a.doctor_id, \
                s.name AS doctor_name, a.patient_id, p.given || ' ' || p.family AS patient_name \
-        FROM rm.appointments a \
+        FROM {upcoming} a \
         LEFT JOIN rm.patients p ON p.clinic_id = a.clinic_id AND p.patient_id = a.patient_id \
-        LEFT JOIN rm.staff s ON s.clinic_id = a.clinic_id AND s.staff_id = a.doctor_id \
-        WHERE a.clinic_id = $1 AND a.status IN ('booked', 'checked-in', 'in-progress') \
-          AND a.end_at > f.now AND a.start_at > $4 {doctor} \
-        ORDER BY a.start_at, a.appointment_id LIMIT $5) u) nx \
+        LEFT JOIN rm.staff s ON s.clinic_id = a.clinic_id AND s.staff_id = a.doctor_id) u) nx \
 CROSS JOIN LATERAL ( \
   SELECT coalesce(json_agg(json_build_array(r.currency, r.amount) ORDER BY r.currency), '[]') AS revenue \
   FROM (SELECT ip.currency, \
@@ -232,25 +235,58 @@ CROSS JOIN LATERAL ( \
         WHERE $7 AND i.clinic_id = $1 AND i.status IN ('issued', 'partially-paid') {invoice_doctor} \
         GROUP BY i.currency) o) os";
 
+/// The clinic's upcoming appointments (`{upcoming}` of [`DASHBOARD_SQL`]; `$6` is null): the
+/// first of each active status, along the `(clinic_id, status, start_at)` index, then the
+/// first of those.
+const CLINIC_UPCOMING: &str = "\
+(SELECT x.* FROM unnest('{booked,checked-in,in-progress}'::text[]) st(status) \
+ CROSS JOIN LATERAL ( \
+   SELECT a.clinic_id, a.appointment_id, a.start_at, a.end_at, a.status, a.doctor_id, a.patient_id \
+   FROM rm.appointments a \
+   WHERE a.clinic_id = $1 AND a.status = st.status \
+     AND a.end_at > f.now AND a.start_at > $4 AND $6::uuid IS NULL \
+   ORDER BY a.start_at, a.appointment_id LIMIT $5) x \
+ ORDER BY x.start_at, x.appointment_id LIMIT $5)";
+
+/// A doctor's upcoming appointments (`{upcoming}` of [`DASHBOARD_SQL`]): along the
+/// `(clinic_id, doctor_id, start_at)` index, which holds their statuses. Split by status like
+/// the clinic's, the three scans each read the doctor's appointments of the other statuses.
+const DOCTOR_UPCOMING: &str = "\
+(SELECT a.clinic_id, a.appointment_id, a.start_at, a.end_at, a.status, a.doctor_id, a.patient_id \
+ FROM rm.appointments a \
+ WHERE a.clinic_id = $1 AND a.doctor_id = $6 AND a.status IN ('booked', 'checked-in', 'in-progress') \
+   AND a.end_at > f.now AND a.start_at > $4 \
+ ORDER BY a.start_at, a.appointment_id LIMIT $5)";
+
 /// [`DASHBOARD_SQL`] as it is sent: for the clinic (the doctor parameter must be null), and
 /// for a doctor's own upcoming appointments and invoices. Two statements, not `($6 IS NULL OR doctor_id =
 /// $6)`: each keeps a plan of its own. Written once, not for every request.
 static DASHBOARD_STATEMENTS: LazyLock<[String; 2]> = LazyLock::new(|| {
     [
-        ["AND $6::uuid IS NULL"; 3],
         [
-            "AND a.doctor_id = $6",
+            CLINIC_UPCOMING,
+            "AND $6::uuid IS NULL",
+            "AND $6::uuid IS NULL",
+        ],
+        [
+            DOCTOR_UPCOMING,
             "AND ip.doctor_id = $6",
             "AND i.doctor_id = $6",
         ],
     ]
-    .map(|[appointments, payments, invoices]| {
+    .map(|[upcoming, payments, invoices]| {
         DASHBOARD_SQL
-            .replace("{doctor}", appointments)
+            .replace("{upcoming}", upcoming)
             .replace("{payment_doctor}", payments)
             .replace("{invoice_doctor}", invoices)
     })
 });
+
+/// The dashboard's statement as it is sent for the clinic (`doctor` false: `$6` must be null)
+/// or for a doctor (`$6`), for tests that look at its plan.
+pub fn dashboard_statement(doctor: bool) -> &'static str {
+    &DASHBOARD_STATEMENTS[usize::from(doctor)]
+}
 
 /// A local day of the window, a status, a doctor and how many of their appointments that
 /// day have that status.
@@ -301,12 +337,7 @@ pub async fn dashboard(
     with_billing: bool,
 ) -> Result<Dashboard, sqlx::Error> {
     let mut tx = clinic_generic_plan_tx(pool, clinic).await?;
-    let [clinic_wide, doctors_own] = &*DASHBOARD_STATEMENTS;
-    let sql = if doctor.is_some() {
-        doctors_own
-    } else {
-        clinic_wide
-    };
+    let sql = dashboard_statement(doctor.is_some());
     let row: DashboardRow = sqlx::query_as(sql)
         .bind(clinic.as_uuid())
         .bind(DASHBOARD_DAYS as i32)
