@@ -211,12 +211,10 @@ async fn phases(session: &mut Session, args: &Args, plan: &Plan) -> Result<Repor
     );
     let read_time = Plan::seconds(plan.read_seconds);
     for clients in [1, 32] {
-        report
-            .reads_small
-            .extend(reads::at(&ctx, fixture.small(), "small", clients, read_time).await);
-        report
-            .reads_large
-            .extend(reads::at(&ctx, fixture.large(), "large", clients, read_time).await);
+        let (small, large) =
+            reads::at_both(&ctx, fixture.small(), fixture.large(), clients, read_time).await;
+        report.reads_small.extend(small);
+        report.reads_large.extend(large);
         report
             .reads_small
             .push(reads::healthz(&ctx, clients, read_time).await);

@@ -32,34 +32,60 @@ fn reads(clinic: &Clinic) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// Each read at `clinic` with `clients` clients (admins and receptionists alternating).
-pub async fn at(
+/// Each read at the small clinic and then at the large one, with `clients` clients (admins
+/// and receptionists alternating): `(small, large)`. The two measurements of a read run one
+/// right after the other, so that the ratio of their p50s compares the two clinics at the
+/// same moment of the machine. Measured clinic by clinic (all five reads at the small one,
+/// then all five at the large one), the two of a read were about ten seconds apart, and a
+/// machine that slowed in between made the large clinic look 1.4–1.8× dearer at one client,
+/// the benchmark's own client included (whose work is the same for both).
+pub async fn at_both(
     ctx: &Ctx,
-    clinic: &Clinic,
-    label: &str,
+    small: &Clinic,
+    large: &Clinic,
     clients: usize,
     duration: Duration,
-) -> Vec<Stats> {
-    let mut all = Vec::new();
-    let tokens = [clinic.admin.token(), clinic.receptionist.token()];
-    for (name, path) in reads(clinic) {
-        let api = ctx.api.clone();
-        let tokens = tokens.clone();
-        let stats = load::run(
-            &format!("{name} ({label})"),
-            clients,
-            duration,
-            move |client, _| {
-                let api = api.clone();
-                let token = tokens[client % 2].clone();
-                let path = path.clone();
-                async move { api.get_outcome(&path, &token).await }
-            },
-        )
-        .await;
-        all.push(stats);
+) -> (Vec<Stats>, Vec<Stats>) {
+    let mut measured = (Vec::new(), Vec::new());
+    for ((name, small_path), (_, large_path)) in reads(small).into_iter().zip(reads(large)) {
+        for (clinic, label, path) in [(small, "small", small_path), (large, "large", large_path)] {
+            let stats = one(
+                ctx,
+                clinic,
+                &format!("{name} ({label})"),
+                path,
+                clients,
+                duration,
+            )
+            .await;
+            if label == "small" {
+                measured.0.push(stats);
+            } else {
+                measured.1.push(stats);
+            }
+        }
     }
-    all
+    measured
+}
+
+/// `path` at `clinic` with `clients` clients (admins and receptionists alternating).
+async fn one(
+    ctx: &Ctx,
+    clinic: &Clinic,
+    name: &str,
+    path: String,
+    clients: usize,
+    duration: Duration,
+) -> Stats {
+    let api = ctx.api.clone();
+    let tokens = [clinic.admin.token(), clinic.receptionist.token()];
+    load::run(name, clients, duration, move |client, _| {
+        let api = api.clone();
+        let token = tokens[client % 2].clone();
+        let path = path.clone();
+        async move { api.get_outcome(&path, &token).await }
+    })
+    .await
 }
 
 /// `GET /healthz` (no database, no token): what the HTTP stack alone costs.
