@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use crate::projection::PROJECTIONS;
+use crate::scope::end_read;
 use crate::Projection;
 
 /// Where the read models stand against a position a client sent (`X-Min-Position`).
@@ -125,8 +126,7 @@ pub async fn status_counting_up_to(
         .bind(PROJECTIONS.iter().map(|p| p.name).collect::<Vec<_>>())
         .fetch_all(&mut *tx)
         .await?;
-    // It wrote nothing: dropped, it is rolled back.
-    drop(tx);
+    end_read(tx);
     // Technical time, not business time: lag is how long ago (by the machine's clock) the
     // oldest unapplied event was recorded.
     let now = Utc::now();

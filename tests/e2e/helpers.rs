@@ -250,6 +250,13 @@ impl TestDb {
     pub async fn owner_connection(&self) -> PgConnection {
         self.owner.connect().await.expect("owner connection")
     }
+
+    /// A pool of owner connections, for the projections' own read functions.
+    pub async fn owner_pool(&self) -> PgPool {
+        PgPool::connect_with(self.owner.clone())
+            .await
+            .expect("owner pool")
+    }
 }
 
 impl Drop for TestDb {
@@ -860,28 +867,19 @@ impl TestApp {
 /// The rows every node of a plan (`EXPLAIN (ANALYZE, FORMAT JSON)`) produced or read and
 /// filtered out, over all its loops.
 pub fn rows_read(plan: &serde_json::Value) -> f64 {
-    let per_loop = [
-        "Actual Rows",
-        "Rows Removed by Filter",
-        "Rows Removed by Index Recheck",
-    ]
-    .iter()
-    .map(|key| plan[*key].as_f64().unwrap_or(0.0))
-    .sum::<f64>();
-    let own = per_loop * plan["Actual Loops"].as_f64().unwrap_or(1.0);
-    let children = plan["Plans"]
-        .as_array()
-        .map_or(0.0, |plans| plans.iter().map(rows_read).sum());
-    own + children
+    rows_of_nodes(plan, &|_| true)
 }
 
 /// The rows the scans of a plan (`EXPLAIN (ANALYZE, FORMAT JSON)`) read from tables and
 /// indexes, kept or filtered out, over all their loops: what the statement had to visit.
 pub fn rows_scanned(plan: &serde_json::Value) -> f64 {
-    let is_scan = plan["Node Type"]
-        .as_str()
-        .is_some_and(|node| node.ends_with("Scan"));
-    let own = if is_scan {
+    rows_of_nodes(plan, &|node| node.ends_with("Scan"))
+}
+
+/// The rows kept or filtered out, over all their loops, by the nodes of `plan` whose type
+/// `counted` accepts.
+fn rows_of_nodes(plan: &serde_json::Value, counted: &dyn Fn(&str) -> bool) -> f64 {
+    let own = if plan["Node Type"].as_str().is_some_and(counted) {
         [
             "Actual Rows",
             "Rows Removed by Filter",
@@ -894,8 +892,8 @@ pub fn rows_scanned(plan: &serde_json::Value) -> f64 {
     } else {
         0.0
     };
-    let children = plan["Plans"]
-        .as_array()
-        .map_or(0.0, |plans| plans.iter().map(rows_scanned).sum());
+    let children = plan["Plans"].as_array().map_or(0.0, |plans| {
+        plans.iter().map(|p| rows_of_nodes(p, counted)).sum()
+    });
     own + children
 }

@@ -235,7 +235,7 @@ async fn the_projection_status_counts_a_long_backlog_only_up_to_its_limit() {
         .execute(&mut owner)
         .await
         .unwrap();
-    let pool = sqlx::PgPool::connect_with(db.owner.clone()).await.unwrap();
+    let pool = db.owner_pool().await;
 
     // Below the limit the count is exact; above it, the limit, flagged; the age is exact.
     let backlog = i64::from(backlog);
@@ -270,7 +270,7 @@ async fn the_projection_status_counts_a_long_backlog_only_up_to_its_limit() {
 
     // The statement, run as `status` runs it, reads the limit's worth of index entries per
     // projection, not the backlog; and caught up, next to nothing (not the table).
-    let names: Vec<&str> = projections::PROJECTIONS.iter().map(|p| p.name).collect();
+    let names = known;
     let explain = format!("EXPLAIN (ANALYZE, FORMAT JSON) {STATUS_SQL}");
     let mut scanned = Vec::new();
     for caught_up in [false, true] {

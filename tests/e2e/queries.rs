@@ -1718,7 +1718,7 @@ async fn the_dashboard_lists_the_next_appointments_without_reading_the_cancelled
         .unwrap();
 
     // The next ten: the first ten active ones, in start order, none cancelled.
-    let pool = sqlx::PgPool::connect_with(db.owner.clone()).await.unwrap();
+    let pool = db.owner_pool().await;
     let board = dashboard(&pool, ClinicId::from_uuid(clinic), None, now, false)
         .await
         .unwrap();
@@ -1739,10 +1739,9 @@ async fn the_dashboard_lists_the_next_appointments_without_reading_the_cancelled
         .collect();
     assert_eq!(listed, expected);
 
-    // Its statement reads the listed ones and a few more, not the 2,000 cancelled ones.
-    let mut tx = pool.begin().await.unwrap();
-    sqlx::query("SET LOCAL plan_cache_mode = force_generic_plan")
-        .execute(&mut *tx)
+    // Its statement, in the transaction the dashboard reads in (generic plan), reads the
+    // listed ones and a few more, not the 2,000 cancelled ones.
+    let mut tx = projections::scope::clinic_generic_plan_tx(&pool, ClinicId::from_uuid(clinic))
         .await
         .unwrap();
     let (plan,): (serde_json::Value,) = sqlx::query_as(&format!(

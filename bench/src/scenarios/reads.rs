@@ -46,26 +46,13 @@ pub async fn at_both(
     clients: usize,
     duration: Duration,
 ) -> (Vec<Stats>, Vec<Stats>) {
-    let mut measured = (Vec::new(), Vec::new());
+    let (mut at_small, mut at_large) = (Vec::new(), Vec::new());
     for ((name, small_path), (_, large_path)) in reads(small).into_iter().zip(reads(large)) {
-        for (clinic, label, path) in [(small, "small", small_path), (large, "large", large_path)] {
-            let stats = one(
-                ctx,
-                clinic,
-                &format!("{name} ({label})"),
-                path,
-                clients,
-                duration,
-            )
-            .await;
-            if label == "small" {
-                measured.0.push(stats);
-            } else {
-                measured.1.push(stats);
-            }
-        }
+        let name_at = |label: &str| format!("{name} ({label})");
+        at_small.push(one(ctx, small, &name_at("small"), small_path, clients, duration).await);
+        at_large.push(one(ctx, large, &name_at("large"), large_path, clients, duration).await);
     }
-    measured
+    (at_small, at_large)
 }
 
 /// `path` at `clinic` with `clients` clients (admins and receptionists alternating).
