@@ -904,8 +904,8 @@ async fn clinic_rebuild_swaps_in_identical_tables() {
     .await
     .unwrap();
     assert!(unvacuumed.is_empty(), "never vacuumed: {unvacuumed:?}");
-    // The fill factor the load used (room for HOT updates) is reset: the tables keep the
-    // options they were created with (none).
+    // The tables keep the options they were created with (none): the load sets none (it
+    // once set a fill factor of 50 and reset it here).
     let options: Vec<(String, Vec<String>)> = sqlx::query_as(
         "SELECT c.relname::text, c.reloptions FROM pg_class c \
          JOIN pg_namespace n ON n.oid = c.relnamespace \
