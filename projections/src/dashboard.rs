@@ -131,9 +131,9 @@ pub struct UpcomingAppointment {
 /// the window of days, the local week and month; UTC for a clinic not projected yet), then
 /// each figure as a subquery over that frame. `$1` is the clinic, `$2` the number of days,
 /// `$3` now, `$4` now minus the longest appointment, `$5` how many upcoming appointments, `$6`
-/// the doctor (`{upcoming}`, `{payment_doctor}` and `{invoice_doctor}` read the upcoming
-/// appointments and the billing figures of the clinic, requiring it null, or of the doctor:
-/// [`CLINIC_UPCOMING`], [`DOCTOR_UPCOMING`]), `$7` whether to sum the
+/// the doctor (`{appointment_doctor}`, `{payment_doctor}` and `{invoice_doctor}` read the
+/// upcoming appointments and the billing figures of the clinic, requiring it null, or of the
+/// doctor: [`DASHBOARD_STATEMENTS`]), `$7` whether to sum the
 /// billing figures (the month's revenue and what is outstanding; when false their subqueries
 /// read nothing). The billing figures were a transaction of their own with three statements,
 /// after the dashboard's.
@@ -145,10 +145,16 @@ pub struct UpcomingAppointment {
 ///
 /// An appointment not over yet (`end_at > now`) started less than the longest appointment
 /// ago: the upcoming scan starts there, in start order, and stops at the last one listed.
-/// Both read a partial index of the active appointments ([`CLINIC_UPCOMING`]): one scan
-/// filtered on the status read every cancelled appointment ahead of the ones it listed; at
-/// the benchmark's large clinic, whose first 1,444 appointments ahead were cancelled, 1,454
-/// rows for 10 listed, 0.45 ms of a 0.88 ms statement (`EXPLAIN ANALYZE`).
+/// The clinic's scan reads the partial index `(clinic_id, start_at, appointment_id)`, a
+/// doctor's `(clinic_id, doctor_id, start_at, appointment_id)`, both `WHERE status IN (the
+/// active ones)` (migration `20261207000003_active_appointments_index.sql`): the status list
+/// must stay the indexes' predicate word for word, or the planner cannot use them (the e2e
+/// test `the_dashboard_lists_the_next_appointments_without_reading_the_cancelled_ones_ahead`
+/// counts the rows read). One scan in start order filtered on the status read every
+/// cancelled appointment ahead of the ones it listed: at the benchmark's large clinic, whose
+/// first 1,444 appointments ahead were cancelled, 1,454 rows for 10 listed, 0.45 ms of a
+/// 0.88 ms statement (`EXPLAIN ANALYZE`); a doctor's dashboard did so until 2026-12-07 (the
+/// clinic's read one range per active status, then sorted them, since 584dcb2).
 ///
 /// The week's new patients are its 15-minute buckets from the first one that starts at or
 /// after the week's start, plus the patients of the partial bucket before it (none where
@@ -224,7 +230,11 @@ CROSS JOIN LATERAL ( \
                s.name AS doctor_name, a.patient_id, \
                (SELECT p.given || ' ' || p.family FROM rm.patients p \
                 WHERE p.clinic_id = a.clinic_id AND p.patient_id = a.patient_id) AS patient_name \
-        FROM {upcoming} a \
+        FROM (SELECT a.clinic_id, a.appointment_id, a.start_at, a.end_at, a.status, a.doctor_id, a.patient_id \
+              FROM rm.appointments a \
+              WHERE a.clinic_id = $1 AND a.status IN ('booked', 'checked-in', 'in-progress') \
+                AND a.end_at > f.now AND a.start_at > $4 {appointment_doctor} \
+              ORDER BY a.start_at, a.appointment_id LIMIT $5) a \
         LEFT JOIN rm.staff s ON s.clinic_id = a.clinic_id AND s.staff_id = a.doctor_id) u) nx \
 CROSS JOIN LATERAL ( \
   SELECT coalesce(json_agg(json_build_array(r.currency, r.amount) ORDER BY r.currency), '[]') AS revenue \
@@ -241,52 +251,25 @@ CROSS JOIN LATERAL ( \
         WHERE $7 AND i.clinic_id = $1 AND i.status IN ('issued', 'partially-paid') {invoice_doctor} \
         GROUP BY i.currency) o) os";
 
-/// The clinic's upcoming appointments (`{upcoming}` of [`DASHBOARD_SQL`]; `$6` is null): the
-/// first entries of the partial index of active appointments, `(clinic_id, start_at,
-/// appointment_id) WHERE status IN (the active ones)` (migration
-/// `20261207000003_active_appointments_index.sql`). The status list must stay the index's
-/// predicate word for word, or the planner cannot use it (the e2e test
-/// `the_dashboard_lists_the_next_appointments_without_reading_the_cancelled_ones_ahead`
-/// counts the rows read). Before it, one scan per active status along `(clinic_id, status,
-/// start_at)` and a sort of their 30 rows; before that, one scan along `(clinic_id,
-/// start_at)` that read every cancelled appointment ahead.
-const CLINIC_UPCOMING: &str = "\
-(SELECT a.clinic_id, a.appointment_id, a.start_at, a.end_at, a.status, a.doctor_id, a.patient_id \
- FROM rm.appointments a \
- WHERE a.clinic_id = $1 AND a.status IN ('booked', 'checked-in', 'in-progress') \
-   AND a.end_at > f.now AND a.start_at > $4 AND $6::uuid IS NULL \
- ORDER BY a.start_at, a.appointment_id LIMIT $5)";
-
-/// A doctor's upcoming appointments (`{upcoming}` of [`DASHBOARD_SQL`]): the same along the
-/// partial index `(clinic_id, doctor_id, start_at, appointment_id) WHERE status IN (the
-/// active ones)`. Along `(clinic_id, doctor_id, start_at)`, it read every one of the doctor's
-/// cancelled, fulfilled and no-show appointments ahead of the ten it listed.
-const DOCTOR_UPCOMING: &str = "\
-(SELECT a.clinic_id, a.appointment_id, a.start_at, a.end_at, a.status, a.doctor_id, a.patient_id \
- FROM rm.appointments a \
- WHERE a.clinic_id = $1 AND a.doctor_id = $6 AND a.status IN ('booked', 'checked-in', 'in-progress') \
-   AND a.end_at > f.now AND a.start_at > $4 \
- ORDER BY a.start_at, a.appointment_id LIMIT $5)";
-
 /// [`DASHBOARD_SQL`] as it is sent: for the clinic (the doctor parameter must be null), and
 /// for a doctor's own upcoming appointments and invoices. Two statements, not `($6 IS NULL OR doctor_id =
 /// $6)`: each keeps a plan of its own. Written once, not for every request.
 static DASHBOARD_STATEMENTS: LazyLock<[String; 2]> = LazyLock::new(|| {
     [
         [
-            CLINIC_UPCOMING,
+            "AND $6::uuid IS NULL",
             "AND $6::uuid IS NULL",
             "AND $6::uuid IS NULL",
         ],
         [
-            DOCTOR_UPCOMING,
+            "AND a.doctor_id = $6",
             "AND ip.doctor_id = $6",
             "AND i.doctor_id = $6",
         ],
     ]
-    .map(|[upcoming, payments, invoices]| {
+    .map(|[appointments, payments, invoices]| {
         DASHBOARD_SQL
-            .replace("{upcoming}", upcoming)
+            .replace("{appointment_doctor}", appointments)
             .replace("{payment_doctor}", payments)
             .replace("{invoice_doctor}", invoices)
     })
