@@ -81,6 +81,75 @@ async fn the_mrn_is_taken_in_the_transaction_that_appends_the_registration() {
     );
 }
 
+/// The write-side state that follows from events is kept by two row triggers on `events`,
+/// neither with a `WHEN` clause: PostgreSQL rebuilds a `WHEN` clause from its stored node tree
+/// for every inserting statement, and the six the triggers had cost every append about 20 µs
+/// of CPU (migration `20261208000001`). The caller's trigger fires first and keeps the
+/// appender's rights: a role that may append but not claim (the billing process manager's)
+/// still cannot register a patient's MRN, while the service's role can.
+#[tokio::test]
+async fn an_append_fires_two_triggers_without_when_clauses_and_keeps_the_appenders_rights() {
+    let (db, _store, clinic) = clinic_with_pool(2, "triggers").await;
+    let mut conn = db.owner_connection().await;
+    let triggers: Vec<(String, bool, bool)> = sqlx::query_as(
+        "SELECT t.tgname::text, t.tgqual IS NOT NULL, p.prosecdef \
+         FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid \
+         WHERE t.tgrelid = 'events'::regclass AND NOT t.tgisinternal ORDER BY t.tgname",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let expected = |name: &str, definer: bool| (name.to_string(), false, definer);
+    assert_eq!(
+        triggers,
+        [
+            expected("events_as_caller", false),
+            expected("events_as_owner", true)
+        ],
+        "(name, has a WHEN clause, runs as the owner), in firing order"
+    );
+
+    let tenant = clinic.as_uuid();
+    let append = format!(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+                             payload, metadata) \
+         VALUES ('Patient', '{tenant}:' || gen_random_uuid(), 1, 'PatientRegistered', '1.0', \
+                 '{{\"PatientRegistered\": {{\"mrn\": \"MRN-777777\"}}}}', \
+                 json_build_object('tenant_id', '{tenant}'))"
+    );
+    let claimed = "SELECT count(*) FROM patient_mrns WHERE mrn = 'MRN-777777'";
+    for (role, allowed) in [("clinic_billing", false), (api::infra::db::APP_ROLE, true)] {
+        sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+        sqlx::query(&format!("SET LOCAL ROLE {role}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let appended = sqlx::query(&append).execute(&mut conn).await;
+        sqlx::query("RESET ROLE").execute(&mut conn).await.ok();
+        match appended {
+            Ok(_) => {
+                assert!(allowed, "{role} claimed an MRN");
+                let n: i64 = sqlx::query_scalar(claimed)
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+                assert_eq!(n, 1, "{role}'s registration claimed its MRN");
+            }
+            Err(e) => {
+                let code = e.as_database_error().and_then(|d| d.code());
+                assert!(!allowed, "{role}: {e}");
+                assert_eq!(code.as_deref(), Some("42501"), "{role}: {e}");
+            }
+        }
+        sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+    }
+    let n: i64 = sqlx::query_scalar(claimed)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "both appends were rolled back");
+}
+
 #[tokio::test]
 async fn a_registration_over_http_commits_one_transaction() {
     // No workers: every transaction of the database is the API's (and this test's reads).
