@@ -93,6 +93,7 @@ impl Schedule<'_> {
         if duration <= Duration::zero() || to <= from {
             return out;
         }
+        let busy = BusyTimes::new(busy);
         let first_day = from.with_timezone(&tz).date_naive();
         let last_day = to.with_timezone(&tz).date_naive();
         let mut day: NaiveDate = first_day;
@@ -130,7 +131,7 @@ impl Schedule<'_> {
                         if start < from || slot.end() > to || start < now {
                             continue;
                         }
-                        if self.check(&slot).is_err() || busy.iter().any(|b| b.overlaps(&slot)) {
+                        if self.check(&slot).is_err() || busy.overlaps(&slot) {
                             continue;
                         }
                         out.push(start);
@@ -143,6 +144,36 @@ impl Schedule<'_> {
         out.sort();
         out.dedup();
         out
+    }
+}
+
+/// The instants taken by other appointments, as the sorted union of their ranges: disjoint
+/// `[start, end)` pairs in order, so that whether a slot overlaps any of them is one binary
+/// search. Tested against each range in turn, a 14-day answer of an all-day doctor (1,344
+/// slots) made 1,344 passes over every booking in the window.
+struct BusyTimes(Vec<(DateTime<Utc>, DateTime<Utc>)>);
+
+impl BusyTimes {
+    fn new(busy: &[TimeRange]) -> Self {
+        let mut ranges: Vec<_> = busy.iter().map(|b| (b.start(), b.end())).collect();
+        ranges.sort_unstable();
+        let mut union: Vec<(DateTime<Utc>, DateTime<Utc>)> = Vec::with_capacity(ranges.len());
+        for (start, end) in ranges {
+            match union.last_mut() {
+                Some(last) if start <= last.1 => last.1 = last.1.max(end),
+                _ => union.push((start, end)),
+            }
+        }
+        BusyTimes(union)
+    }
+
+    /// Whether `slot` overlaps one of the ranges: the first range of the union that ends after
+    /// the slot starts is the only one that can, and does if it starts before the slot ends.
+    fn overlaps(&self, slot: &TimeRange) -> bool {
+        let first_after = self.0.partition_point(|(_, end)| *end <= slot.start());
+        self.0
+            .get(first_after)
+            .is_some_and(|(start, _)| *start < slot.end())
     }
 }
 
@@ -315,6 +346,40 @@ mod tests {
                     Ok(()),
                     "{start}"
                 );
+            }
+        }
+    }
+
+    /// Whether a slot is taken is answered from the union of the busy ranges, in any order,
+    /// overlapping, touching, nested or repeated, exactly as testing each range would.
+    #[test]
+    fn a_slot_is_busy_exactly_when_it_overlaps_one_of_the_busy_ranges() {
+        let at = |minute: i64| utc("2030-01-07T00:00:00Z") + Duration::minutes(minute);
+        // A small deterministic generator: the same ranges on every run.
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |below: i64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % below as u64) as i64
+        };
+        for round in 0..200 {
+            let busy: Vec<TimeRange> = (0..next(12))
+                .map(|_| {
+                    let start = next(600);
+                    TimeRange::new(at(start), at(start + 1 + next(90))).unwrap()
+                })
+                .collect();
+            let union = BusyTimes::new(&busy);
+            for start in (0..700).step_by(5) {
+                for length in [1, 15, 30, 45, 120] {
+                    let slot = TimeRange::new(at(start), at(start + length)).unwrap();
+                    assert_eq!(
+                        union.overlaps(&slot),
+                        busy.iter().any(|b| b.overlaps(&slot)),
+                        "round {round}: {slot:?} against {busy:?}"
+                    );
+                }
             }
         }
     }
