@@ -119,18 +119,18 @@ async fn an_append_fires_two_triggers_without_when_clauses_and_keeps_the_appende
     );
     let claimed = "SELECT count(*) FROM patient_mrns WHERE mrn = 'MRN-777777'";
     for (role, allowed) in [("clinic_billing", false), (api::infra::db::APP_ROLE, true)] {
-        sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+        // `SET LOCAL`: the role ends with the transaction, which is rolled back either way.
+        let mut tx = sqlx::Connection::begin(&mut conn).await.unwrap();
         sqlx::query(&format!("SET LOCAL ROLE {role}"))
-            .execute(&mut conn)
+            .execute(&mut *tx)
             .await
             .unwrap();
-        let appended = sqlx::query(&append).execute(&mut conn).await;
-        sqlx::query("RESET ROLE").execute(&mut conn).await.ok();
-        match appended {
+        match sqlx::query(&append).execute(&mut *tx).await {
             Ok(_) => {
                 assert!(allowed, "{role} claimed an MRN");
+                sqlx::query("RESET ROLE").execute(&mut *tx).await.unwrap();
                 let n: i64 = sqlx::query_scalar(claimed)
-                    .fetch_one(&mut conn)
+                    .fetch_one(&mut *tx)
                     .await
                     .unwrap();
                 assert_eq!(n, 1, "{role}'s registration claimed its MRN");
@@ -141,7 +141,7 @@ async fn an_append_fires_two_triggers_without_when_clauses_and_keeps_the_appende
                 assert_eq!(code.as_deref(), Some("42501"), "{role}: {e}");
             }
         }
-        sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+        tx.rollback().await.unwrap();
     }
     let n: i64 = sqlx::query_scalar(claimed)
         .fetch_one(&mut conn)
